@@ -1,0 +1,45 @@
+"""What every cluster component hands to the platform and workload layers, whatever the cloud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.node_pools import NodePoolDescription
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """Facts later layers need to give pods cloud identities (IRSA on EKS, Workload Identity on GKE)."""
+
+    cloud: str
+    cluster_name: pulumi.Input[str]
+    region: Optional[str] = None
+    # EKS: the IAM OIDC provider that IRSA roles trust.
+    oidc_provider_arn: Optional[pulumi.Input[str]] = None
+    oidc_issuer_url: Optional[pulumi.Input[str]] = None
+    # GKE: `<project>.svc.id.goog`, the pool Kubernetes service accounts map into.
+    workload_identity_pool: Optional[str] = None
+    gcp_project: Optional[str] = None
+
+
+class KubernetesCluster(Protocol):
+    """Implemented by EksGpuCluster, GkeGpuCluster and ExistingCluster."""
+
+    provider: k8s.Provider
+    cluster_name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]  # always a secret
+    identity: ClusterIdentity
+    node_pools: tuple[NodePoolDescription, ...]
+
+
+def system_pool(cluster: KubernetesCluster) -> NodePoolDescription:
+    return next(pool for pool in cluster.node_pools if pool.role == "system")
+
+
+def gpu_pools(cluster: KubernetesCluster) -> tuple[NodePoolDescription, ...]:
+    return tuple(pool for pool in cluster.node_pools if pool.role == "gpu")

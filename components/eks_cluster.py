@@ -1,0 +1,315 @@
+"""An EKS cluster for GPU inference: private network, encrypted control plane, a CPU system node group
+and GPU managed node groups that Cluster Autoscaler can scale from zero."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from components.cluster import ClusterIdentity
+from components.node_pools import GPU_TAINT, GpuPoolSpec, NodePoolDescription, SystemPoolSpec
+
+# Control-plane logs the audit trail needs (who called the API, and how they authenticated).
+CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator")
+SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
+# NVIDIA driver and container toolkit come preinstalled on this AMI, so the GPU Operator runs
+# with its driver and toolkit disabled.
+GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
+NODE_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryReadOnly",
+    "AmazonSSMManagedInstanceCore",
+)
+# Cluster Autoscaler reads these ASG tags to build a template node for a group at zero nodes
+# (cluster-autoscaler AWS README, "Auto-Discovery Setup"; ../shared/upstream/cluster-autoscaler).
+CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
+# Lets Cluster Autoscaler treat a new node as a GPU node before the device plugin reports GPUs,
+# so it does not scale up a second time while the driver starts.
+AWS_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+
+
+@dataclass(frozen=True)
+class EksGpuClusterArgs:
+    cluster_name: str
+    region: str
+    kubernetes_version: str
+    vpc_cidr: str
+    zone_count: int
+    single_nat_gateway: bool
+    api_server_allowed_cidrs: tuple[str, ...]  # empty: private endpoint only
+    deletion_protection: bool
+    system_pool: SystemPoolSpec
+    gpu_pools: tuple[GpuPoolSpec, ...]
+
+
+def autoscaler_template_tags(pool: NodePoolDescription) -> dict[str, str]:
+    """The node-template tags Cluster Autoscaler needs to scale this pool up from zero nodes."""
+    tags = {f"{CA_TEMPLATE_PREFIX}/label/{key}": value for key, value in pool.labels.items()}
+    tags.update({f"{CA_TEMPLATE_PREFIX}/taint/{t.key}": f"{t.value}:{t.effect}" for t in pool.taints})
+    if pool.gpu_count:
+        # With time-slicing a node advertises gpu_count x replicas, not what the instance type has.
+        tags[f"{CA_TEMPLATE_PREFIX}/resources/nvidia.com/gpu"] = str(pool.schedulable_gpus_per_node)
+    return tags
+
+
+class EksVpc(pulumi.ComponentResource):
+    """Public subnets for NAT and internet-facing load balancers, private subnets for nodes."""
+
+    vpc_id: pulumi.Output[str]
+    private_subnet_ids: list[pulumi.Output[str]]
+    public_subnet_ids: list[pulumi.Output[str]]
+
+    def __init__(
+        self,
+        name: str,
+        cluster_name: str,
+        cidr: str,
+        zones: list[str],
+        single_nat_gateway: bool,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        super().__init__("gpu-platform:cluster:EksVpc", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        network = ipaddress.ip_network(cidr)
+        # Large private subnets: the VPC CNI gives every pod a VPC address.
+        private_blocks = list(network.subnets(prefixlen_diff=3))
+        public_blocks = list(private_blocks[-1].subnets(prefixlen_diff=3))
+        cluster_tag = {f"kubernetes.io/cluster/{cluster_name}": "shared"}
+
+        vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            cidr_block=cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags={"Name": f"{cluster_name}-vpc"},
+            opts=child,
+        )
+        gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, opts=child)
+        public_routes = aws.ec2.RouteTable(
+            f"{name}-public",
+            vpc_id=vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=gateway.id)],
+            tags={"Name": f"{cluster_name}-public"},
+            opts=child,
+        )
+
+        self.private_subnet_ids, self.public_subnet_ids = [], []
+        nat_gateway_ids: list[pulumi.Output[str]] = []
+        for index, zone in enumerate(zones):
+            public = aws.ec2.Subnet(
+                f"{name}-public-{zone}",
+                vpc_id=vpc.id,
+                availability_zone=zone,
+                cidr_block=str(public_blocks[index]),
+                tags={"Name": f"{cluster_name}-public-{zone}", "kubernetes.io/role/elb": "1", **cluster_tag},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-public-{zone}", subnet_id=public.id, route_table_id=public_routes.id, opts=child
+            )
+            if index == 0 or not single_nat_gateway:
+                address = aws.ec2.Eip(f"{name}-nat-{zone}", domain="vpc", opts=child)
+                nat = aws.ec2.NatGateway(
+                    f"{name}-nat-{zone}",
+                    subnet_id=public.id,
+                    allocation_id=address.id,
+                    tags={"Name": f"{cluster_name}-nat-{zone}"},
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[gateway]),
+                )
+                nat_gateway_ids.append(nat.id)
+
+            private = aws.ec2.Subnet(
+                f"{name}-private-{zone}",
+                vpc_id=vpc.id,
+                availability_zone=zone,
+                cidr_block=str(private_blocks[index]),
+                tags={"Name": f"{cluster_name}-private-{zone}", "kubernetes.io/role/internal-elb": "1", **cluster_tag},
+                opts=child,
+            )
+            private_routes = aws.ec2.RouteTable(
+                f"{name}-private-{zone}",
+                vpc_id=vpc.id,
+                routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat_gateway_ids[-1])],
+                tags={"Name": f"{cluster_name}-private-{zone}"},
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-private-{zone}", subnet_id=private.id, route_table_id=private_routes.id, opts=child
+            )
+            self.public_subnet_ids.append(public.id)
+            self.private_subnet_ids.append(private.id)
+
+        self.vpc_id = vpc.id
+        self.register_outputs({"vpcId": vpc.id})
+
+
+class EksGpuCluster(pulumi.ComponentResource):
+    provider: k8s.Provider
+    cluster_name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    identity: ClusterIdentity
+    node_pools: tuple[NodePoolDescription, ...]
+
+    def __init__(self, name: str, args: EksGpuClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:cluster:EksGpuCluster", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        zones = aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(parent=self)).names
+        if len(zones) < args.zone_count:
+            raise ValueError(f"{args.region} has {len(zones)} available zones, the stack asks for {args.zone_count}")
+        network = EksVpc(
+            f"{name}-network", args.cluster_name, args.vpc_cidr, list(zones[: args.zone_count]), args.single_nat_gateway, child
+        )
+
+        secrets_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"Envelope encryption of Kubernetes Secrets in {args.cluster_name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
+        )
+        aws.kms.Alias(f"{name}-secrets", name=f"alias/{args.cluster_name}-secrets", target_key_id=secrets_key.key_id, opts=child)
+
+        public_endpoint = bool(args.api_server_allowed_cidrs)
+        cluster = eks.Cluster(
+            f"{name}-eks",
+            name=args.cluster_name,
+            version=args.kubernetes_version,
+            vpc_id=network.vpc_id,
+            private_subnet_ids=network.private_subnet_ids,
+            public_subnet_ids=network.public_subnet_ids,
+            endpoint_private_access=True,
+            endpoint_public_access=public_endpoint,
+            public_access_cidrs=list(args.api_server_allowed_cidrs) if public_endpoint else None,
+            encryption_config_key_arn=secrets_key.arn,
+            enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
+            create_oidc_provider=True,
+            authentication_mode=eks.AuthenticationMode.API,
+            skip_default_node_group=True,
+            node_associate_public_ip_address=False,
+            deletion_protection=args.deletion_protection,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
+        )
+
+        node_role = aws.iam.Role(
+            f"{name}-node",
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+                    ],
+                }
+            ),
+            opts=child,
+        )
+        attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{policy}",
+                role=node_role.name,
+                policy_arn=f"arn:aws:iam::aws:policy/{policy}",
+                opts=child,
+            )
+            for policy in NODE_POLICIES
+        ]
+
+        system = args.system_pool.describe()
+        gpu_pools = [(spec, spec.describe(GPU_TAINT)) for spec in args.gpu_pools]
+        # Node groups wait for the cluster and for the node role's policies: a node that boots
+        # without them never joins.
+        group_opts = pulumi.ResourceOptions(parent=self, depends_on=[cluster, *attachments])
+        self._node_group(
+            name, args, system, group_opts, node_role.arn, network.private_subnet_ids,
+            ami_type=SYSTEM_AMI_TYPE, desired_size=args.system_pool.desired_size,
+            disk_size_gb=args.system_pool.disk_size_gb, capacity_type="onDemand",
+        )  # fmt: skip
+        for spec, pool in gpu_pools:
+            self._node_group(
+                name, args, pool, group_opts, node_role.arn, network.private_subnet_ids,
+                ami_type=GPU_AMI_TYPE, desired_size=spec.min_size, disk_size_gb=spec.disk_size_gb,
+                capacity_type=spec.capacity_type,
+            )  # fmt: skip
+
+        self.provider = k8s.Provider(
+            f"{name}-k8s", kubeconfig=pulumi.Output.secret(cluster.kubeconfig_json), opts=child
+        )
+        self.cluster_name = cluster.kubeconfig_json.apply(lambda _: args.cluster_name)
+        self.endpoint = cluster.core.apply(lambda core: core.endpoint)
+        self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
+        self.identity = ClusterIdentity(
+            cloud="aws",
+            cluster_name=self.cluster_name,
+            region=args.region,
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            oidc_issuer_url=cluster.oidc_provider_url,
+        )
+        self.node_pools = (system, *(pool for _, pool in gpu_pools))
+        self.register_outputs({"clusterName": self.cluster_name, "endpoint": self.endpoint})
+
+    def _node_group(
+        self,
+        name: str,
+        args: EksGpuClusterArgs,
+        pool: NodePoolDescription,
+        opts: pulumi.ResourceOptions,
+        node_role_arn: pulumi.Output[str],
+        subnet_ids: list[pulumi.Output[str]],
+        *,
+        ami_type: str,
+        desired_size: int,
+        disk_size_gb: int,
+        capacity_type: str,
+    ) -> aws.eks.NodeGroup:
+        labels = dict(pool.labels)
+        if pool.gpu_type:
+            labels[AWS_ACCELERATOR_LABEL] = pool.gpu_type
+        template_tags = autoscaler_template_tags(dataclasses.replace(pool, labels=labels))
+        group = aws.eks.NodeGroup(
+            f"{name}-{pool.name}",
+            cluster_name=args.cluster_name,
+            node_group_name=f"{args.cluster_name}-{pool.name}",
+            node_role_arn=node_role_arn,
+            subnet_ids=subnet_ids,
+            ami_type=ami_type,
+            instance_types=list(pool.machine_types),
+            capacity_type="SPOT" if capacity_type == "spot" else "ON_DEMAND",
+            disk_size=disk_size_gb,
+            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
+                min_size=pool.min_size, max_size=pool.max_size, desired_size=desired_size
+            ),
+            update_config=aws.eks.NodeGroupUpdateConfigArgs(max_unavailable=1),
+            labels=labels,
+            taints=[
+                aws.eks.NodeGroupTaintArgs(key=t.key, value=t.value, effect=t.cloud_effect) for t in pool.taints
+            ],
+            # GPU nodes fail in ways kubelet alone does not notice (XID errors); let EKS replace them.
+            node_repair_config=aws.eks.NodeGroupNodeRepairConfigArgs(enabled=pool.role == "gpu"),
+            tags={
+                "k8s.io/cluster-autoscaler/enabled": "true",
+                f"k8s.io/cluster-autoscaler/{args.cluster_name}": "owned",
+                **template_tags,
+            },
+            # Cluster Autoscaler owns the desired size once the group exists.
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["scalingConfig.desiredSize"])),
+        )
+        # EKS does not copy node group tags to the Auto Scaling group it creates, and Cluster
+        # Autoscaler reads the ASG (aws/containers-roadmap#608): tag the ASG itself.
+        asg_name = group.resources.apply(lambda resources: resources[0].autoscaling_groups[0].name)
+        for key, value in template_tags.items():
+            aws.autoscaling.Tag(
+                f"{name}-{pool.name}-{key.removeprefix(CA_TEMPLATE_PREFIX + '/')}",
+                autoscaling_group_name=asg_name,
+                tag=aws.autoscaling.TagTagArgs(key=key, value=value, propagate_at_launch=False),
+                opts=pulumi.ResourceOptions(parent=group),
+            )
+        return group

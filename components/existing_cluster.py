@@ -1,0 +1,94 @@
+"""A cluster we do not manage (kind on a laptop, an on-prem GPU server): no cloud resources, only a
+Kubernetes provider and the pool descriptions its owner declared in config."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.cluster import ClusterIdentity
+from components.node_pools import POOL_LABEL, NodePoolDescription, Taint
+
+
+@dataclass(frozen=True)
+class ExistingGpuPoolSpec:
+    name: str
+    gpu_type: str
+    gpu_count: int
+    time_slicing_replicas: int
+    purpose: str
+    # What the nodes already carry; None means the platform's convention `gpu-platform/pool: <name>`.
+    node_labels: Optional[Mapping[str, str]]
+    taints: tuple[Taint, ...]
+
+    def describe(self) -> NodePoolDescription:
+        labels = dict(self.node_labels) if self.node_labels is not None else {POOL_LABEL: self.name}
+        return NodePoolDescription(
+            name=self.name,
+            role="gpu",
+            labels=labels,
+            taints=self.taints,
+            gpu_type=self.gpu_type,
+            gpu_count=self.gpu_count,
+            time_slicing_replicas=self.time_slicing_replicas,
+            purpose=self.purpose,
+        )
+
+
+@dataclass(frozen=True)
+class ExistingClusterArgs:
+    cluster_name: str
+    kubeconfig_path: str
+    context: Optional[str]
+    system_node_labels: Mapping[str, str]
+    gpu_pools: tuple[ExistingGpuPoolSpec, ...]
+
+
+def _server_of(kubeconfig_path: Path, context: Optional[str]) -> Optional[str]:
+    """The API server URL for `context`, if the kubeconfig is on this machine."""
+    try:
+        document = yaml.safe_load(kubeconfig_path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    context_name = context or document.get("current-context")
+    contexts = {c.get("name"): c.get("context", {}) for c in document.get("contexts") or []}
+    clusters = {c.get("name"): c.get("cluster", {}) for c in document.get("clusters") or []}
+    cluster_name = contexts.get(context_name, {}).get("cluster")
+    return clusters.get(cluster_name, {}).get("server")
+
+
+class ExistingCluster(pulumi.ComponentResource):
+    provider: k8s.Provider
+    cluster_name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    kubeconfig: pulumi.Output[str]
+    identity: ClusterIdentity
+    node_pools: tuple[NodePoolDescription, ...]
+
+    def __init__(self, name: str, args: ExistingClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:cluster:ExistingCluster", name, {}, opts)
+
+        path = Path(os.path.expanduser(args.kubeconfig_path))
+        # The provider reads the file itself, on the machine that runs `pulumi up`; we pass the path,
+        # never the file's credentials, into state.
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=str(path),
+            context=args.context,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        server = _server_of(path, args.context)
+        self.cluster_name = pulumi.Output.from_input(args.cluster_name)
+        self.endpoint = pulumi.Output.from_input(server or f"(server of kubeconfig context {args.context or 'current'})")
+        self.kubeconfig = pulumi.Output.secret(str(path))
+        self.identity = ClusterIdentity(cloud="existing", cluster_name=args.cluster_name)
+        system = NodePoolDescription(name="system", role="system", labels=dict(args.system_node_labels))
+        self.node_pools = (system, *(pool.describe() for pool in args.gpu_pools))
+
+        self.register_outputs({"clusterName": self.cluster_name, "endpoint": self.endpoint})

@@ -1,0 +1,25 @@
+"""The GPU platform program: read the settings, build the cluster, export what operators need.
+
+`pulumi up` runs this file with infra/ as the program directory; `python -m infra.render` runs the
+very same file under Pulumi's mocks.
+"""
+
+import sys
+from pathlib import Path
+
+# The CLI puts only infra/ on sys.path; add the project root so `infra` and `components` import
+# the same way here as under pytest and the render.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pulumi  # noqa: E402
+
+from infra.clusters import build_cluster  # noqa: E402
+from infra.stack_config import load_program_settings  # noqa: E402
+
+settings = load_program_settings()
+cluster = build_cluster(settings)
+
+pulumi.export("clusterName", cluster.cluster_name)
+pulumi.export("endpoint", cluster.endpoint)
+pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))
+pulumi.export("nodePools", [pool.name for pool in cluster.node_pools])

@@ -1,0 +1,501 @@
+"""Stack settings: the one place the program's configuration is defaulted and validated.
+
+Config flows one way: the stack's `gpu-platform:*` keys (a plain mapping, exactly what the Pulumi
+CLI hands the program) -> cloud and tier defaults merged underneath -> frozen pydantic models ->
+component arguments. Components never read `pulumi.Config()`.
+
+Every problem in a stack file is reported at once, each naming the full key path, the bad value
+and what is allowed, before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from components.gpu_catalog import GPU_TYPES
+
+PROJECT = "gpu-platform"
+
+Tier = Literal["dev", "staging", "prod"]
+Cloud = Literal["aws", "gcp", "existing"]
+CapacityType = Literal["onDemand", "spot"]
+Purpose = Literal["serving", "batch"]
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+GpuTypeName = Literal[tuple(GPU_TYPES)]  # type: ignore[valid-type]
+
+
+class ConfigError(Exception):
+    """A stack's configuration is invalid; `problems` holds one line per bad key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# --- defaults -------------------------------------------------------------------------------
+# Each default is written once: universal ones on the model fields below, cloud- and
+# tier-dependent ones in these tables. docs/configuration.md is generated from all three.
+
+CLOUD_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "aws": {"systemPool": {"machineType": "m7i.xlarge"}},
+    "gcp": {"systemPool": {"machineType": "e2-standard-4"}},
+    "existing": {},
+}
+
+TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "dev": {
+        "deletionProtection": False,
+        "systemPool": {"minSize": 1, "desiredSize": 1, "maxSize": 3},
+        "aws": {"zoneCount": 2, "singleNatGateway": True},
+        "gcp": {"regional": False, "releaseChannel": "REGULAR"},
+    },
+    "staging": {
+        "deletionProtection": False,
+        "systemPool": {"minSize": 2, "desiredSize": 2, "maxSize": 4},
+        "aws": {"zoneCount": 2, "singleNatGateway": False},
+        "gcp": {"regional": False, "releaseChannel": "REGULAR"},
+    },
+    "prod": {
+        "deletionProtection": True,
+        # At least two system nodes, spread over the zones, so a zone outage keeps controllers up.
+        "systemPool": {"minSize": 3, "desiredSize": 3, "maxSize": 6},
+        "aws": {"zoneCount": 3, "singleNatGateway": False},
+        "gcp": {"regional": True, "releaseChannel": "STABLE"},
+    },
+}
+
+# Merged under every entry of `gpuPools`, whether the pool comes from the stack or from
+# DEFAULT_GPU_POOLS. Keys a pool type does not have (existing clusters) are skipped.
+GPU_POOL_TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "dev": {"capacityType": "spot", "timeSlicingReplicas": 4, "maxSize": 2},
+    "staging": {"capacityType": "onDemand", "timeSlicingReplicas": 1, "maxSize": 3},
+    "prod": {"capacityType": "onDemand", "timeSlicingReplicas": 1, "maxSize": 4},
+}
+
+# The GPU pools a managed (aws/gcp) stack gets when its file has no `gpuPools` key. A stack that
+# sets `gpuPools` replaces this whole map, so a default pool can be dropped.
+DEFAULT_GPU_POOLS: Mapping[str, Mapping[str, Any]] = {
+    "dev": {"gpu-spot": {"gpuType": "nvidia-l4"}},
+    "staging": {"gpu": {"gpuType": "nvidia-l4"}},
+    "prod": {
+        "gpu-serving": {"gpuType": "nvidia-l4", "minSize": 1, "maxSize": 6},
+        "gpu-batch": {"gpuType": "nvidia-l4", "capacityType": "spot", "purpose": "batch"},
+    },
+}
+
+
+# --- field types ----------------------------------------------------------------------------
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"must be a CIDR block such as 10.0.0.0/16 ({exc})") from None
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def _check_pool_name(value: str) -> str:
+    if len(value) > 30 or not _DNS_LABEL.match(value):
+        raise ValueError("pool names are lowercase letters, digits and '-', start with a letter, at most 30 characters")
+    return value
+
+
+def _check_label_key(value: str) -> str:
+    if len(value) > 316 or not _LABEL_KEY.match(value):
+        raise ValueError("not a valid Kubernetes label or taint key")
+    return value
+
+
+PoolName = Annotated[str, AfterValidator(_check_pool_name)]
+LabelKey = Annotated[str, AfterValidator(_check_label_key)]
+
+
+class _Model(BaseModel):
+    # camelCase keys as in every Pulumi stack file; unknown keys are errors, never ignored.
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        extra="forbid",
+        frozen=True,
+        coerce_numbers_to_str=True,
+    )
+
+
+class Taint(_Model):
+    key: LabelKey
+    value: str = ""
+    effect: TaintEffect = "NoSchedule"
+
+
+# --- node pools ---------------------------------------------------------------------------
+
+
+class _NoGpuPool(_Model):
+    @model_validator(mode="before")
+    @classmethod
+    def _gpu_settings_need_a_gpu_pool(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            misplaced = sorted({"gpuType", "gpuCount", "timeSlicingReplicas"} & set(data))
+            if misplaced:
+                raise ValueError(
+                    f"{', '.join(misplaced)}: the system pool has no GPU, so it cannot be time-sliced or carry GPUs; "
+                    "declare a pool under gpuPools instead"
+                )
+        return data
+
+
+class SystemPool(_NoGpuPool):
+    """The CPU pool, untainted, where CoreDNS and every controller run."""
+
+    machine_type: str = Field(description="Instance type (AWS) or machine type (GCP) of the system nodes.")
+    min_size: int = Field(ge=0, description="Fewest system nodes.")
+    desired_size: int = Field(ge=0, description="System nodes at creation (the autoscaler moves it afterwards).")
+    max_size: int = Field(ge=1, le=100, description="Most system nodes.")
+    disk_size_gb: int = Field(default=50, ge=20, le=2000, description="Root volume size of each system node.")
+
+    @field_validator("desired_size")
+    @classmethod
+    def _desired_not_below_min(cls, desired: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min_size")
+        if minimum is not None and desired < minimum:
+            raise ValueError(f"desiredSize ({desired}) is below minSize ({minimum})")
+        return desired
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_not_below_others(cls, maximum: int, info: ValidationInfo) -> int:
+        for key, name in (("min_size", "minSize"), ("desired_size", "desiredSize")):
+            other = info.data.get(key)
+            if other is not None and maximum < other:
+                raise ValueError(f"maxSize ({maximum}) is below {name} ({other})")
+        return maximum
+
+
+class ExistingSystemPool(_NoGpuPool):
+    """Where controllers run on a cluster we do not manage: the labels its system nodes carry."""
+
+    node_labels: dict[LabelKey, str] = Field(
+        default_factory=dict,
+        description="Labels that select the system nodes (empty: any node, as on a one-node kind cluster).",
+    )
+
+
+class GpuPoolBase(_Model):
+    gpu_type: GpuTypeName = Field(description="GPU model on every node of the pool.")
+    gpu_count: int = Field(default=1, ge=1, le=16, description="GPUs per node.")
+    time_slicing_replicas: int = Field(
+        ge=1,
+        le=48,
+        description="Pods that share one GPU through NVIDIA time-slicing; 1 means whole GPUs, no sharing.",
+    )
+    purpose: Purpose = Field(default="serving", description="What the pool is for: online `serving` or `batch` work.")
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _offered_on_cloud(cls, gpu_type: str, info: ValidationInfo) -> str:
+        cloud = (info.context or {}).get("cloud")
+        if cloud in ("aws", "gcp") and not GPU_TYPES[gpu_type].offered_on(cloud):
+            offered = ", ".join(name for name, gpu in GPU_TYPES.items() if gpu.offered_on(cloud))
+            raise ValueError(f"{gpu_type!r} is not offered on {cloud}; GPU types on {cloud}: {offered}")
+        return gpu_type
+
+
+class ManagedGpuPool(GpuPoolBase):
+    """A GPU node pool the program creates on EKS or GKE."""
+
+    capacity_type: CapacityType = Field(description="`onDemand` or `spot` (interruptible, tainted so only tolerant pods land).")
+    min_size: int = Field(default=0, ge=0, description="Fewest nodes; 0 lets the pool scale to zero.")
+    max_size: int = Field(ge=1, le=100, description="Most nodes.")
+    machine_types: Optional[tuple[str, ...]] = Field(
+        default=None,
+        min_length=1,
+        description="Instance types (AWS, several allowed for spot) or the one machine type (GCP); "
+        "default from the GPU catalog for gpuType and gpuCount.",
+    )
+    disk_size_gb: int = Field(default=200, ge=50, le=4000, description="Root volume size; model images are large.")
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_not_below_min(cls, maximum: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min_size")
+        if minimum is not None and maximum < minimum:
+            raise ValueError(f"maxSize ({maximum}) is below minSize ({minimum})")
+        return maximum
+
+    @model_validator(mode="after")
+    def _machines_fit_cloud(self, info: ValidationInfo) -> "ManagedGpuPool":
+        cloud = (info.context or {}).get("cloud")
+        gpu = GPU_TYPES[self.gpu_type]
+        if self.machine_types is None and cloud in ("aws", "gcp") and gpu.offered_on(cloud):
+            if self.gpu_count not in gpu.machines(cloud):
+                counts = ", ".join(str(c) for c in sorted(gpu.machines(cloud)))
+                raise ValueError(
+                    f"machineTypes: no default machine with {self.gpu_count} x {self.gpu_type} on {cloud}; "
+                    f"set machineTypes, or gpuCount to one of: {counts}"
+                )
+        if cloud == "gcp" and self.machine_types is not None and len(self.machine_types) != 1:
+            raise ValueError("machineTypes: a GKE node pool has exactly one machine type")
+        return self
+
+    def resolved_machine_types(self, cloud: str) -> tuple[str, ...]:
+        if self.machine_types is not None:
+            return self.machine_types
+        return GPU_TYPES[self.gpu_type].machines(cloud)[self.gpu_count]
+
+
+class ExistingGpuPool(GpuPoolBase):
+    """GPU nodes that already exist in a cluster we do not manage, described so workloads can target them."""
+
+    node_labels: Optional[dict[LabelKey, str]] = Field(
+        default=None,
+        description="Labels that select the pool's nodes; default `gpu-platform/pool: <name>` (label the nodes so).",
+    )
+    taints: tuple[Taint, ...] = Field(
+        default=(Taint(key="nvidia.com/gpu", value="true"),),
+        description="Taints the nodes carry; default `nvidia.com/gpu=true:NoSchedule`.",
+    )
+
+
+# --- cloud blocks -------------------------------------------------------------------------
+
+
+class AwsSettings(_Model):
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, e.g. `us-west-2`.")
+    vpc_cidr: Cidr = Field(default="10.0.0.0/16", description="CIDR of the cluster VPC.")
+    zone_count: int = Field(ge=2, le=3, description="Availability zones with private subnets (EKS needs two).")
+    single_nat_gateway: bool = Field(description="One NAT gateway for all zones (cheaper) instead of one per zone.")
+    api_server_allowed_cidrs: tuple[Cidr, ...] = Field(
+        default=(),
+        description="CIDRs allowed to reach the public API endpoint; empty keeps the endpoint private only.",
+    )
+
+    @field_validator("api_server_allowed_cidrs")
+    @classmethod
+    def _no_open_endpoint(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        if any(ipaddress.ip_network(c).prefixlen == 0 for c in cidrs):
+            raise ValueError("0.0.0.0/0 opens the API server to the internet; list your office or VPN CIDRs")
+        return cidrs
+
+
+class GcpSettings(_Model):
+    project: str = Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$", description="GCP project ID.")
+    region: str = Field(pattern=r"^[a-z]+-[a-z]+\d$", description="GCP region, e.g. `us-central1`.")
+    zones: tuple[str, ...] = Field(
+        default=(),
+        description="Zones for nodes; default: the region's `-a`, `-b`, `-c` zones (a zonal cluster uses the first).",
+    )
+    regional: bool = Field(description="Regional control plane and nodes in every zone (zonal otherwise).")
+    release_channel: Literal["RAPID", "REGULAR", "STABLE"] = Field(description="GKE release channel.")
+    subnet_cidr: Cidr = Field(default="10.10.0.0/20", description="Primary range of the node subnet.")
+    pods_cidr: Cidr = Field(default="10.16.0.0/14", description="Secondary range for pods (VPC-native).")
+    services_cidr: Cidr = Field(default="10.20.0.0/20", description="Secondary range for services.")
+    master_cidr: Cidr = Field(default="172.16.0.0/28", description="/28 for the private control plane endpoint.")
+    api_server_allowed_cidrs: tuple[Cidr, ...] = Field(
+        default=(),
+        description="Master authorized networks; empty allows only the node subnet.",
+    )
+
+    @field_validator("zones")
+    @classmethod
+    def _zones_in_region(cls, zones: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        region = info.data.get("region")
+        wrong = [z for z in zones if region and not z.startswith(f"{region}-")]
+        if wrong:
+            raise ValueError(f"zones {wrong} are not in region {region}")
+        return zones
+
+    @property
+    def node_zones(self) -> tuple[str, ...]:
+        zones = self.zones or tuple(f"{self.region}-{letter}" for letter in "abc")
+        return zones if self.regional else zones[:1]
+
+
+class ExistingCluster(_Model):
+    kubeconfig: str = Field(default="~/.kube/config", description="Path to the kubeconfig file.")
+    context: Optional[str] = Field(default=None, description="Kubeconfig context; default: the file's current context.")
+
+
+# --- whole stacks -------------------------------------------------------------------------
+
+
+class _StackBase(_Model):
+    environment: Tier = Field(description="Tier whose defaults apply: `dev`, `staging` or `prod`.")
+    cluster_name: str = Field(
+        pattern=r"^[a-z][-a-z0-9]{0,38}[a-z0-9]$",
+        description="Cluster name; default `gpu-<stack>`.",
+    )
+    kubernetes_version: str = Field(pattern=r"^1\.\d{2}$", description="Kubernetes minor version, e.g. `1.35`.")
+
+
+class _ManagedStack(_StackBase):
+    deletion_protection: bool = Field(description="Refuse to delete the cluster (and protect it in Pulumi state).")
+    system_pool: SystemPool
+    gpu_pools: dict[PoolName, ManagedGpuPool] = Field(description="GPU node pools by name.")
+
+
+class AwsStack(_ManagedStack):
+    cloud: Literal["aws"]
+    aws: AwsSettings
+
+
+class GcpStack(_ManagedStack):
+    cloud: Literal["gcp"]
+    gcp: GcpSettings
+
+
+class ExistingStack(_StackBase):
+    cloud: Literal["existing"]
+    existing: ExistingCluster = Field(default_factory=ExistingCluster)
+    system_pool: ExistingSystemPool = Field(default_factory=ExistingSystemPool)
+    gpu_pools: dict[PoolName, ExistingGpuPool] = Field(
+        default_factory=dict, description="GPU node pools the cluster already has (none on a kind cluster)."
+    )
+
+
+StackSettings = Annotated[Union[AwsStack, GcpStack, ExistingStack], Field(discriminator="cloud")]
+_STACK_MODELS: Mapping[str, type[_StackBase]] = {"aws": AwsStack, "gcp": GcpStack, "existing": ExistingStack}
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(StackSettings)
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    environment: Tier
+    cloud: Cloud
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStack, ExistingStack]:
+    """Validate one stack's `gpu-platform:*` keys (namespace stripped) into typed settings.
+
+    Raises ConfigError listing every problem found.
+    """
+    try:
+        header = _Header.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, None)) from None
+
+    merged = with_defaults(raw, header.environment, header.cloud, stack)
+    try:
+        return _ADAPTER.validate_python(merged, context={"cloud": header.cloud})
+    except ValidationError as exc:
+        # The discriminated union puts the cloud tag first in every error location: drop it.
+        raise ConfigError(_describe(exc, _STACK_MODELS[header.cloud], strip_tag=True)) from None
+
+
+def with_defaults(raw: Mapping[str, Any], tier: str, cloud: str, stack: str) -> dict[str, Any]:
+    """The stack's keys with cloud and tier defaults filled in underneath (stack > tier > cloud)."""
+    model = _STACK_MODELS[cloud]
+    merged: dict[str, Any] = {"clusterName": f"gpu-{stack}"}
+    for layer in (CLOUD_DEFAULTS[cloud], TIER_DEFAULTS[tier]):
+        merged = _deep_merge(merged, _only_fields_of(model, layer))
+    if isinstance(model, type) and issubclass(model, _ManagedStack):
+        merged["gpuPools"] = copy.deepcopy(dict(DEFAULT_GPU_POOLS[tier]))
+    merged = _deep_merge(merged, raw)
+
+    pools = merged.get("gpuPools")
+    if isinstance(pools, Mapping):
+        pool_model = model.model_fields["gpu_pools"].annotation.__args__[1]  # dict[name, pool model]
+        pool_defaults = _only_fields_of(pool_model, GPU_POOL_TIER_DEFAULTS[tier])
+        merged["gpuPools"] = {
+            name: _deep_merge(pool_defaults, pool) if isinstance(pool, Mapping) else pool
+            for name, pool in pools.items()
+        }
+    return merged
+
+
+def _only_fields_of(model: type[BaseModel], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a defaults layer that `model` has fields for (nested models recursively)."""
+    fields = {f.alias or name: f for name, f in model.model_fields.items()}
+    kept: dict[str, Any] = {}
+    for key, value in layer.items():
+        field = fields.get(key)
+        if field is None:
+            continue
+        nested = field.annotation
+        if isinstance(value, Mapping) and isinstance(nested, type) and issubclass(nested, BaseModel):
+            kept[key] = _only_fields_of(nested, value)
+        else:
+            kept[key] = copy.deepcopy(value)
+    return kept
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "gpuPools":
+            merged[key] = value  # a stack's pool map replaces the default pools, see DEFAULT_GPU_POOLS
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError, model: Optional[type[BaseModel]], strip_tag: bool = False) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = list(error["loc"])[1:] if strip_tag else list(error["loc"])
+        path = f"{PROJECT}:" + ".".join(str(part) for part in loc) if loc else f"{PROJECT}"
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1]) if model else []
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            problems.append(f"{path}: unknown key{hint}")
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            problems.append(f"{path}: required, but not set")
+        elif isinstance(error["input"], Mapping):
+            problems.append(f"{path}: {message}")  # a whole block: the message names the key
+        else:
+            problems.append(f"{path}: {message} (got {error['input']!r})")
+    return problems
+
+
+def _allowed_keys(model: Optional[type[BaseModel]], loc: list[Any]) -> list[str]:
+    """Walk `loc` through the model's fields to list the keys allowed at that place."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            # dict[name, Model] and Optional[Model]: step into the model type
+            args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = args[0] if args else None
+            if current is not None and (not isinstance(part, str) or part not in _aliases(current)):
+                continue  # `part` was a map key (a pool name) or a list index
+        if current is None:
+            return []
+        fields = {f.alias or name: f for name, f in current.model_fields.items()}
+        if part not in fields:
+            return []
+        current = fields[part].annotation
+    while current is not None and not (isinstance(current, type) and issubclass(current, BaseModel)):
+        args = [a for a in getattr(current, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = args[0] if args else None
+    return sorted(_aliases(current)) if current else []
+
+
+def _aliases(model: type[BaseModel]) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
