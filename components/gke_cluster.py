@@ -45,6 +45,12 @@ GPU_DRIVER_VERSION = "LATEST"
 KUBECONFIG_AUTH_PLUGIN = "gke-gcloud-auth-plugin"
 
 
+def _managed_gpu_driver() -> gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs:
+    return gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs(
+        gpu_driver_version=GPU_DRIVER_VERSION
+    )
+
+
 @dataclass(frozen=True)
 class GkeGpuClusterArgs:
     cluster_name: str
@@ -102,11 +108,13 @@ def _per_zone(total: int, zones: int) -> int:
     return math.ceil(total / zones)
 
 
-def _kubeconfig(cluster_name: str, context: str, endpoint: str, ca_certificate: str) -> str:
+def kubeconfig_yaml(cluster_name: str, context: str, endpoint: str, ca_certificate: str) -> str:
     document: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_certificate}}],
+        "clusters": [
+            {"name": cluster_name, "cluster": {"server": endpoint, "certificate-authority-data": ca_certificate}}
+        ],
         "contexts": [{"name": context, "context": {"cluster": cluster_name, "user": context}}],
         "current-context": context,
         "users": [
@@ -119,7 +127,7 @@ def _kubeconfig(cluster_name: str, context: str, endpoint: str, ca_certificate: 
                     "exec": {
                         "apiVersion": "client.authentication.k8s.io/v1beta1",
                         "command": KUBECONFIG_AUTH_PLUGIN,
-                        "installHint": "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin",
+                        "installHint": "gcloud components install gke-gcloud-auth-plugin",
                         "provideClusterInfo": True,
                     }
                 },
@@ -243,7 +251,7 @@ class GkeGpuCluster(pulumi.ComponentResource):
             opts=child,
         )
         node_member = node_account.email.apply(lambda email: f"serviceAccount:{email}")
-        for role in NODE_ROLES:
+        node_grants = [
             gcp.projects.IAMMember(
                 f"{name}-nodes-{role.removeprefix('roles/')}",
                 project=args.project,
@@ -251,6 +259,8 @@ class GkeGpuCluster(pulumi.ComponentResource):
                 member=node_member,
                 opts=child,
             )
+            for role in NODE_ROLES
+        ]
 
         system_description = args.system_pool.describe()
         self._node_pool(
@@ -258,6 +268,7 @@ class GkeGpuCluster(pulumi.ComponentResource):
             args,
             cluster,
             node_account,
+            node_grants,
             description=system_description,
             machine_type=args.system_pool.machine_type,
             disk_size_gb=args.system_pool.disk_size_gb,
@@ -270,9 +281,9 @@ class GkeGpuCluster(pulumi.ComponentResource):
         for pool in args.gpu_pools:
             description = pool.describe(GKE_GPU_TAINT)
             gpu_descriptions.append(description)
+            # Time-sharing is GKE's own, set on the pool; each GPU is then advertised as this many
+            # nvidia.com/gpu: https://cloud.google.com/kubernetes-engine/docs/how-to/timesharing-gpus
             sharing = (
-                # Time-sharing is GKE's own, configured on the pool; the device plugin then advertises
-                # this many nvidia.com/gpu per GPU: https://cloud.google.com/kubernetes-engine/docs/how-to/timesharing-gpus
                 gcp.container.NodePoolNodeConfigGuestAcceleratorGpuSharingConfigArgs(
                     gpu_sharing_strategy="TIME_SHARING",
                     max_shared_clients_per_gpu=pool.time_slicing_replicas,
@@ -285,6 +296,7 @@ class GkeGpuCluster(pulumi.ComponentResource):
                 args,
                 cluster,
                 node_account,
+                node_grants,
                 description=description,
                 machine_type=pool.machine_types[0],
                 disk_size_gb=pool.disk_size_gb,
@@ -295,9 +307,7 @@ class GkeGpuCluster(pulumi.ComponentResource):
                 accelerator=gcp.container.NodePoolNodeConfigGuestAcceleratorArgs(
                     type=pool.gpu_type,
                     count=pool.gpu_count,
-                    gpu_driver_installation_config=gcp.container.NodePoolNodeConfigGuestAcceleratorGpuDriverInstallationConfigArgs(
-                        gpu_driver_version=GPU_DRIVER_VERSION
-                    ),
+                    gpu_driver_installation_config=_managed_gpu_driver(),
                     gpu_sharing_config=sharing,
                 ),
             )
@@ -307,7 +317,7 @@ class GkeGpuCluster(pulumi.ComponentResource):
         context = f"gke_{args.project}_{args.location}_{args.cluster_name}"
         self.kubeconfig = pulumi.Output.secret(
             pulumi.Output.all(self.endpoint, cluster.master_auth.apply(lambda auth: auth.cluster_ca_certificate)).apply(
-                lambda values: _kubeconfig(args.cluster_name, context, values[0], values[1])
+                lambda values: kubeconfig_yaml(args.cluster_name, context, values[0], values[1])
             )
         )
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
@@ -330,6 +340,7 @@ class GkeGpuCluster(pulumi.ComponentResource):
         args: GkeGpuClusterArgs,
         cluster: gcp.container.Cluster,
         node_account: gcp.serviceaccount.Account,
+        node_grants: list[gcp.projects.IAMMember],
         *,
         description: NodePoolDescription,
         machine_type: str,
@@ -346,8 +357,8 @@ class GkeGpuCluster(pulumi.ComponentResource):
         own_taints: list[Taint] = [taint for taint in description.taints if taint != GKE_GPU_TAINT]
         return gcp.container.NodePool(
             resource_name,
-            # The GKE name is the pool's name (also the node label cloud.google.com/gke-nodepool);
-            # with an explicit name, Pulumi deletes before it replaces.
+            # The GKE name is the pool's name (also the node label cloud.google.com/gke-nodepool).
+            # With an explicit name the bridge deletes the old pool before creating its replacement.
             name=description.name,
             project=args.project,
             cluster=cluster.id,
@@ -374,7 +385,9 @@ class GkeGpuCluster(pulumi.ComponentResource):
                 spot=spot,
                 guest_accelerators=[accelerator] if accelerator is not None else None,
                 # Workload Identity needs the GKE metadata server on every pool.
-                workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(mode="GKE_METADATA"),
+                workload_metadata_config=gcp.container.NodePoolNodeConfigWorkloadMetadataConfigArgs(
+                    mode="GKE_METADATA"
+                ),
                 shielded_instance_config=gcp.container.NodePoolNodeConfigShieldedInstanceConfigArgs(
                     enable_secure_boot=True, enable_integrity_monitoring=True
                 ),
@@ -384,5 +397,7 @@ class GkeGpuCluster(pulumi.ComponentResource):
                 # initial_node_count forces a new pool when changed and the autoscaler moves the
                 # real size anyway (pulumi-gcp NodePool docs): only creation uses it.
                 ignore_changes=["initial_node_count"],
+                # Nodes pull images and write logs as the node account from their first boot.
+                depends_on=node_grants,
             ),
         )
