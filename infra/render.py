@@ -255,7 +255,9 @@ def _run_program(stack: str, config: dict[str, str], secret_keys: list[str]) -> 
         "protect": False,
         "inputs": {},
     }
-    resources = [stack_record, *(r for r in monitor.records if r["type"] != STACK_TYPE)]
+    # Registration order depends on how outputs resolve; sorted, two renders of one commit are equal.
+    registered = sorted((r for r in monitor.records if r["type"] != STACK_TYPE), key=lambda r: r["urn"])
+    resources = [stack_record, *registered]
     return RenderResult(stack=stack, resources=resources, outputs=outputs, secret_outputs=secret_outputs)
 
 

@@ -104,6 +104,8 @@ DEFAULT_GPU_POOLS: Mapping[str, Mapping[str, Any]] = {
 
 
 def _check_cidr(value: str) -> str:
+    if "/" not in value:  # ipaddress would read a bare address as a /32
+        raise ValueError("must be a CIDR block such as 10.0.0.0/16 (no prefix length)")
     try:
         ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
@@ -144,9 +146,9 @@ class _Model(BaseModel):
 
 
 class Taint(_Model):
-    key: LabelKey
-    value: str = ""
-    effect: TaintEffect = "NoSchedule"
+    key: LabelKey = Field(description="Taint key, e.g. `nvidia.com/gpu`.")
+    value: str = Field(default="", description="Taint value (may be empty).")
+    effect: TaintEffect = Field(default="NoSchedule", description="What the taint does to pods that do not tolerate it.")
 
 
 # --- node pools ---------------------------------------------------------------------------
@@ -351,24 +353,28 @@ class _StackBase(_Model):
 
 class _ManagedStack(_StackBase):
     deletion_protection: bool = Field(description="Refuse to delete the cluster (and protect it in Pulumi state).")
-    system_pool: SystemPool
+    system_pool: SystemPool = Field(description="The CPU pool, untainted, where CoreDNS and every controller run.")
     gpu_pools: dict[PoolName, ManagedGpuPool] = Field(description="GPU node pools by name.")
 
 
 class AwsStack(_ManagedStack):
     cloud: Literal["aws"]
-    aws: AwsSettings
+    aws: AwsSettings = Field(description="Region, network and zones of the EKS cluster.")
 
 
 class GcpStack(_ManagedStack):
     cloud: Literal["gcp"]
-    gcp: GcpSettings
+    gcp: GcpSettings = Field(description="Project, region, network ranges and release channel of the GKE cluster.")
 
 
 class ExistingStack(_StackBase):
     cloud: Literal["existing"]
-    existing: ExistingCluster = Field(default_factory=ExistingCluster)
-    system_pool: ExistingSystemPool = Field(default_factory=ExistingSystemPool)
+    existing: ExistingCluster = Field(
+        default_factory=ExistingCluster, description="How to reach the cluster: kubeconfig file and context."
+    )
+    system_pool: ExistingSystemPool = Field(
+        default_factory=ExistingSystemPool, description="Where controllers run: the labels of the system nodes."
+    )
     gpu_pools: dict[PoolName, ExistingGpuPool] = Field(
         default_factory=dict, description="GPU node pools the cluster already has (none on a kind cluster)."
     )
@@ -459,6 +465,8 @@ def _describe(exc: ValidationError, model: Optional[type[BaseModel]], strip_tag:
     problems = []
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])[1:] if strip_tag else list(error["loc"])
+        if loc and loc[-1] == "[key]":
+            loc.pop()  # pydantic marks a bad map key (a pool name) this way; the path names it already
         path = f"{PROJECT}:" + ".".join(str(part) for part in loc) if loc else f"{PROJECT}"
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1]) if model else []

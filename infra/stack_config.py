@@ -90,12 +90,22 @@ def _parse_cli_value(value: str) -> Any:
     return value
 
 
+def _project_keys(config: Mapping[str, str]) -> dict[str, Any]:
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix) :]: _parse_cli_value(value) for key, value in config.items() if key.startswith(prefix)}
+
+
+def stack_input(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What `program_config()` returns when the CLI runs `stack`: for checking settings without Pulumi."""
+    config, _ = cli_config(stack, overrides)
+    return _project_keys(config)
+
+
 def program_config() -> dict[str, Any]:
     """This project's config keys (namespace stripped) as the running program received them."""
     raw: dict[str, Any] = dict(pulumi.runtime.get_config_env())
     raw.update(pulumi.runtime.config.CONFIG.get())
-    prefix = f"{PROJECT}:"
-    return {key[len(prefix) :]: _parse_cli_value(value) for key, value in raw.items() if key.startswith(prefix)}
+    return _project_keys(raw)
 
 
 def load_program_settings():

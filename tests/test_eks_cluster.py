@@ -1,0 +1,176 @@
+"""EKS: what the rendered aws-* stacks create, checked on the resource inputs the engine would get."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.render import RenderResult
+from tests.conftest import AWS_STACKS, Render
+
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+CA_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+
+
+def eks_cluster(result: RenderResult) -> dict:
+    (cluster,) = result.of_type("eks:index:Cluster")
+    return cluster
+
+
+def node_groups(result: RenderResult) -> dict[str, dict]:
+    return {group["inputs"]["labels"]["gpu-platform/pool"]: group["inputs"] for group in result.of_type(NODE_GROUP)}
+
+
+def gpu_groups(result: RenderResult) -> dict[str, dict]:
+    return {name: group for name, group in node_groups(result).items() if name != "system"}
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_control_plane_encrypts_secrets_with_a_rotated_kms_key_and_ships_audit_logs(render: Render, stack: str) -> None:
+    result = render(stack)
+    cluster = eks_cluster(result)["inputs"]
+    (key,) = result.of_type("aws:kms/key:Key")
+    assert cluster["encryptionConfigKeyArn"] == f"<{key['name']}.arn>"
+    assert key["inputs"]["enableKeyRotation"] is True
+    assert set(cluster["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
+    assert cluster["createOidcProvider"] is True  # IRSA for the autoscaler and model storage
+    assert cluster["skipDefaultNodeGroup"] is True
+    assert cluster["endpointPrivateAccess"] is True
+
+
+def test_dev_api_endpoint_is_public_only_to_configured_cidrs(render: Render) -> None:
+    cluster = eks_cluster(render("aws-dev"))["inputs"]
+    assert cluster["endpointPublicAccess"] is True
+    assert cluster["publicAccessCidrs"] == ["203.0.113.0/24"]
+
+
+def test_prod_api_endpoint_is_private_only(render: Render) -> None:
+    cluster = eks_cluster(render("aws-prod"))["inputs"]
+    assert cluster["endpointPublicAccess"] is False
+    assert "publicAccessCidrs" not in cluster
+
+
+def test_changing_the_allowed_cidrs_reaches_the_endpoint(render: Render) -> None:
+    result = render("aws-dev", {"aws": {"region": "us-west-2", "apiServerAllowedCidrs": ["198.51.100.0/24", "192.0.2.0/24"]}})
+    assert eks_cluster(result)["inputs"]["publicAccessCidrs"] == ["198.51.100.0/24", "192.0.2.0/24"]
+
+
+@pytest.mark.parametrize(("stack", "zones", "nat_gateways"), [("aws-dev", 2, 1), ("aws-staging", 2, 2), ("aws-prod", 3, 3)])
+def test_private_subnets_span_the_tier_zones(render: Render, stack: str, zones: int, nat_gateways: int) -> None:
+    result = render(stack)
+    subnets = [s["inputs"] for s in result.of_type("aws:ec2/subnet:Subnet")]
+    private = [s for s in subnets if s["tags"].get("kubernetes.io/role/internal-elb") == "1"]
+    assert len({s["availabilityZone"] for s in private}) == zones
+    assert len(result.of_type("aws:ec2/natGateway:NatGateway")) == nat_gateways
+    cluster = eks_cluster(result)["inputs"]
+    assert len(cluster["privateSubnetIds"]) == zones
+    # nodes live only in private subnets
+    for group in node_groups(result).values():
+        assert group["subnetIds"] == cluster["privateSubnetIds"]
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_system_pool_is_untainted_on_demand_cpu(render: Render, stack: str) -> None:
+    system = node_groups(render(stack))["system"]
+    assert system["taints"] == []
+    assert system["capacityType"] == "ON_DEMAND"
+    assert system["amiType"] == "AL2023_x86_64_STANDARD"
+    assert system["labels"]["gpu-platform/role"] == "system"
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_every_gpu_pool_runs_the_nvidia_ami_and_carries_the_gpu_taint(render: Render, stack: str) -> None:
+    groups = gpu_groups(render(stack))
+    assert groups, "every AWS stack has at least one GPU pool"
+    for group in groups.values():
+        assert group["amiType"] == "AL2023_x86_64_NVIDIA"
+        assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"} in group["taints"]
+        assert group["labels"]["gpu-platform/role"] == "gpu"
+        assert group["labels"]["k8s.amazonaws.com/accelerator"] == group["labels"]["gpu-platform/gpu-type"]
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_spot_pools_are_separated_by_taint_and_label(render: Render, stack: str) -> None:
+    for group in gpu_groups(render(stack)).values():
+        spot_taint = {"key": "gpu-platform/spot", "value": "true", "effect": "NO_SCHEDULE"}
+        if group["capacityType"] == "SPOT":
+            assert spot_taint in group["taints"]
+            assert group["labels"]["gpu-platform/capacity-type"] == "spot"
+            assert len(group["instanceTypes"]) >= 2, "several instance types keep spot capacity available"
+        else:
+            assert group["capacityType"] == "ON_DEMAND"
+            assert spot_taint not in group["taints"]
+            assert group["labels"]["gpu-platform/capacity-type"] == "on-demand"
+
+
+def test_prod_serves_on_demand_and_batches_on_spot(render: Render) -> None:
+    groups = gpu_groups(render("aws-prod"))
+    assert groups["gpu-serving"]["capacityType"] == "ON_DEMAND"
+    assert groups["gpu-serving"]["labels"]["gpu-platform/purpose"] == "serving"
+    assert groups["gpu-batch"]["capacityType"] == "SPOT"
+    assert groups["gpu-batch"]["labels"]["gpu-platform/purpose"] == "batch"
+    assert groups["gpu-batch"]["instanceTypes"] == ["g6.xlarge", "g6.2xlarge", "g6.4xlarge"]
+
+
+@pytest.mark.parametrize(("stack", "replicas"), [("aws-dev", {"gpu-spot": "4"}), ("aws-staging", {"gpu": "1"}),
+                                                 ("aws-prod", {"gpu-serving": "1", "gpu-batch": "1"})])  # fmt: skip
+def test_time_slicing_exactly_where_the_tier_says(render: Render, stack: str, replicas: dict[str, str]) -> None:
+    groups = gpu_groups(render(stack))
+    assert {name: g["labels"]["gpu-platform/time-slicing-replicas"] for name, g in groups.items()} == replicas
+    for name, group in groups.items():
+        # Cluster Autoscaler's template node must advertise what the device plugin will: GPUs x replicas
+        assert group["tags"][f"{CA_TEMPLATE}/resources/nvidia.com/gpu"] == replicas[name]
+
+
+def test_dev_gpu_pool_scales_to_zero(render: Render) -> None:
+    scaling = gpu_groups(render("aws-dev"))["gpu-spot"]["scalingConfig"]
+    assert scaling == {"minSize": 0, "desiredSize": 0, "maxSize": 2}
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_asgs_carry_the_node_template_tags_scale_from_zero_needs(render: Render, stack: str) -> None:
+    result = render(stack)
+    asg_tags: dict[str, dict[str, str]] = {}
+    for tag in result.of_type("aws:autoscaling/tag:Tag"):
+        asg_tags.setdefault(tag["inputs"]["autoscalingGroupName"], {})[tag["inputs"]["tag"]["key"]] = tag["inputs"]["tag"]["value"]
+    for group in result.of_type(NODE_GROUP):
+        inputs = group["inputs"]
+        on_asg = asg_tags[f"<{group['name']}.autoscalingGroup>"]
+        for key, value in inputs["labels"].items():
+            assert on_asg[f"{CA_TEMPLATE}/label/{key}"] == value
+        for taint in inputs["taints"]:
+            effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+            assert on_asg[f"{CA_TEMPLATE}/taint/{taint['key']}"] == f"{taint['value']}:{effect[taint['effect']]}"
+        assert inputs["tags"]["k8s.io/cluster-autoscaler/enabled"] == "true"
+        assert f"k8s.io/cluster-autoscaler/{inputs['clusterName']}" in inputs["tags"]
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_node_groups_wait_for_the_cluster_and_their_role_policies(render: Render, stack: str) -> None:
+    result = render(stack)
+    cluster_urn = eks_cluster(result)["urn"]
+    attachments = {r["urn"] for r in result.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+    for group in result.of_type(NODE_GROUP):
+        assert cluster_urn in group["dependencies"]
+        assert attachments <= set(group["dependencies"])
+        assert group["inputs"]["clusterName"] == eks_cluster(result)["inputs"]["name"]
+
+
+def test_prod_protects_the_control_plane_and_its_key_but_not_node_groups(render: Render) -> None:
+    result = render("aws-prod")
+    assert eks_cluster(result)["protect"] is True
+    assert eks_cluster(result)["inputs"]["deletionProtection"] is True
+    assert result.of_type("aws:kms/key:Key")[0]["protect"] is True
+    assert not any(group["protect"] for group in result.of_type(NODE_GROUP))
+    dev = render("aws-dev")
+    assert eks_cluster(dev)["protect"] is False and eks_cluster(dev)["inputs"]["deletionProtection"] is False
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_every_aws_resource_uses_the_stack_provider_in_the_configured_region(render: Render, stack: str) -> None:
+    result = render(stack)
+    (provider,) = result.of_type("pulumi:providers:aws")
+    assert provider["inputs"]["region"] == {"aws-prod": "us-east-1"}.get(stack, "us-west-2")
+    for resource in result.resources:
+        if resource["type"].startswith("aws:"):
+            assert resource["provider"].startswith(provider["urn"])
+    assert eks_cluster(result)["providers"]["aws"].startswith(provider["urn"])
