@@ -20,9 +20,6 @@ from components.node_pools import GPU_TAINT, GpuPoolSpec, NodePoolDescription, S
 # Control-plane logs the audit trail needs (who called the API, and how they authenticated).
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator")
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
-# NVIDIA driver and container toolkit come preinstalled on this AMI, so the GPU Operator runs
-# with its driver and toolkit disabled.
-GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 NODE_POLICIES = (
     "AmazonEKSWorkerNodePolicy",
     "AmazonEKS_CNI_Policy",
@@ -46,6 +43,9 @@ class EksGpuClusterArgs:
     zone_count: int
     single_nat_gateway: bool
     api_server_allowed_cidrs: tuple[str, ...]  # empty: private endpoint only
+    # An EKS *_NVIDIA AMI: driver and container toolkit come preinstalled, so the GPU Operator
+    # runs with its driver and toolkit disabled.
+    gpu_ami_type: str
     deletion_protection: bool
     system_pool: SystemPoolSpec
     gpu_pools: tuple[GpuPoolSpec, ...]
@@ -236,7 +236,7 @@ class EksGpuCluster(pulumi.ComponentResource):
         for spec, pool in gpu_pools:
             self._node_group(
                 name, args, pool, group_opts, node_role.arn, network.private_subnet_ids,
-                ami_type=GPU_AMI_TYPE, desired_size=spec.min_size, disk_size_gb=spec.disk_size_gb,
+                ami_type=args.gpu_ami_type, desired_size=spec.min_size, disk_size_gb=spec.disk_size_gb,
                 capacity_type=spec.capacity_type,
             )  # fmt: skip
 

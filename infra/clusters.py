@@ -78,6 +78,7 @@ def _eks(settings: AwsStack) -> EksGpuCluster:
             zone_count=settings.aws.zone_count,
             single_nat_gateway=settings.aws.single_nat_gateway,
             api_server_allowed_cidrs=settings.aws.api_server_allowed_cidrs,
+            gpu_ami_type=settings.aws.gpu_ami_type,
             deletion_protection=settings.deletion_protection,
             system_pool=system_pool_spec(settings.system_pool),
             gpu_pools=gpu_pool_specs(settings.gpu_pools, "aws"),

@@ -292,6 +292,12 @@ class AwsSettings(_Model):
         default=(),
         description="CIDRs allowed to reach the public API endpoint; empty keeps the endpoint private only.",
     )
+    gpu_ami_type: Literal[
+        "AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA"
+    ] = Field(
+        default="AL2023_x86_64_NVIDIA",
+        description="EKS AMI of the GPU node groups; each ships the NVIDIA driver and container toolkit.",
+    )
 
     @field_validator("api_server_allowed_cidrs")
     @classmethod

@@ -88,6 +88,12 @@ def test_every_gpu_pool_runs_the_nvidia_ami_and_carries_the_gpu_taint(render: Re
         assert group["labels"]["k8s.amazonaws.com/accelerator"] == group["labels"]["gpu-platform/gpu-type"]
 
 
+def test_the_gpu_ami_can_be_chosen_per_stack(render: Render) -> None:
+    result = render("aws-dev", {"aws": {"region": "us-west-2", "gpuAmiType": "BOTTLEROCKET_x86_64_NVIDIA"}})
+    assert {g["amiType"] for g in gpu_groups(result).values()} == {"BOTTLEROCKET_x86_64_NVIDIA"}
+    assert node_groups(result)["system"]["amiType"] == "AL2023_x86_64_STANDARD"
+
+
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_spot_pools_are_separated_by_taint_and_label(render: Render, stack: str) -> None:
     for group in gpu_groups(render(stack)).values():

@@ -113,7 +113,7 @@ def test_unknown_keys_are_errors_that_list_the_allowed_keys() -> None:
         gpuPools={"gpu": {"gpuType": "nvidia-l4", "timeSlicing": 4}},
         clustrName="x",
     )
-    assert "gpu-platform:aws.zoneCoutn: unknown key; allowed keys here: apiServerAllowedCidrs, region, " \
+    assert "gpu-platform:aws.zoneCoutn: unknown key; allowed keys here: apiServerAllowedCidrs, gpuAmiType, region, " \
            "singleNatGateway, vpcCidr, zoneCount" in problems  # fmt: skip
     assert any(p.startswith("gpu-platform:gpuPools.gpu.timeSlicing: unknown key;") and "timeSlicingReplicas" in p
                for p in problems)  # fmt: skip
