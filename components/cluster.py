@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -26,8 +26,8 @@ class ClusterIdentity:
     gcp_project: Optional[str] = None
 
 
-class KubernetesCluster(Protocol):
-    """Implemented by EksGpuCluster, GkeGpuCluster and ExistingCluster."""
+class KubernetesCluster(pulumi.ComponentResource):
+    """Base of EksGpuCluster, GkeGpuCluster and ExistingCluster: what each sets for later layers."""
 
     provider: k8s.Provider
     cluster_name: pulumi.Output[str]

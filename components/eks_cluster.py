@@ -14,7 +14,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from components.cluster import ClusterIdentity
+from components.cluster import ClusterIdentity, KubernetesCluster
 from components.node_pools import GPU_TAINT, GpuPoolSpec, NodePoolDescription, SystemPoolSpec
 
 # Control-plane logs the audit trail needs (who called the API, and how they authenticated).
@@ -152,14 +152,7 @@ class EksVpc(pulumi.ComponentResource):
         self.register_outputs({"vpcId": vpc.id})
 
 
-class EksGpuCluster(pulumi.ComponentResource):
-    provider: k8s.Provider
-    cluster_name: pulumi.Output[str]
-    endpoint: pulumi.Output[str]
-    kubeconfig: pulumi.Output[str]
-    identity: ClusterIdentity
-    node_pools: tuple[NodePoolDescription, ...]
-
+class EksGpuCluster(KubernetesCluster):
     def __init__(self, name: str, args: EksGpuClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:cluster:EksGpuCluster", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.cluster import ClusterIdentity
+from components.cluster import ClusterIdentity, KubernetesCluster
 from components.node_pools import POOL_LABEL, NodePoolDescription, Taint
 
 
@@ -63,14 +63,7 @@ def _server_of(kubeconfig_path: Path, context: Optional[str]) -> Optional[str]:
     return clusters.get(cluster_name, {}).get("server")
 
 
-class ExistingCluster(pulumi.ComponentResource):
-    provider: k8s.Provider
-    cluster_name: pulumi.Output[str]
-    endpoint: pulumi.Output[str]
-    kubeconfig: pulumi.Output[str]
-    identity: ClusterIdentity
-    node_pools: tuple[NodePoolDescription, ...]
-
+class ExistingCluster(KubernetesCluster):
     def __init__(self, name: str, args: ExistingClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:cluster:ExistingCluster", name, {}, opts)
 

@@ -16,7 +16,7 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 import yaml
 
-from components.cluster import ClusterIdentity
+from components.cluster import ClusterIdentity, KubernetesCluster
 from components.node_pools import GKE_GPU_TAINT, GpuPoolSpec, NodePoolDescription, SystemPoolSpec, Taint
 
 PODS_RANGE = "pods"
@@ -137,15 +137,8 @@ def kubeconfig_yaml(cluster_name: str, context: str, endpoint: str, ca_certifica
     return yaml.safe_dump(document, sort_keys=False)
 
 
-class GkeGpuCluster(pulumi.ComponentResource):
-    """Implements components.cluster.KubernetesCluster on GKE."""
-
-    provider: k8s.Provider
-    cluster_name: pulumi.Output[str]
-    endpoint: pulumi.Output[str]
-    kubeconfig: pulumi.Output[str]
-    identity: ClusterIdentity
-    node_pools: tuple[NodePoolDescription, ...]
+class GkeGpuCluster(KubernetesCluster):
+    """components.cluster.KubernetesCluster on GKE."""
 
     def __init__(self, name: str, args: GkeGpuClusterArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("gpu-platform:cluster:GkeGpuCluster", name, {}, opts)
