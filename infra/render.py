@@ -1,6 +1,6 @@
 """Offline render: run infra/__main__.py under Pulumi's mocks and write what it would deploy.
 
-    python -m infra.render STACK [--out DIR]
+    python -m infra.render STACK [--out DIR] [--policy-pack DIR [--policy-pack-config FILE]]
 
 The program and its config are exactly what `pulumi up` uses (same entry point, Pulumi.yaml
 defaults plus stacks/Pulumi.STACK.yaml); only the engine is replaced by a mock monitor that records
@@ -354,6 +354,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", help=f"stack name, one of: {', '.join(stack_names())}")
     parser.add_argument("--out", type=Path, help="output directory (default: build/STACK)")
+    parser.add_argument("--policy-pack", type=Path, help="serve this CrossGuard pack and check the stack against it")
+    parser.add_argument("--policy-pack-config", type=Path, help="policy config JSON, as for `pulumi preview`")
     args = parser.parse_args(argv)
 
     try:
@@ -371,7 +373,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"\nWrote {out_dir}: resources.json, {len(result.kubernetes_objects)} manifests, "
         f"{len(result.helm_releases)} Helm releases, graph.mmd"
     )
-    return 0
+    if args.policy_pack is None:
+        return 0
+
+    from infra.policy_check import PolicyPackError, check_policies, report  # grpc only when asked for
+
+    try:
+        violations = check_policies(result, args.policy_pack, args.policy_pack_config)
+    except PolicyPackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n" + report(violations))
+    return 1 if any(v.enforcement == "mandatory" for v in violations) else 0
 
 
 if __name__ == "__main__":

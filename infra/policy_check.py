@@ -1,0 +1,194 @@
+"""Run a CrossGuard policy pack against a rendered stack, the way the Pulumi engine does.
+
+The pack's own program is started (constructing its `PolicyPack` starts the analyzer gRPC server
+and prints its port), then, over `pulumi.runtime.proto`'s Analyzer service: GetAnalyzerInfo,
+Configure with the engine's config rules (schema defaults, then the pack's initial config, then
+the user's `--policy-pack-config` file), Analyze for every resource and AnalyzeStack for all of
+them. The policies run only inside the pack; nothing here re-implements one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+import grpc
+import jsonschema
+from google.protobuf import empty_pb2, json_format, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+
+from infra.render import RenderResult
+from infra.stack_config import SECRET_PLACEHOLDER
+
+# How the engine marks a secret value on the wire (pulumi.runtime.rpc): the pack sees it as secret.
+_SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
+_LEVELS = {"advisory": 0, "mandatory": 1, "disabled": 2, "remediate": 3}
+_LEVEL_NAMES = {number: name for name, number in _LEVELS.items()}
+PACK_START_TIMEOUT_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    enforcement: str  # advisory | mandatory
+    urn: str
+    message: str
+
+    @property
+    def resource_name(self) -> str:
+        return self.urn.rsplit("::", 1)[-1] if self.urn else "(stack)"
+
+
+class PolicyPackError(Exception):
+    """The pack could not be started or configured (not a violation: a broken pack or config file)."""
+
+
+@contextmanager
+def _served_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    # The engine runs the pack's program and reads the port it prints on its first line.
+    process = subprocess.Popen(
+        [sys.executable, "-u", str(pack_dir)],
+        cwd=pack_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port_line = process.stdout.readline().strip() if process.stdout else ""
+        if not port_line.isdigit():
+            process.kill()
+            _, errors = process.communicate(timeout=PACK_START_TIMEOUT_SECONDS)
+            raise PolicyPackError(f"policy pack {pack_dir} did not start: {port_line!r}\n{errors}")
+        channel = grpc.insecure_channel(f"127.0.0.1:{port_line}")
+        grpc.channel_ready_future(channel).result(timeout=PACK_START_TIMEOUT_SECONDS)
+        try:
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        finally:
+            channel.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(_as_engine_value(value))
+    return message
+
+
+def _as_engine_value(value: Any) -> Any:
+    """Rendered inputs -> the engine's wire values: the render's "[secret]" becomes a real secret."""
+    if value == SECRET_PLACEHOLDER:
+        return {**_SECRET_SIG, "value": SECRET_PLACEHOLDER}
+    if isinstance(value, Mapping):
+        return {key: _as_engine_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_engine_value(item) for item in value]
+    return value
+
+
+def _options(resource: Mapping[str, Any]) -> analyzer_pb2.AnalyzerResourceOptions:
+    return analyzer_pb2.AnalyzerResourceOptions(protect=bool(resource.get("protect")), parent=resource.get("parent") or "")
+
+
+def _provider(result: RenderResult, reference: Optional[str]) -> Optional[analyzer_pb2.AnalyzerProviderResource]:
+    if not reference:
+        return None
+    urn = reference.rsplit("::", 1)[0]
+    provider = next((r for r in result.resources if r["urn"] == urn), None)
+    if provider is None:
+        return None
+    return analyzer_pb2.AnalyzerProviderResource(
+        type=provider["type"], properties=_struct(provider["inputs"]), urn=urn, name=provider["name"]
+    )
+
+
+def _policy_config(
+    info: analyzer_pb2.AnalyzerInfo, user_config: Mapping[str, Any]
+) -> dict[str, analyzer_pb2.PolicyConfig]:
+    """Per policy: schema defaults < pack initial config < user file, validated against the schema."""
+    everything = user_config.get("all")
+    config: dict[str, analyzer_pb2.PolicyConfig] = {}
+    for policy in info.policies:
+        schema = json_format.MessageToDict(policy.configSchema) if policy.HasField("configSchema") else {}
+        properties = {key: spec["default"] for key, spec in schema.get("properties", {}).items() if "default" in spec}
+        level = _LEVEL_NAMES[policy.enforcementLevel]
+        if policy.name in info.initialConfig:
+            properties.update(json_format.MessageToDict(info.initialConfig[policy.name].properties))
+        if isinstance(everything, str):
+            level = everything
+        user = user_config.get(policy.name)
+        if isinstance(user, str):
+            level = user
+        elif isinstance(user, Mapping):
+            level = user.get("enforcementLevel", level)
+            properties.update({k: v for k, v in user.items() if k != "enforcementLevel"})
+        if level not in _LEVELS:
+            raise PolicyPackError(f"{policy.name}: enforcement level {level!r} is not one of {', '.join(_LEVELS)}")
+        if schema.get("properties"):
+            try:
+                jsonschema.validate(properties, {"type": "object", **schema})
+            except jsonschema.ValidationError as error:
+                raise PolicyPackError(f"config of policy {policy.name}: {error.message}") from None
+        config[policy.name] = analyzer_pb2.PolicyConfig(enforcementLevel=_LEVELS[level], properties=_struct(properties))
+    unknown = sorted(set(user_config) - {p.name for p in info.policies} - {"all"})
+    if unknown:
+        raise PolicyPackError(f"policy config names unknown policies: {', '.join(unknown)}")
+    return config
+
+
+def check_policies(result: RenderResult, pack_dir: Path, config_file: Optional[Path] = None) -> list[Violation]:
+    """Every violation the pack reports for the rendered stack, resource by resource and as a whole."""
+    user_config = json.loads(config_file.read_text()) if config_file else {}
+    # (diagnostic, URN of the resource analysed): a resource policy's diagnostic names no URN itself.
+    diagnostics: list[tuple[analyzer_pb2.AnalyzeDiagnostic, str]] = []
+    with _served_pack(pack_dir.resolve()) as analyzer:
+        try:
+            analyzer.Handshake(analyzer_pb2.AnalyzerHandshakeRequest(root_directory=str(pack_dir.resolve())))
+        except grpc.RpcError as error:  # older packs do not implement it; the engine tolerates that too
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+        analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=_policy_config(info, user_config)))
+
+        stack_resources = []
+        for resource in result.resources:
+            provider = _provider(result, resource.get("provider"))
+            request = dict(
+                type=resource["type"],
+                properties=_struct(resource["inputs"]),
+                urn=resource["urn"],
+                name=resource["name"],
+                options=_options(resource),
+                provider=provider,
+            )
+            response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**request))
+            diagnostics += [(d, d.urn or resource["urn"]) for d in response.diagnostics]
+            stack_resources.append(
+                analyzer_pb2.AnalyzerResource(
+                    **request, parent=resource.get("parent") or "", dependencies=resource.get("dependencies") or []
+                )
+            )
+        response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=stack_resources))
+        diagnostics += [(d, d.urn) for d in response.diagnostics]
+
+    return [
+        Violation(d.policyName, _LEVEL_NAMES[d.enforcementLevel], urn, d.message)
+        for d, urn in diagnostics
+        if _LEVEL_NAMES[d.enforcementLevel] != "disabled"
+    ]
+
+
+def report(violations: list[Violation]) -> str:
+    if not violations:
+        return "Policies: no violations."
+    lines = [f"Policy violations ({len(violations)}):"]
+    for violation in sorted(violations, key=lambda v: (v.enforcement != "mandatory", v.policy, v.urn)):
+        message = violation.message.replace("\n", "\n        ")
+        lines.append(f"    [{violation.enforcement}] {violation.policy}  ({violation.resource_name})\n        {message}")
+    return "\n".join(lines)
