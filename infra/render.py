@@ -47,15 +47,6 @@ class RenderResult:
     def of_type(self, type_token: str) -> list[dict[str, Any]]:
         return [r for r in self.resources if r["type"] == type_token]
 
-    def named(self, name: str) -> dict[str, Any]:
-        matches = [r for r in self.resources if r["name"] == name]
-        if len(matches) != 1:
-            raise KeyError(f"{len(matches)} resources named {name!r}")
-        return matches[0]
-
-    def children_of(self, urn: str) -> list[dict[str, Any]]:
-        return [r for r in self.resources if r["parent"] == urn]
-
     @property
     def kubernetes_objects(self) -> list[dict[str, Any]]:
         """Every Kubernetes object the stack declares directly (not Helm releases)."""
