@@ -1,6 +1,6 @@
 """Offline render: run infra/__main__.py under Pulumi's mocks and write what it would deploy.
 
-    python -m infra.render STACK [--out DIR] [--policy-pack DIR [--policy-pack-config FILE]]
+    python -m infra.render STACK [--out DIR] [--policy-pack DIR [--policy-pack-config FILE]] [--diff REF]
 
 The program and its config are exactly what `pulumi up` uses (same entry point, Pulumi.yaml
 defaults plus stacks/Pulumi.STACK.yaml); only the engine is replaced by a mock monitor that records
@@ -347,6 +347,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="output directory (default: build/STACK)")
     parser.add_argument("--policy-pack", type=Path, help="serve this CrossGuard pack and check the stack against it")
     parser.add_argument("--policy-pack-config", type=Path, help="policy config JSON, as for `pulumi preview`")
+    parser.add_argument("--diff", metavar="REF", help="also render git REF and print what changes (infra/render_diff.py)")
     args = parser.parse_args(argv)
 
     try:
@@ -364,6 +365,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"\nWrote {out_dir}: resources.json, {len(result.kubernetes_objects)} manifests, "
         f"{len(result.helm_releases)} Helm releases, graph.mmd"
     )
+    if args.diff:
+        from infra.render_diff import diff_against  # git and a second render only when asked for
+
+        if diff_against(args.stack, args.diff, current=out_dir) != 0:
+            return 2
     if args.policy_pack is None:
         return 0
 

@@ -1,0 +1,516 @@
+"""The render diff: what a change does to what a stack declares, before anyone runs `pulumi preview`.
+
+Three layers: the comparison on a hand-made pair of render folders (no git), the git plumbing on a
+throwaway repository whose "render" is a tiny script (so it always runs), and two real commits of
+this repository's own history (skipped on a shallow clone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import render_diff
+from infra.render import RenderResult, render_stack, write_render
+from infra.render_diff import (
+    NO_CHANGES,
+    RenderDiffError,
+    StackDiff,
+    compare_render_dirs,
+    diff_against,
+    diff_stacks,
+    format_markdown,
+    format_text,
+)
+from infra.stack_config import ROOT
+
+STACK_URN = "urn:pulumi:aws-dev::gpu-platform::pulumi:pulumi:Stack::gpu-platform-aws-dev"
+CLUSTER = "gpu-platform:cluster:EksGpuCluster"
+
+
+def _urn(type_: str, name: str, parent_type: str | None = CLUSTER) -> str:
+    qualified = f"{parent_type}${type_}" if parent_type else type_
+    return f"urn:pulumi:aws-dev::gpu-platform::{qualified}::{name}"
+
+
+def _record(type_: str, name: str, inputs: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "urn": _urn(type_, name),
+        "type": type_,
+        "name": name,
+        "custom": True,
+        "remote": False,
+        "parent": _urn(CLUSTER, "gpu-aws-dev", None),
+        "provider": None,
+        "providers": None,
+        "dependencies": [],
+        "protect": False,
+        "inputs": inputs,
+        **extra,
+    }
+
+
+def _stack_record() -> dict[str, Any]:
+    return {**_record("pulumi:pulumi:Stack", "gpu-platform-aws-dev", {}), "urn": STACK_URN, "parent": None}
+
+
+SUBNET_1 = _record("aws:ec2/subnet:Subnet", "gpu-aws-dev-private-1", {"cidrBlock": "10.0.0.0/20"})
+SUBNET_2 = _record("aws:ec2/subnet:Subnet", "gpu-aws-dev-private-2", {"cidrBlock": "10.0.16.0/20"})
+OLD_KEY = _record("aws:kms/key:Key", "gpu-aws-dev-secrets", {"enableKeyRotation": True}, protect=True)
+
+
+def _node_group(max_size: int, pool_label: str, dependencies: list[str]) -> dict[str, Any]:
+    return _record(
+        "aws:eks/nodeGroup:NodeGroup",
+        "gpu-aws-dev-gpu-spot",
+        {
+            "scalingConfig": {"minSize": 0, "maxSize": max_size, "desiredSize": 0},
+            "labels": {"gpu-platform/pool": pool_label, "gpu-platform/capacity": "spot"},
+            "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}],
+        },
+        dependencies=dependencies,
+    )
+
+
+def _kserve(version: str, replicas: int) -> dict[str, Any]:
+    return _record(
+        "kubernetes:helm.sh/v3:Release",
+        "kserve",
+        {
+            "chart": "kserve",
+            "version": version,
+            "namespace": "kserve",
+            "repositoryOpts": {"repo": "oci://ghcr.io/kserve/charts"},
+            "values": {"kserve": {"controller": {"replicas": replicas}}},
+        },
+    )
+
+
+def _config_map(mode: str) -> dict[str, Any]:
+    return _record(
+        "kubernetes:core/v1:ConfigMap",
+        "inferenceservice-config",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "inferenceservice-config", "namespace": "kserve"},
+            "data": {"deploy": json.dumps({"defaultDeploymentMode": mode})},
+        },
+    )
+
+
+def _deployment(containers: list[dict[str, Any]]) -> dict[str, Any]:
+    return _record(
+        "kubernetes:apps/v1:Deployment",
+        "model-proxy",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "model-proxy", "namespace": "models"},
+            "spec": {"template": {"spec": {"containers": containers}}},
+        },
+    )
+
+
+def _write(directory: Path, resources: list[dict[str, Any]], outputs: dict[str, Any]) -> Path:
+    # Written by the render's own writer, so the folders have exactly the layout a render has.
+    write_render(RenderResult(stack="aws-dev", resources=resources, outputs=outputs), directory)
+    return directory
+
+
+@pytest.fixture
+def render_pair(tmp_path: Path) -> tuple[Path, Path]:
+    old = _write(
+        tmp_path / "old",
+        [
+            _stack_record(),
+            SUBNET_1,
+            OLD_KEY,
+            _node_group(2, "gpu-spot", [SUBNET_1["urn"]]),
+            _kserve("v0.15.2", 1),
+            _config_map("Serverless"),
+            _deployment([{"name": "proxy", "image": "proxy:1.0"}, {"name": "metrics", "image": "exporter:0.9"}]),
+        ],
+        {"clusterName": "gpu-aws-dev", "nodePools": ["system", "gpu-spot"]},
+    )
+    new = _write(
+        tmp_path / "new",
+        [
+            _stack_record(),
+            SUBNET_1,
+            SUBNET_2,
+            _node_group(4, "gpu-spot-l4", [SUBNET_1["urn"], SUBNET_2["urn"]]),
+            _kserve("v0.16.0", 2),
+            _config_map("RawDeployment"),
+            _deployment(
+                [
+                    {"name": "proxy", "image": "proxy:1.0"},
+                    {"name": "auth", "image": "oauth2-proxy:7.8"},  # inserted before metrics
+                    {"name": "metrics", "image": "exporter:1.0"},
+                ]
+            ),
+        ],
+        {"clusterName": "gpu-aws-dev", "nodePools": ["system", "gpu-spot-l4"]},
+    )
+    return old, new
+
+
+def _labelled(diff: render_diff.RenderDiff) -> StackDiff:
+    return StackDiff("aws-dev", "origin/main (abc1234)", "working tree (def5678)", diff)
+
+
+def _described(diff_object: render_diff.ObjectDiff) -> list[str]:
+    return [change.describe() for change in diff_object.changes]
+
+
+# --- the comparison, on a hand-made pair ------------------------------------------------------
+
+
+def test_added_and_removed_resources_are_matched_by_urn(render_pair: tuple[Path, Path]) -> None:
+    diff = compare_render_dirs(*render_pair)
+    assert [r["urn"] for r in diff.added] == [SUBNET_2["urn"]]
+    assert [r["urn"] for r in diff.removed] == [OLD_KEY["urn"]]
+    assert diff.summary == "+1 ~4 -1"
+
+
+def test_changed_inputs_are_listed_per_path_old_to_new(render_pair: tuple[Path, Path]) -> None:
+    diff = compare_render_dirs(*render_pair)
+    group = diff.change_of(_urn("aws:eks/nodeGroup:NodeGroup", "gpu-aws-dev-gpu-spot"))
+    assert group.label == "aws:eks/nodeGroup:NodeGroup  gpu-aws-dev-gpu-spot"
+    described = _described(group)
+    assert "scalingConfig.maxSize: 2 -> 4" in described
+    # keys that are not identifiers are quoted, so the path can be pasted into a query
+    assert 'labels["gpu-platform/pool"]: "gpu-spot" -> "gpu-spot-l4"' in described
+    assert "(dependencies): +aws:ec2/subnet:Subnet::gpu-aws-dev-private-2" in described
+    assert not any("minSize" in line or "taints" in line for line in described), "unchanged paths are not listed"
+
+
+def test_helm_values_and_manifest_fields_get_their_own_sections_and_are_not_listed_twice(
+    render_pair: tuple[Path, Path],
+) -> None:
+    diff = compare_render_dirs(*render_pair)
+    (release,) = diff.helm
+    assert release.label == "release kserve (namespace kserve, chart kserve v0.16.0)"
+    assert _described(release) == [
+        "values.kserve.controller.replicas: 1 -> 2",
+        'version: "v0.15.2" -> "v0.16.0"',
+    ]
+    kserve = diff.change_of(_urn("kubernetes:helm.sh/v3:Release", "kserve"))
+    assert _described(kserve) == ['version: "v0.15.2" -> "v0.16.0"'], "values are in the Helm section only"
+    assert kserve.notes == ["1 value(s) changed, see Helm values"]
+
+    by_label = {m.label: _described(m) for m in diff.manifests}
+    assert by_label["ConfigMap kserve/inferenceservice-config"] == [
+        (
+            'data.deploy: "{\\"defaultDeploymentMode\\": \\"Serverless\\"}"'
+            ' -> "{\\"defaultDeploymentMode\\": \\"RawDeployment\\"}"'
+        )
+    ]
+    config_map = diff.change_of(_urn("kubernetes:core/v1:ConfigMap", "inferenceservice-config"))
+    assert config_map.changes == [] and config_map.notes == ["1 field(s) changed, see manifests"]
+
+
+def test_lists_of_named_objects_are_matched_by_name_not_position(render_pair: tuple[Path, Path]) -> None:
+    diff = compare_render_dirs(*render_pair)
+    containers = {m.label: _described(m) for m in diff.manifests}["Deployment models/model-proxy"]
+    assert containers == [
+        'spec.template.spec.containers[name=auth]: (absent) -> {"image":"oauth2-proxy:7.8","name":"auth"}',
+        'spec.template.spec.containers[name=metrics].image: "exporter:0.9" -> "exporter:1.0"',
+    ], "inserting `auth` does not show `metrics` as changed into `auth`"
+
+
+def test_stack_outputs_are_compared(render_pair: tuple[Path, Path]) -> None:
+    diff = compare_render_dirs(*render_pair)
+    assert [c.describe() for c in diff.outputs] == ['nodePools: ["system","gpu-spot"] -> ["system","gpu-spot-l4"]']
+
+
+def test_order_and_identical_renders_are_not_changes(tmp_path: Path, render_pair: tuple[Path, Path]) -> None:
+    old, _ = render_pair
+    resources = json.loads((old / "resources.json").read_text())
+    shuffled = _write(tmp_path / "shuffled", [resources[0], *reversed(resources[1:])], {})
+    (shuffled / "outputs.json").write_text((old / "outputs.json").read_text())
+    diff = compare_render_dirs(old, shuffled)
+    assert diff.empty and diff.summary == "+0 ~0 -0"
+    text = format_text(StackDiff("aws-dev", "origin/main", "working tree", diff))
+    assert text.splitlines()[-1] == NO_CHANGES
+
+
+def test_a_render_from_before_helm_and_manifests_existed_still_compares(tmp_path: Path) -> None:
+    # Early commits wrote only resources.json and outputs.json; the diff must not need the rest.
+    old, new = tmp_path / "old", tmp_path / "new"
+    for directory, cidr in ((old, "10.0.0.0/20"), (new, "10.0.0.0/19")):
+        directory.mkdir()
+        subnet = {**SUBNET_1, "inputs": {"cidrBlock": cidr}}
+        (directory / "resources.json").write_text(json.dumps([_stack_record(), subnet]))
+    diff = compare_render_dirs(old, new)
+    assert _described(diff.change_of(SUBNET_1["urn"])) == ['cidrBlock: "10.0.0.0/20" -> "10.0.0.0/19"']
+    assert diff.helm == [] and diff.manifests == [] and diff.outputs == []
+
+
+def test_text_report_calls_out_deletion_and_protection(render_pair: tuple[Path, Path]) -> None:
+    text = format_text(_labelled(compare_render_dirs(*render_pair)))
+    lines = text.splitlines()
+    assert lines[0] == "Render diff for aws-dev: origin/main (abc1234) -> working tree (def5678)"
+    assert lines[1] == "+1 ~4 -1  (1 to add, 4 to change, 1 to delete)"
+    assert "Removed (1): Pulumi deletes these on the next `pulumi up`" in text
+    assert "  - aws:kms/key:Key  gpu-aws-dev-secrets  (protected: `pulumi up` fails until it is unprotected)" in lines
+    assert "  + aws:ec2/subnet:Subnet  gpu-aws-dev-private-2" in lines
+    assert "      scalingConfig.maxSize: 2 -> 4" in lines
+    assert "Helm values changed (1 release(s)):" in lines and "Manifest fields changed (2 object(s)):" in lines
+
+
+def test_markdown_report_is_a_comment_with_a_summary_and_collapsible_details(render_pair: tuple[Path, Path]) -> None:
+    markdown = format_markdown(_labelled(compare_render_dirs(*render_pair)))
+    assert markdown.startswith("### Render diff: `aws-dev`\n")
+    assert "**+1 ~4 -1** (1 to add, 4 to change, 1 to delete)" in markdown
+    assert "> [!WARNING]\n> 1 resource(s) would be **deleted** by Pulumi" in markdown
+    assert markdown.count("<details>") == markdown.count("</details>") == 6
+    assert "<summary>Helm values changed (1 release(s))</summary>" in markdown
+    assert "```diff\n+ aws:ec2/subnet:Subnet  gpu-aws-dev-private-2\n```" in markdown
+    assert markdown.count("```") % 2 == 0
+
+
+def test_markdown_for_no_changes_and_a_long_diff_stays_within_a_comment(
+    tmp_path: Path, render_pair: tuple[Path, Path]
+) -> None:
+    old, _ = render_pair
+    same = format_markdown(StackDiff("gcp-dev", "origin/main", "working tree", compare_render_dirs(old, old)))
+    assert "**+0 ~0 -0**" in same and NO_CHANGES in same and "<details>" not in same
+
+    subnet = "aws:ec2/subnet:Subnet"
+    many = [_record(subnet, f"gpu-aws-dev-extra-{i:04d}", {"cidrBlock": "x" * 60}) for i in range(3000)]
+    big = _write(tmp_path / "big", [_stack_record(), *many], {})
+    markdown = format_markdown(StackDiff("aws-dev", "a", "b", compare_render_dirs(old, big)), max_chars=20_000)
+    assert len(markdown) <= 20_000
+    assert "(truncated)</summary>" in markdown and "The full report is in the workflow's artifact" in markdown
+    assert markdown.count("<details>") == markdown.count("</details>") and markdown.count("```") % 2 == 0
+
+
+# --- the git plumbing, on a throwaway repository ----------------------------------------------
+
+# A stand-in for infra/render.py with the same command line and exit codes. Each commit's copy
+# stamps its own RENDERER into the output, which shows whose code rendered which side.
+FAKE_RENDER = """\
+import json, sys
+from pathlib import Path
+RENDERER = "{renderer}"
+if sys.argv[2:3] != ["--out"]:
+    sys.exit("usage: render STACK --out DIR")
+stack, out = sys.argv[1], Path(sys.argv[3])
+stack_file = Path("stacks") / f"Pulumi.{{stack}}.yaml"
+if not stack_file.exists():
+    print(f"error: no stack file {{stack_file}}", file=sys.stderr)
+    sys.exit(2)
+size = int(stack_file.read_text().split("size:")[1])
+if size < 0:
+    print("error: size must be positive", file=sys.stderr)
+    sys.exit(2)
+out.mkdir(parents=True)
+urn = f"urn:pulumi:{{stack}}::demo::demo:index:Pool::pool"
+record = {{"urn": urn, "type": "demo:index:Pool", "name": "pool", "parent": None, "provider": None,
+           "dependencies": [], "protect": False, "inputs": {{"size": size, "renderer": RENDERER}}}}
+(out / "resources.json").write_text(json.dumps([record]))
+(out / "outputs.json").write_text("{{}}")
+"""
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}  # fmt: skip
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env)
+    return done.stdout.strip()
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", message)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _worktrees(repo: Path) -> list[str]:
+    return [line for line in _git(repo, "worktree", "list", "--porcelain").splitlines() if line.startswith("worktree ")]
+
+
+@pytest.fixture
+def demo_repo(tmp_path: Path) -> tuple[Path, list[str]]:
+    """Commits: v0 (no render yet) -> v1 (stack a, size 1) -> v2 (size 2, new stack b) -> broken."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _commit(repo, {"Pulumi.yaml": "name: demo\nstackConfigDir: stacks\n", "stacks/Pulumi.a.yaml": "size: 1\n"}, "v0")
+    first = _commit(
+        repo,
+        {"infra/__init__.py": "", "infra/render.py": FAKE_RENDER.format(renderer="v1")},
+        "v1",
+    )
+    second = _commit(
+        repo,
+        {
+            "infra/render.py": FAKE_RENDER.format(renderer="v2"),
+            "stacks/Pulumi.a.yaml": "size: 2\n",
+            "stacks/Pulumi.b.yaml": "size: 5\n",
+        },
+        "v2",
+    )
+    broken = _commit(repo, {"stacks/Pulumi.a.yaml": "size: -1\n"}, "broken")
+    _git(repo, "checkout", "-q", second)
+    return repo, [first, second, broken]
+
+
+def test_each_side_is_rendered_by_its_own_commits_code(demo_repo: tuple[Path, list[str]]) -> None:
+    repo, (first, second, _) = demo_repo
+    (result,) = diff_stacks(["a"], first, to_ref=second, root=repo)
+    assert (result.old_label, result.new_label) == (first[:7], second[:7])
+    (pool,) = result.diff.changed
+    assert _described(pool) == ['renderer: "v1" -> "v2"', "size: 1 -> 2"]
+    assert _worktrees(repo) == [f"worktree {repo}"], "the temporary worktrees are removed"
+
+
+def test_the_new_side_is_the_working_tree_with_uncommitted_changes(demo_repo: tuple[Path, list[str]]) -> None:
+    repo, (_, second, _) = demo_repo
+    (repo / "stacks/Pulumi.a.yaml").write_text("size: 3\n")
+    (result,) = diff_stacks(["a"], "HEAD", root=repo)
+    assert result.new_label == f"working tree ({second[:7]})"
+    assert _described(result.diff.changed[0]) == ["size: 2 -> 3"]
+
+
+def test_a_stack_missing_on_one_side_says_which_side(demo_repo: tuple[Path, list[str]]) -> None:
+    repo, (first, _, _) = demo_repo
+    missing_at_first = rf"stack 'b' does not exist at {first[:7]}: no stacks/Pulumi.b.yaml \(stacks there: a\)"
+    with pytest.raises(RenderDiffError, match=missing_at_first):
+        diff_stacks(["b"], first, root=repo)
+    with pytest.raises(RenderDiffError, match=r"stack 'c' does not exist in the working tree"):
+        diff_stacks(["c"], first, root=repo)
+    assert _worktrees(repo) == [f"worktree {repo}"]
+
+
+def test_an_unknown_ref_is_an_error_that_names_it(demo_repo: tuple[Path, list[str]]) -> None:
+    repo, _ = demo_repo
+    with pytest.raises(RenderDiffError, match=r"unknown git ref 'no-such-branch'.*fetch-depth: 0"):
+        diff_stacks(["a"], "no-such-branch", root=repo)
+
+
+def test_a_commit_from_before_the_render_existed_cannot_be_compared(demo_repo: tuple[Path, list[str]]) -> None:
+    repo, _ = demo_repo
+    with pytest.raises(RenderDiffError, match=r"at HEAD~2 \(\w{7}\) has no infra/render.py"):
+        diff_stacks(["a"], "HEAD~2", root=repo)
+    assert _worktrees(repo) == [f"worktree {repo}"]
+
+
+def test_a_failing_render_is_reported_with_its_side_and_the_worktree_is_still_removed(
+    demo_repo: tuple[Path, list[str]],
+) -> None:
+    repo, (_, _, broken) = demo_repo
+    failed = rf"rendering a at {broken[:7]} failed \(exit 2\):\nerror: size must be positive"
+    with pytest.raises(RenderDiffError, match=failed):
+        diff_stacks(["a"], broken, root=repo)
+    assert _worktrees(repo) == [f"worktree {repo}"]
+
+
+# --- the command line on this repository -----------------------------------------------------
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "infra.render_diff", *args],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _require_git_history() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the render diff compares commits")
+    shallow = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], check=False, capture_output=True, text=True
+    )
+    if shallow.returncode != 0:
+        pytest.skip(f"git cannot read this checkout: {shallow.stderr.strip()}")
+    if shallow.stdout.strip() == "true":
+        pytest.skip("shallow clone (CI checkouts default to fetch-depth 1): the history this test compares is missing")
+
+
+def test_cli_unknown_ref_and_unknown_stack_exit_2_without_a_traceback() -> None:
+    _require_git_history()
+    done = _run_cli("gcp-dev", "refs/heads/no-such-branch-for-render-diff")
+    assert done.returncode == 2 and "unknown git ref 'refs/heads/no-such-branch-for-render-diff'" in done.stderr
+    done = _run_cli("no-such-stack", "HEAD")
+    assert done.returncode == 2 and "stack 'no-such-stack' does not exist in the working tree" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _history_commits() -> tuple[str, str]:
+    """The first commit with infra/render.py and the commit that added the GKE cluster component."""
+    _require_git_history()
+
+    def git(*args: str) -> list[str]:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    first = git("log", "--diff-filter=A", "--format=%H", "--", "infra/render.py")
+    gke = git("log", "--format=%H", "--grep=^GKE cluster component", "--", "components/gke_cluster.py")
+    if not first or not gke:
+        pytest.skip("this checkout's history lacks the commits this test compares (rewritten or partial history)")
+    return first[-1], gke[-1]
+
+
+def test_two_real_commits_gke_node_pools_wait_for_their_node_service_account_roles() -> None:
+    # The GKE component commit made both node pools depend on the node service account's IAM
+    # roles; the inputs stayed the same, and nothing on AWS moved.
+    base, gke = _history_commits()
+    done = _run_cli("gcp-dev", "aws-dev", base, "--to", gke, "--format", "markdown")
+    assert done.returncode == 0, done.stderr
+    gcp, aws = done.stdout.split("### Render diff: ")[1:]
+    assert gcp.startswith("`gcp-dev`") and "**+0 ~2 -0**" in gcp
+    assert "~ gcp:container/nodePool:NodePool  gpu-gcp-dev-gpu-gpu-spot" in gcp
+    assert "~ gcp:container/nodePool:NodePool  gpu-gcp-dev-system" in gcp
+    assert "(dependencies): +gcp:projects/iAMMember:IAMMember::gpu-gcp-dev-nodes-artifactregistry.reader" in gcp
+    assert " +gcp:projects/iAMMember:IAMMember::gpu-gcp-dev-nodes-logging.logWriter" in gcp
+    assert aws.startswith("`aws-dev`") and "**+0 ~0 -0**" in aws and NO_CHANGES in aws
+
+
+def test_two_real_commits_through_the_api_give_the_changed_urns() -> None:
+    base, gke = _history_commits()
+    (result,) = diff_stacks(["gcp-dev"], base, to_ref=gke)
+    prefix = "urn:pulumi:gcp-dev::gpu-platform::gpu-platform:cluster:GkeGpuCluster$gcp:container/nodePool:NodePool::"
+    assert result.diff.changed_urns == [f"{prefix}gpu-gcp-dev-gpu-gpu-spot", f"{prefix}gpu-gcp-dev-system"]
+    (dependencies,) = result.diff.change_of(f"{prefix}gpu-gcp-dev-system").changes
+    assert dependencies.path == "(dependencies)" and dependencies.old == []
+    assert {urn.rsplit("::", 1)[-1] for urn in dependencies.new} == {
+        "gpu-gcp-dev-nodes-artifactregistry.reader",
+        "gpu-gcp-dev-nodes-logging.logWriter",
+        "gpu-gcp-dev-nodes-monitoring.metricWriter",
+        "gpu-gcp-dev-nodes-monitoring.viewer",
+    }
+
+
+def test_render_diff_option_reuses_the_render_it_has_just_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What `python -m infra.render STACK --diff REF` calls: only REF is rendered again.
+    _require_git_history()
+    out = tmp_path / "local"
+    write_render(render_stack("local"), out)
+    assert diff_against("local", "HEAD", current=out) == 0
+    printed = capsys.readouterr().out
+    assert "Render diff for local: HEAD (" in printed and "-> working tree (" in printed
+    assert diff_against("local", "no-such-ref-for-render-diff", current=out) == 2
+    assert "unknown git ref" in capsys.readouterr().err
+
+
+def test_the_module_documents_its_command_line() -> None:
+    usage = textwrap.dedent(render_diff.__doc__ or "")
+    assert "python -m infra.render_diff STACK [STACK ...] REF [--to REF2] [--format text|markdown]" in usage
