@@ -49,10 +49,11 @@ class PolicyPackError(Exception):
 
 
 @contextmanager
-def _served_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    # The engine runs the pack's program and reads the port it prints on its first line.
+def served_pack(pack_dir: Path) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    # As `pulumi-analyzer-policy-python` does: run the pack's program through `pulumi.policy` in the
+    # pack's directory (the engine address is not used by Python packs) and read the port it prints.
     process = subprocess.Popen(
-        [sys.executable, "-u", str(pack_dir)],
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:0", "."],
         cwd=pack_dir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -142,46 +143,57 @@ def _policy_config(
     return config
 
 
-def check_policies(result: RenderResult, pack_dir: Path, config_file: Optional[Path] = None) -> list[Violation]:
-    """Every violation the pack reports for the rendered stack, resource by resource and as a whole."""
-    user_config = json.loads(config_file.read_text()) if config_file else {}
+def load_policy_config(config_file: Optional[Path]) -> dict[str, Any]:
+    """A `--policy-pack-config` file: {"policy-name": "advisory" | {"enforcementLevel": ..., option: value}}."""
+    return json.loads(config_file.read_text()) if config_file else {}
+
+
+def analyze(
+    analyzer: analyzer_pb2_grpc.AnalyzerStub, result: RenderResult, user_config: Mapping[str, Any]
+) -> list[Violation]:
+    """Configure a served pack and send it every resource, then the whole stack."""
+    try:
+        analyzer.Handshake(analyzer_pb2.AnalyzerHandshakeRequest(root_directory=str(Path.cwd())))
+    except grpc.RpcError as error:  # older packs do not implement it; the engine tolerates that too
+        if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=_policy_config(info, user_config)))
+
     # (diagnostic, URN of the resource analysed): a resource policy's diagnostic names no URN itself.
     diagnostics: list[tuple[analyzer_pb2.AnalyzeDiagnostic, str]] = []
-    with _served_pack(pack_dir.resolve()) as analyzer:
-        try:
-            analyzer.Handshake(analyzer_pb2.AnalyzerHandshakeRequest(root_directory=str(pack_dir.resolve())))
-        except grpc.RpcError as error:  # older packs do not implement it; the engine tolerates that too
-            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise
-        info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
-        analyzer.Configure(analyzer_pb2.ConfigureAnalyzerRequest(policyConfig=_policy_config(info, user_config)))
-
-        stack_resources = []
-        for resource in result.resources:
-            provider = _provider(result, resource.get("provider"))
-            request = dict(
-                type=resource["type"],
-                properties=_struct(resource["inputs"]),
-                urn=resource["urn"],
-                name=resource["name"],
-                options=_options(resource),
-                provider=provider,
+    stack_resources = []
+    for resource in result.resources:
+        request = dict(
+            type=resource["type"],
+            properties=_struct(resource["inputs"]),
+            urn=resource["urn"],
+            name=resource["name"],
+            options=_options(resource),
+            provider=_provider(result, resource.get("provider")),
+        )
+        response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**request))
+        diagnostics += [(d, d.urn or resource["urn"]) for d in response.diagnostics]
+        stack_resources.append(
+            analyzer_pb2.AnalyzerResource(
+                **request, parent=resource.get("parent") or "", dependencies=resource.get("dependencies") or []
             )
-            response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(**request))
-            diagnostics += [(d, d.urn or resource["urn"]) for d in response.diagnostics]
-            stack_resources.append(
-                analyzer_pb2.AnalyzerResource(
-                    **request, parent=resource.get("parent") or "", dependencies=resource.get("dependencies") or []
-                )
-            )
-        response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=stack_resources))
-        diagnostics += [(d, d.urn) for d in response.diagnostics]
+        )
+    response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=stack_resources))
+    diagnostics += [(d, d.urn) for d in response.diagnostics]
 
     return [
         Violation(d.policyName, _LEVEL_NAMES[d.enforcementLevel], urn, d.message)
         for d, urn in diagnostics
         if _LEVEL_NAMES[d.enforcementLevel] != "disabled"
     ]
+
+
+def check_policies(result: RenderResult, pack_dir: Path, config_file: Optional[Path] = None) -> list[Violation]:
+    """Every violation the pack reports for the rendered stack, resource by resource and as a whole."""
+    user_config = load_policy_config(config_file)
+    with served_pack(pack_dir.resolve()) as analyzer:
+        return analyze(analyzer, result, user_config)
 
 
 def report(violations: list[Violation]) -> str:

@@ -1,0 +1,97 @@
+"""The pack as a whole: names, descriptions, config schemas, files, and how the engine starts it."""
+
+from __future__ import annotations
+
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
+
+from infra.stack_config import ROOT
+from policies.gpu_platform_policies.pack import ENFORCEMENT_LEVEL, INITIAL_CONFIG, PACK_NAME, POLICIES
+
+PACK_DIR = ROOT / "policies"
+
+
+def test_pack_identity():
+    assert PACK_NAME == "gpu-platform-policies"
+    assert ENFORCEMENT_LEVEL is EnforcementLevel.MANDATORY
+    assert all(policy.enforcement_level is None for policy in POLICIES)  # the pack's level applies
+
+
+def test_policy_names_are_unique_kebab_case():
+    names = [policy.name for policy in POLICIES]
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) for name in names), names
+
+
+def test_every_policy_states_its_reason_and_severity():
+    for policy in POLICIES:
+        assert isinstance(policy, (ResourceValidationPolicy, StackValidationPolicy))
+        assert len(policy.description) > 80 and policy.description.endswith("."), policy.name
+        assert policy.severity is not None, policy.name
+
+
+def test_config_schemas_are_valid_and_their_defaults_are_the_initial_config():
+    configured = {p.name: p for p in POLICIES if p.config_schema is not None}
+    assert set(configured) == set(INITIAL_CONFIG)
+    for name, policy in configured.items():
+        schema = {"type": "object", "properties": policy.config_schema.properties}
+        jsonschema.Draft7Validator.check_schema(schema)
+        jsonschema.validate(INITIAL_CONFIG[name], schema)
+        assert all("description" in spec and "default" in spec for spec in policy.config_schema.properties.values())
+    assert INITIAL_CONFIG["no-host-access-outside-system-namespaces"] == {
+        "systemNamespaces": ["kube-system", "gpu-operator"]
+    }
+
+
+def test_pack_files():
+    project = yaml.safe_load((PACK_DIR / "PulumiPolicy.yaml").read_text())
+    assert project["runtime"]["name"] == "python" and project["version"] and project["description"]
+    pins = dict(
+        line.split("==")
+        for line in (PACK_DIR / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    project_pins = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins == {"pulumi-policy": "1.21.0", "pulumi": "3.272.0"}
+    assert all(project_pins[name] == version for name, version in pins.items())  # the tests run what the pack runs
+
+
+def test_the_engines_launcher_starts_the_pack():
+    """`pulumi-analyzer-policy-python` runs `python -u -m pulumi.policy <engine> .` in the pack directory."""
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
+        cwd=PACK_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = process.stdout.readline().strip() if ready else ""
+        if not line.isdigit():
+            process.kill()
+            pytest.fail(f"pack did not print its port: {line!r}\n{process.communicate(timeout=30)[1]}")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_main_only_builds_the_pack():
+    source = (PACK_DIR / "__main__.py").read_text()
+    assert source.count("PolicyPack(") == 1
+    assert "def " not in source and "class " not in source
+    assert Path(PACK_DIR / "gpu_platform_policies" / "__init__.py").exists()
