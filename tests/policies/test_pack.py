@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import re
-import select
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import jsonschema
-import pytest
 import yaml
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 
@@ -69,25 +64,17 @@ def test_pack_files():
     assert all(project_pins[name] == version for name, version in pins.items())  # the tests run what the pack runs
 
 
-def test_the_engines_launcher_starts_the_pack():
-    """`pulumi-analyzer-policy-python` runs `python -u -m pulumi.policy <engine> .` in the pack directory."""
-    process = subprocess.Popen(
-        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", "."],
-        cwd=PACK_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        ready, _, _ = select.select([process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        line = process.stdout.readline().strip() if ready else ""
-        if not line.isdigit():
-            process.kill()
-            pytest.fail(f"pack did not print its port: {line!r}\n{process.communicate(timeout=30)[1]}")
-    finally:
-        process.kill()
-        process.wait()
+def test_the_engines_launcher_serves_every_policy():
+    """Started as `pulumi-analyzer-policy-python` starts it, the pack announces all its policies."""
+    from google.protobuf import empty_pb2
+
+    from infra.policy_check import served_pack
+    from policies.gpu_platform_policies.pack import PACK_NAME, POLICIES
+
+    with served_pack(PACK_DIR) as analyzer:
+        info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == PACK_NAME
+    assert [p.name for p in info.policies] == [p.name for p in POLICIES]
 
 
 def test_main_only_builds_the_pack():
