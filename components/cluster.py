@@ -43,3 +43,18 @@ def system_pool(cluster: KubernetesCluster) -> NodePoolDescription:
 
 def gpu_pools(cluster: KubernetesCluster) -> tuple[NodePoolDescription, ...]:
     return tuple(pool for pool in cluster.node_pools if pool.role == "gpu")
+
+
+def system_node_selector(cluster: KubernetesCluster) -> dict[str, str]:
+    """Where controllers run: the untainted system pool (any node where it has no labels, as on kind)."""
+    return system_pool(cluster).node_selector
+
+
+def gpu_node_tolerations(cluster: KubernetesCluster) -> list[dict[str, str]]:
+    """Tolerations for every taint a GPU pool carries (GPU and spot), for DaemonSets that must run on
+    every GPU node: device plugin, DCGM exporter, node exporter."""
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for pool in gpu_pools(cluster):
+        for toleration in pool.tolerations:
+            seen.setdefault((toleration["key"], toleration["effect"]), toleration)
+    return list(seen.values())

@@ -64,12 +64,14 @@ TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "systemPool": {"minSize": 1, "desiredSize": 1, "maxSize": 3},
         "aws": {"zoneCount": 2, "singleNatGateway": True},
         "gcp": {"regional": False, "releaseChannel": "REGULAR"},
+        "platform": {"monitoring": {"retention": "3d", "storageGb": 20, "alertmanagerStorageGb": 2}},
     },
     "staging": {
         "deletionProtection": False,
         "systemPool": {"minSize": 2, "desiredSize": 2, "maxSize": 4},
         "aws": {"zoneCount": 2, "singleNatGateway": False},
         "gcp": {"regional": False, "releaseChannel": "REGULAR"},
+        "platform": {"monitoring": {"retention": "7d", "storageGb": 50, "alertmanagerStorageGb": 5}},
     },
     "prod": {
         "deletionProtection": True,
@@ -77,6 +79,7 @@ TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "systemPool": {"minSize": 3, "desiredSize": 3, "maxSize": 6},
         "aws": {"zoneCount": 3, "singleNatGateway": False},
         "gcp": {"regional": True, "releaseChannel": "STABLE"},
+        "platform": {"monitoring": {"retention": "15d", "storageGb": 200, "alertmanagerStorageGb": 10}},
     },
 }
 
@@ -345,6 +348,33 @@ class ExistingCluster(_Model):
     context: Optional[str] = Field(default=None, description="Kubeconfig context; default: the file's current context.")
 
 
+# --- platform add-ons ---------------------------------------------------------------------
+
+
+class Addon(_Model):
+    enabled: bool = Field(default=True, description="Install it; off for a cluster that already runs it.")
+
+
+class GpuOperatorAddon(Addon):
+    enabled: bool = Field(
+        default=True,
+        description="Install the GPU layer (NVIDIA GPU Operator, or DCGM exporter on GKE); it is skipped "
+        "anyway on a cluster without GPU pools.",
+    )
+
+
+class MonitoringAddon(Addon):
+    retention: str = Field(pattern=r"^\d+[hdwy]$", description="How long Prometheus keeps samples, e.g. `15d`.")
+    storage_gb: int = Field(ge=5, le=10000, description="Prometheus persistent volume size.")
+    alertmanager_storage_gb: int = Field(ge=1, le=100, description="Alertmanager persistent volume size.")
+
+
+class PlatformSettings(_Model):
+    cert_manager: Addon = Field(default_factory=Addon, description="cert-manager, for KServe's webhook certificates.")
+    gpu_operator: GpuOperatorAddon = Field(default_factory=GpuOperatorAddon, description="The GPU layer.")
+    monitoring: MonitoringAddon = Field(description="Prometheus, Alertmanager and Grafana (kube-prometheus-stack).")
+
+
 # --- whole stacks -------------------------------------------------------------------------
 
 
@@ -355,6 +385,7 @@ class _StackBase(_Model):
         description="Cluster name; default `gpu-<stack>`.",
     )
     kubernetes_version: str = Field(pattern=r"^1\.\d{2}$", description="Kubernetes minor version, e.g. `1.35`.")
+    platform: PlatformSettings = Field(description="The platform add-ons and their sizes.")
 
 
 class _ManagedStack(_StackBase):
