@@ -81,6 +81,23 @@ CHART_PINS: Mapping[str, ChartPin] = {
             "repo carries the placeholder version v1.0.0-devel; the published chart is v26.7.0."
         ),
     ),
+    # GKE only, where the GPU Operator is not installed (components/gpu_stack.py): the standalone
+    # exporter, in the namespace the operator's own exporter uses on the other clouds.
+    "dcgm-exporter": ChartPin(
+        chart="dcgm-exporter",
+        repository="https://nvidia.github.io/dcgm-exporter/helm-charts",
+        version="4.8.2",
+        namespace="gpu-operator",
+        upstream="dcgm-exporter/4.5.3-4.8.2",
+        compatibility=(
+            "Chart 4.8.2 runs image 4.5.3-4.8.2 (DCGM 4.5.3, exporter 4.8.2); upstream tags releases "
+            "<dcgm>-<exporter>, hence the folder name. The GPU Operator v26.7.0 used on EKS ships exporter "
+            "4.8.3 (gpu-operator/v26.7.0/facts/component-versions.json), one patch newer; at 4.5.3-4.8.2 the "
+            "exporter's default-counters.csv and the operator's dcp-metrics-included.csv enable the same 26 "
+            "fields (dcgm-exporter/4.5.3-4.8.2/etc). components/gpu_stack.py drops the chart's metrics-ConfigMap "
+            "mount over that file (the template is not in the store), so GKE exports what EKS does."
+        ),
+    ),
     "kube-prometheus-stack": ChartPin(
         chart="kube-prometheus-stack",
         repository="https://prometheus-community.github.io/helm-charts",

@@ -272,7 +272,8 @@ class GkeGpuCluster(KubernetesCluster):
 
         gpu_descriptions = []
         for pool in args.gpu_pools:
-            description = pool.describe(GKE_GPU_TAINT)
+            # No nvidia.com/device-plugin.config label: GKE runs its own device plugin, which ignores it.
+            description = pool.describe(GKE_GPU_TAINT, device_plugin_label=False)
             gpu_descriptions.append(description)
             # Time-sharing is GKE's own, set on the pool; each GPU is then advertised as this many
             # nvidia.com/gpu: https://cloud.google.com/kubernetes-engine/docs/how-to/timesharing-gpus

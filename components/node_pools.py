@@ -17,6 +17,11 @@ GPU_TYPE_LABEL = f"{LABEL_PREFIX}/gpu-type"
 CAPACITY_LABEL = f"{LABEL_PREFIX}/capacity-type"
 PURPOSE_LABEL = f"{LABEL_PREFIX}/purpose"
 TIME_SLICING_LABEL = f"{LABEL_PREFIX}/time-slicing-replicas"
+# The NVIDIA device plugin (run by the GPU Operator) picks its config key by this node label
+# (k8s-device-plugin cmd/config-manager, DefaultConfigLabel). When label and ConfigMap key disagree
+# the plugin fails ("specified config ... does not exist") or keeps one nvidia.com/gpu per GPU
+# (NVIDIA/k8s-device-plugin#990, #321), so both come from `device_plugin_profile`.
+DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
 
 # NVIDIA's conventional taint; EKS GPU pools carry it with value "true". GKE puts its own
 # `nvidia.com/gpu=present:NoSchedule` on GPU nodes and rejects a second taint with the same key
@@ -84,6 +89,13 @@ class NodePoolDescription:
         return self.gpu_count * self.time_slicing_replicas
 
 
+def device_plugin_profile(time_slicing_replicas: int) -> str:
+    """The device-plugin config key for a pool's GPU sharing, and the value of its node label."""
+    if time_slicing_replicas < 1:
+        raise ValueError(f"time_slicing_replicas must be at least 1, got {time_slicing_replicas}")
+    return "whole-gpu" if time_slicing_replicas == 1 else f"timeslice-{time_slicing_replicas}"
+
+
 def system_labels(pool_name: str = "system") -> dict[str, str]:
     return {POOL_LABEL: pool_name, ROLE_LABEL: "system"}
 
@@ -143,12 +155,16 @@ class GpuPoolSpec:
     def spot(self) -> bool:
         return self.capacity_type == "spot"
 
-    def describe(self, gpu_taint: Taint) -> NodePoolDescription:
-        """`gpu_taint` differs per cloud: see GPU_TAINT and GKE_GPU_TAINT."""
+    def describe(self, gpu_taint: Taint, device_plugin_label: bool = True) -> NodePoolDescription:
+        """`gpu_taint` differs per cloud: see GPU_TAINT and GKE_GPU_TAINT. `device_plugin_label` is
+        False where NVIDIA's device plugin does not run (GKE shares GPUs with its own plugin)."""
+        labels = gpu_labels(self.name, self.gpu_type, self.capacity_type, self.purpose, self.time_slicing_replicas)
+        if device_plugin_label:
+            labels[DEVICE_PLUGIN_CONFIG_LABEL] = device_plugin_profile(self.time_slicing_replicas)
         return NodePoolDescription(
             name=self.name,
             role="gpu",
-            labels=gpu_labels(self.name, self.gpu_type, self.capacity_type, self.purpose, self.time_slicing_replicas),
+            labels=labels,
             taints=(gpu_taint, SPOT_TAINT) if self.spot else (gpu_taint,),
             gpu_type=self.gpu_type,
             gpu_count=self.gpu_count,

@@ -20,7 +20,8 @@ from tests.upstream import SHARED, chart_meta, chart_meta_note, requires_shared,
 
 PINS = sorted(CHART_PINS)
 # Charts versioned apart from the release tree they ship in: the pin is the chart's own version.
-INDEPENDENTLY_VERSIONED = {"flagger-loadtester"}
+# dcgm-exporter tags its releases <dcgm>-<exporter> (folder 4.5.3-4.8.2); its chart is the exporter's 4.8.2.
+INDEPENDENTLY_VERSIONED = {"flagger-loadtester", "dcgm-exporter"}
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 

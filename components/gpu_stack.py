@@ -1,0 +1,204 @@
+"""The GPU layer: what makes a cluster's GPUs schedulable, shared as each pool says, and observable.
+
+EKS and existing clusters run the NVIDIA GPU Operator (pin "gpu-operator"): device plugin, GPU feature
+discovery, DCGM exporter and validator on every GPU node, Node Feature Discovery to find those nodes.
+Time-slicing goes through the operator's device plugin: this component writes one ConfigMap with a key
+per sharing profile (`components.node_pools.device_plugin_profile`), and each node picks its key with
+the label `nvidia.com/device-plugin.config`. EKS GPU node groups carry that label from
+`GpuPoolSpec.describe`, computed by the same function, so label and key cannot disagree. On an
+existing cluster the nodes belong to their owner, who labels them: a node without the label gets
+`devicePlugin.config.default`, which is the pools' profile when every pool shares one profile (the
+usual single on-prem server needs no label at all) and whole GPUs otherwise, when the owner must
+label each node `nvidia.com/device-plugin.config=<profile>` (`timeslice-<n>` or `whole-gpu`).
+
+On GKE the GPU Operator is left out. GKE installs the NVIDIA driver itself, configures containerd and
+runs its own device plugin, with time-sharing set on the node pool. The operator would still bring its
+container toolkit, device plugin, GPU feature discovery, validator, MIG manager and DCGM exporter, but
+its toolkit cannot register the `nvidia` runtime with GKE's containerd, so every operand that runs
+with `runtimeClassName: nvidia` fails to start (NVIDIA/gpu-operator#1679), and its device plugin
+would compete with GKE's for `nvidia.com/gpu`. Its DCGM exporter is replaced by NVIDIA's standalone
+dcgm-exporter chart (pin "dcgm-exporter") on GPU nodes only, reading NVML from the driver GKE installs
+under /home/kubernetes/bin/nvidia, privileged because no NVIDIA runtime hands it the GPU devices, with
+its own ServiceMonitor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.charts import CHART_PINS
+from components.helm import helm_release
+from components.node_pools import NodePoolDescription, device_plugin_profile
+
+CLOUDS = ("aws", "gcp", "existing")
+GPU_RESOURCE = "nvidia.com/gpu"
+WHOLE_GPU_PROFILE = device_plugin_profile(1)
+# Named explicitly (not auto-named): the chart value devicePlugin.config.name must be known up front.
+DEVICE_PLUGIN_CONFIG_MAP = "device-plugin-config"
+
+# Chart defaults restated because a Helm list value replaces the chart's list instead of extending it.
+# NFD's worker must also run on a control-plane node that has GPUs (a one-node kubeadm server).
+CONTROL_PLANE_TOLERATION = {
+    "key": "node-role.kubernetes.io/control-plane",
+    "operator": "Equal",
+    "value": "",
+    "effect": "NoSchedule",
+}
+
+# GKE puts this label on every GPU node, whoever created its pool.
+GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+# Where GKE installs the NVIDIA driver and NVML, and where its own device plugin mounts them in a
+# container: https://cloud.google.com/kubernetes-engine/docs/how-to/gpus (CUDA libraries), and the
+# DaemonSet of GoogleCloudPlatform/prometheus-engine examples/nvidia-dcgm/exporter.yaml.
+GKE_NVIDIA_INSTALL_DIR = "/home/kubernetes/bin/nvidia"
+CONTAINER_NVIDIA_DIR = "/usr/local/nvidia"
+
+
+@dataclass(frozen=True)
+class GpuStackArgs:
+    cloud: str  # "aws" | "gcp" | "existing"
+    gpu_pools: tuple[NodePoolDescription, ...]  # the cluster's GPU pools; the caller skips the layer without any
+    system_node_selector: Mapping[str, str]  # where the operator's controllers run
+    gpu_tolerations: tuple[Mapping[str, str], ...]  # every GPU/spot taint, for the DaemonSets on GPU nodes
+    service_monitor: bool  # a Prometheus Operator is (or will be) installed: create the DCGM ServiceMonitor
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.cloud not in CLOUDS:
+            problems.append(f"cloud must be one of {list(CLOUDS)}, got {self.cloud!r}")
+        if not self.gpu_pools:
+            problems.append("gpu_pools is empty: a cluster without GPU pools gets no GPU layer")
+        not_gpu = [pool.name for pool in self.gpu_pools if pool.role != "gpu"]
+        if not_gpu:
+            problems.append(f"pools {not_gpu} are not GPU pools")
+        if problems:
+            raise ValueError("GpuStackArgs: " + "; ".join(problems))
+
+
+def device_plugin_config(time_slicing_replicas: int) -> dict[str, Any]:
+    """One device-plugin config file (k8s-device-plugin v0.20.0 README, "With CUDA Time-Slicing").
+
+    Shared GPUs keep the name nvidia.com/gpu (renameByDefault stays false): workloads request the
+    same resource on every pool, and Cluster Autoscaler's template nodes advertise it.
+    """
+    config: dict[str, Any] = {"version": "v1"}
+    if time_slicing_replicas > 1:
+        config["sharing"] = {
+            "timeSlicing": {"resources": [{"name": GPU_RESOURCE, "replicas": time_slicing_replicas}]}
+        }
+    return config
+
+
+def default_profile(args: GpuStackArgs) -> str:
+    """The profile of a GPU node without the label: whole GPUs, except on an existing cluster whose
+    pools all share one profile, where it saves the owner labelling every node."""
+    profiles = {device_plugin_profile(pool.time_slicing_replicas) for pool in args.gpu_pools}
+    if args.cloud == "existing" and len(profiles) == 1:
+        return profiles.pop()
+    return WHOLE_GPU_PROFILE
+
+
+def device_plugin_configs(args: GpuStackArgs) -> dict[str, str]:
+    """The ConfigMap's data: one key per profile the pools use, plus the default profile, which must
+    be a key too (the config manager fails with "specified config ... does not exist" otherwise:
+    k8s-device-plugin cmd/config-manager)."""
+    replicas = {device_plugin_profile(p.time_slicing_replicas): p.time_slicing_replicas for p in args.gpu_pools}
+    replicas.setdefault(default_profile(args), 1)
+    return {key: yaml.safe_dump(device_plugin_config(replicas[key]), sort_keys=False) for key in sorted(replicas)}
+
+
+def gpu_operator_values(args: GpuStackArgs) -> dict[str, Any]:
+    """GPU Operator values (chart v26.7.0); only what differs from its values.yaml."""
+    system = dict(args.system_node_selector)
+    tolerations = [dict(toleration) for toleration in args.gpu_tolerations]
+    return {
+        # EKS *_NVIDIA AMIs ship the driver and the container toolkit, configured in containerd; the
+        # operator's toolkit rewrites that config and has broken AL2023 nodes (METR/hawk#273). On an
+        # existing cluster the driver is also the owner's: the driver container needs an OS the
+        # operator supports and matching kernel headers, so on-prem owners install the driver with
+        # the OS. The toolkit only edits containerd's config, which needs neither, and without it the
+        # operands' RuntimeClass `nvidia` has no handler unless the owner installed the toolkit too.
+        "driver": {"enabled": False},
+        "toolkit": {"enabled": args.cloud == "existing"},
+        "operator": {"nodeSelector": system},
+        "daemonsets": {"tolerations": tolerations},
+        "devicePlugin": {"config": {"name": DEVICE_PLUGIN_CONFIG_MAP, "default": default_profile(args)}},
+        # The chart enables the ServiceMonitor by default; without the Prometheus Operator's CRD the
+        # operator cannot create it. No release label: Prometheus selects every ServiceMonitor
+        # (gpu-operator#305, #363, #467 were monitors Prometheus never selected).
+        "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": args.service_monitor}},
+        # A subchart (Chart.yaml dependencies): its keys are checked against NFD's own chart, not here.
+        "node-feature-discovery": {
+            "master": {"nodeSelector": system},
+            "gc": {"nodeSelector": system},
+            "worker": {"tolerations": [CONTROL_PLANE_TOLERATION, *tolerations]},
+        },
+    }
+
+
+def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:
+    """Standalone DCGM exporter values (chart 4.8.2) for GKE; only what differs from its values.yaml.
+
+    Follows the GKE values of GoogleCloudPlatform/prometheus-engine examples/nvidia-dcgm and
+    NVIDIA/dcgm-exporter#59, #484: without the NVIDIA container runtime nothing injects NVML.
+    """
+    volume = "nvidia-install-dir-host"
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": GKE_ACCELERATOR_LABEL, "operator": "Exists"}]}]
+                }
+            }
+        },
+        "tolerations": [dict(toleration) for toleration in args.gpu_tolerations],
+        "serviceMonitor": {"enabled": args.service_monitor},
+        # The pod requests no nvidia.com/gpu (that would take a GPU from the workloads), so only a
+        # privileged container sees /dev/nvidia*. The API server rejects privileged with
+        # allowPrivilegeEscalation false, which the chart sets.
+        "securityContext": {"privileged": True, "allowPrivilegeEscalation": True},
+        "extraHostVolumes": [{"name": volume, "hostPath": GKE_NVIDIA_INSTALL_DIR}],
+        # Replaces the chart's list, dropping its metrics-ConfigMap mount over default-counters.csv:
+        # the exporter reads the image's own file, whose 26 fields equal those of the operator's
+        # dcp-metrics-included.csv at this release (dcgm-exporter/4.5.3-4.8.2/etc), as on EKS.
+        "extraVolumeMounts": [{"name": volume, "mountPath": CONTAINER_NVIDIA_DIR, "readOnly": True}],
+        "extraEnv": [
+            {"name": "LD_LIBRARY_PATH", "value": f"{CONTAINER_NVIDIA_DIR}/lib64"},
+            # GKE's device plugin names devices nvidia0, nvidia1 ... in the kubelet's pod-resources
+            # API, not by UUID: match on that name to label metrics with the pod using the GPU.
+            {"name": "DCGM_EXPORTER_KUBERNETES_GPU_ID_TYPE", "value": "device-name"},
+        ],
+    }
+
+
+class GpuStack(pulumi.ComponentResource):
+    release: k8s.helm.v3.Release  # the GPU Operator (EKS, existing) or the DCGM exporter (GKE)
+
+    def __init__(self, name: str, args: GpuStackArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:platform:GpuStack", name, {}, opts)
+        # The caller's depends_on (the monitoring release, whose CRDs the ServiceMonitor needs) is not
+        # recorded on a component's children, so the releases carry it themselves.
+        release_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
+
+        if args.cloud == "gcp":
+            self.release = helm_release(
+                f"{name}-dcgm-exporter", CHART_PINS["dcgm-exporter"], dcgm_exporter_values(args), release_opts
+            )
+        else:
+            pin = CHART_PINS["gpu-operator"]
+            self.release = helm_release(f"{name}-operator", pin, gpu_operator_values(args), release_opts)
+            # After the release, which creates the namespace. The device plugin's config manager reads
+            # this ConfigMap as a mounted volume, so its pods wait for it rather than start unshared.
+            k8s.core.v1.ConfigMap(
+                f"{name}-device-plugin-config",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=DEVICE_PLUGIN_CONFIG_MAP, namespace=pin.namespace),
+                data=device_plugin_configs(args),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            )
+
+        self.register_outputs({"release": self.release.name})

@@ -1,0 +1,200 @@
+"""Prometheus, Alertmanager and Grafana: kube-prometheus-stack, pinned in components/charts.py.
+
+Only the values we change are set here, written against the chart's 88.5.3 values.yaml
+(../shared/upstream/kube-prometheus-stack/88.5.3/values.yaml). Keys under `grafana`,
+`kube-state-metrics` and `prometheus-node-exporter` are read by subcharts whose defaults are not in
+../shared (tests/upstream.py cannot check them), so each of those cites the subchart's values.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.charts import CHART_PINS
+from components.helm import helm_release
+
+PIN = CHART_PINS["kube-prometheus-stack"]
+
+# Prometheus and Alertmanager instances per tier. Prod runs two of each, one per system node (hard
+# anti-affinity; prod has at least three system nodes, infra/settings.py), so a drained or lost node
+# neither stops alert evaluation nor notifications: the two Prometheus replicas scrape and evaluate
+# independently, and the two Alertmanagers gossip to deduplicate what they send (Prometheus fires every
+# alert at all of them). OpenShift's monitoring stack runs both the same way, two pods on separate
+# nodes (docs.redhat.com, "The monitoring stack in high-availability clusters"). More than two doubles
+# scrape load and a 200Gi volume per replica without another failure it survives; dev and staging
+# accept a gap while their single replica restarts.
+REPLICAS: Mapping[str, int] = {"dev": 1, "staging": 1, "prod": 2}
+
+# Size-based retention as a share of the Prometheus volume. Time retention alone lets a cardinality
+# spike fill the volume, after which Prometheus crash-loops on WAL writes ("no space left on device");
+# the size limit counts blocks only, not the WAL or a compaction in progress, so headroom is left for
+# those (robustperception.io, "Configuring Prometheus storage retention").
+RETENTION_SIZE_SHARE = 0.8
+
+# ConfigMaps (or Secrets) in any namespace labelled `grafana_dashboard: "1"` become Grafana dashboards:
+# the label and value kube-prometheus-stack's own dashboards carry (values.yaml grafana.sidecar.dashboards).
+DASHBOARD_LABEL = "grafana_dashboard"
+DASHBOARD_LABEL_VALUE = "1"
+
+# The Secret Grafana reads its admin login from; the keys are the Grafana chart's defaults for
+# admin.userKey and admin.passwordKey (grafana-community/helm-charts charts/grafana/values.yaml).
+GRAFANA_ADMIN_SECRET = "grafana-admin-credentials"
+GRAFANA_ADMIN_USER_KEY = "admin-user"
+GRAFANA_ADMIN_PASSWORD_KEY = "admin-password"
+GRAFANA_ADMIN_USER = "admin"
+
+# The chart's default toleration for the node exporter, kept because a list value replaces it
+# (prometheus-community/helm-charts charts/prometheus-node-exporter/values.yaml: `tolerations:
+# [{effect: NoSchedule, operator: Exists}]`).
+NODE_EXPORTER_DEFAULT_TOLERATION: Mapping[str, str] = {"effect": "NoSchedule", "operator": "Exists"}
+
+# The Prometheus spec's selector prefixes: ServiceMonitors, PodMonitors, PrometheusRules, Probes and
+# ScrapeConfigs, each with `<prefix>Selector`, `<prefix>NamespaceSelector` and
+# `<prefix>SelectorNilUsesHelmValues` in values.yaml.
+MONITOR_KINDS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
+
+
+@dataclass(frozen=True)
+class ObservabilityArgs:
+    environment: str  # dev | staging | prod
+    retention: str  # e.g. "15d"
+    storage_gb: int  # Prometheus PVC
+    alertmanager_storage_gb: int
+    system_node_selector: Mapping[str, str]
+    gpu_tolerations: tuple[Mapping[str, str], ...]
+
+
+def _volume_claim(size_gb: int) -> dict[str, Any]:
+    # No storageClassName: the cluster's default StorageClass provisions it.
+    return {
+        "volumeClaimTemplate": {
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": f"{size_gb}Gi"}}}
+        }
+    }
+
+
+def observability_values(args: ObservabilityArgs, grafana_admin_secret: pulumi.Input[str]) -> dict[str, Any]:
+    """The kube-prometheus-stack values for `args`; Grafana's admin login is read from `grafana_admin_secret`."""
+    if args.environment not in REPLICAS:
+        raise ValueError(f"environment {args.environment!r} is not one of {', '.join(REPLICAS)}")
+    system = dict(args.system_node_selector)
+    replicas = REPLICAS[args.environment]
+    highly_available = replicas > 1
+    # "hard": two replicas on one node would fail together, which is no HA at all; "soft" (the chart
+    # default) is fine for one replica.
+    anti_affinity = "hard" if highly_available else "soft"
+
+    # By default the chart makes Prometheus select only monitors and rules labelled
+    # `release: <this release>`, so the DCGM exporter's ServiceMonitor (GPU Operator chart, another
+    # namespace) is ignored and no GPU metric arrives (NVIDIA/gpu-operator#305, #363, #467).
+    # `<kind>SelectorNilUsesHelmValues: false` with an empty selector selects every object, and an
+    # empty (not nil) namespace selector means every namespace (templates/prometheus/prometheus.yaml).
+    selectors: dict[str, Any] = {}
+    for kind in MONITOR_KINDS:
+        selectors[f"{kind}SelectorNilUsesHelmValues"] = False
+        selectors[f"{kind}Selector"] = {}
+        selectors[f"{kind}NamespaceSelector"] = {}
+
+    retention_size_gb = int(args.storage_gb * RETENTION_SIZE_SHARE)
+    return {
+        "prometheus": {
+            "prometheusSpec": {
+                **selectors,
+                "retention": args.retention,
+                # A ByteSize, not a Kubernetes quantity: "160Gi" fails the CRD's pattern, the unit needs
+                # its B (prometheus-operator pkg/apis/monitoring/v1, ByteSize: B, KB, KiB, ... GiB).
+                "retentionSize": f"{retention_size_gb}GiB",
+                "storageSpec": _volume_claim(args.storage_gb),
+                "replicas": replicas,
+                "podAntiAffinity": anti_affinity,
+                "nodeSelector": system,
+            },
+            # A PDB on a single replica would block every node drain; with two it keeps one running.
+            "podDisruptionBudget": {"enabled": highly_available},
+        },
+        "alertmanager": {
+            "alertmanagerSpec": {
+                "storage": _volume_claim(args.alertmanager_storage_gb),
+                "replicas": replicas,
+                "podAntiAffinity": anti_affinity,
+                "nodeSelector": system,
+            },
+            "podDisruptionBudget": {"enabled": highly_available},
+        },
+        "prometheusOperator": {
+            "nodeSelector": system,
+            # The Helm hook Jobs that create the admission webhook's certificate and patch it into the
+            # webhook configurations (prometheusOperator.admissionWebhooks.patch in values.yaml).
+            "admissionWebhooks": {"patch": {"nodeSelector": system}},
+        },
+        # Subchart kube-state-metrics (prometheus-community/helm-charts charts/kube-state-metrics/values.yaml).
+        "kube-state-metrics": {"nodeSelector": system},
+        # Subchart prometheus-node-exporter (charts/prometheus-node-exporter/values.yaml): a DaemonSet that
+        # must run on GPU nodes too, or GPU hosts have no node metrics. The chart's default toleration
+        # covers NoSchedule taints only, and setting the list replaces it, so each GPU-pool taint is
+        # tolerated by name (an existing cluster's pool may use NoExecute) and the default is kept.
+        "prometheus-node-exporter": {
+            "tolerations": [*(dict(t) for t in args.gpu_tolerations), dict(NODE_EXPORTER_DEFAULT_TOLERATION)],
+        },
+        # Subchart grafana (grafana-community/helm-charts charts/grafana/values.yaml, chart 12.11.1 per
+        # kube-prometheus-stack's Chart.yaml dependencies).
+        "grafana": {
+            "nodeSelector": system,
+            # The admin login comes from a Secret we create, so no credential is in these values (the
+            # Helm release secret and the Pulumi state keep values in plain text).
+            "admin": {
+                "existingSecret": grafana_admin_secret,
+                "userKey": GRAFANA_ADMIN_USER_KEY,
+                "passwordKey": GRAFANA_ADMIN_PASSWORD_KEY,
+            },
+            # Dashboards shipped with each component (GPU, serving) live in that component's namespace.
+            "sidecar": {
+                "dashboards": {
+                    "enabled": True,
+                    "label": DASHBOARD_LABEL,
+                    "labelValue": DASHBOARD_LABEL_VALUE,
+                    "searchNamespace": "ALL",
+                }
+            },
+        },
+    }
+
+
+class Observability(pulumi.ComponentResource):
+    """kube-prometheus-stack in `monitoring`, with a generated Grafana admin password kept in a Secret."""
+
+    namespace: k8s.core.v1.Namespace
+    grafana_admin_secret: k8s.core.v1.Secret
+    release: k8s.helm.v3.Release
+
+    def __init__(self, name: str, args: ObservabilityArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:platform:Observability", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        # Created here, not by the release (create_namespace), because the Grafana admin Secret must
+        # exist in it before the release starts Grafana: the pod does not start without it, and the
+        # release (atomic) waits for it.
+        self.namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=PIN.namespace), opts=child
+        )
+        # Letters and digits only: 32 of them are ~190 bits, and the password can be pasted into a
+        # shell or a URL without quoting. Its `result` is a Pulumi secret.
+        password = random.RandomPassword(f"{name}-grafana-admin-password", length=32, special=False, opts=child)
+        # pulumi-kubernetes marks a Secret's stringData secret itself (pulumi/pulumi-kubernetes#1577).
+        self.grafana_admin_secret = k8s.core.v1.Secret(
+            f"{name}-grafana-admin",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=GRAFANA_ADMIN_SECRET, namespace=self.namespace.metadata.name),
+            type="Opaque",
+            string_data={GRAFANA_ADMIN_USER_KEY: GRAFANA_ADMIN_USER, GRAFANA_ADMIN_PASSWORD_KEY: password.result},
+            opts=child,
+        )
+        # The values name the Secret through its output, so the release waits for it.
+        values = observability_values(args, self.grafana_admin_secret.metadata.name)
+        self.release = helm_release(f"{name}-release", PIN, values, child)
+
+        self.register_outputs({"namespace": self.namespace.metadata.name, "release": self.release.name})

@@ -1,0 +1,69 @@
+"""Settings + cluster -> the platform add-ons, in the order their CRDs require."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import pulumi
+
+from components.cert_manager import CertManager, CertManagerArgs
+from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, system_node_selector
+from components.gpu_stack import GpuStack, GpuStackArgs
+from components.observability import Observability, ObservabilityArgs
+from infra.settings import AwsStack, ExistingStack, GcpStack
+
+Settings = Union[AwsStack, GcpStack, ExistingStack]
+
+
+@dataclass(frozen=True)
+class Platform:
+    monitoring: Optional[Observability]
+    cert_manager: Optional[CertManager]
+    gpu: Optional[GpuStack]
+
+
+def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
+    addons = settings.platform
+    name = settings.cluster_name
+    on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    system_nodes = system_node_selector(cluster)
+    gpu_tolerations = tuple(gpu_node_tolerations(cluster))
+
+    monitoring = None
+    if addons.monitoring.enabled:
+        monitoring = Observability(
+            f"{name}-monitoring",
+            ObservabilityArgs(
+                environment=settings.environment,
+                retention=addons.monitoring.retention,
+                storage_gb=addons.monitoring.storage_gb,
+                alertmanager_storage_gb=addons.monitoring.alertmanager_storage_gb,
+                system_node_selector=system_nodes,
+                gpu_tolerations=gpu_tolerations,
+            ),
+            on_cluster,
+        )
+
+    cert_manager = None
+    if addons.cert_manager.enabled:
+        cert_manager = CertManager(f"{name}-cert-manager", CertManagerArgs(system_node_selector=system_nodes), on_cluster)
+
+    gpu = None
+    if addons.gpu_operator.enabled and gpu_pools(cluster):
+        gpu = GpuStack(
+            f"{name}-gpu",
+            GpuStackArgs(
+                cloud=settings.cloud,
+                gpu_pools=gpu_pools(cluster),
+                system_node_selector=system_nodes,
+                gpu_tolerations=gpu_tolerations,
+                # A cluster that brings its own Prometheus Operator keeps the ServiceMonitor too.
+                service_monitor=True,
+            ),
+            # The DCGM ServiceMonitor needs the Prometheus Operator's CRDs from the monitoring release.
+            pulumi.ResourceOptions.merge(
+                on_cluster, pulumi.ResourceOptions(depends_on=[monitoring.release] if monitoring else [])
+            ),
+        )
+    return Platform(monitoring=monitoring, cert_manager=cert_manager, gpu=gpu)

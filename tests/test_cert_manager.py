@@ -1,0 +1,114 @@
+"""cert-manager: the pinned chart, its CRDs installed by the chart, every pod on the system pool."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+import pytest
+
+from components.charts import CHART_PINS
+from components.node_pools import system_labels
+from infra.render import RenderResult
+from tests.conftest import SHIPPED_STACKS, Render
+from tests.upstream import chart_values, check_pin_values, requires_shared, values_schema, values_schema_errors
+
+PIN = CHART_PINS["cert-manager"]
+PROJECT, _, VERSION = PIN.upstream.partition("/")
+COMPONENT = "gpu-platform:platform:CertManager"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+# The controller's values are top-level; webhook, CA injector and startup API check have their own key.
+POD_NODE_SELECTORS = ("nodeSelector", "webhook.nodeSelector", "cainjector.nodeSelector", "startupapicheck.nodeSelector")
+
+
+def release(result: RenderResult) -> dict[str, Any]:
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    (found,) = [r for r in result.of_type(RELEASE) if f"::{COMPONENT}$" in r["urn"]]
+    return found
+
+
+def values(result: RenderResult) -> dict[str, Any]:
+    return release(result)["inputs"]["values"]
+
+
+def cluster_provider_of(result: RenderResult, resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The provider resource `resource` is registered with (its reference is `<urn>::<id>`)."""
+    urn = resource["provider"].rsplit("::", 1)[0]
+    (provider,) = [r for r in result.resources if r["urn"] == urn]
+    return provider
+
+
+def at(tree: Mapping[str, Any], path: str) -> Any:
+    node: Any = tree
+    for key in path.split("."):
+        assert isinstance(node, Mapping) and key in node, f"{path}: {key} is not set"
+        node = node[key]
+    return node
+
+
+def system_pool_labels(stack: str) -> dict[str, str]:
+    """Labels of the system pool: the managed clusters' convention; none on `local` (kind)."""
+    return {} if stack == "local" else system_labels()
+
+
+def node_selector_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in tree.items():
+        if key == "nodeSelector":
+            yield f"{prefix}{key}"
+        elif isinstance(value, Mapping):
+            yield from node_selector_paths(value, f"{prefix}{key}.")
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_pinned_chart_is_installed_on_the_stacks_cluster(render: Render, stack: str) -> None:
+    result = render(stack)
+    inputs = release(result)["inputs"]
+    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (PIN.chart, PIN.version, PIN.namespace)
+    assert inputs["repositoryOpts"]["repo"] == PIN.repository
+    # Through the cluster component's provider, never the ambient kubeconfig of whoever runs `pulumi up`.
+    provider = cluster_provider_of(result, release(result))
+    assert provider["type"] == "pulumi:providers:kubernetes"
+    assert provider["parent"].split("::")[2].startswith("gpu-platform:cluster:")
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_values_are_values_of_the_pinned_chart_and_pass_its_schema(render: Render, stack: str) -> None:
+    chart = values(render(stack))
+    schema = values_schema(PROJECT, PIN.chart, VERSION)
+    assert schema is not None, "cert-manager ships a values.schema.json; Helm validates values against it"
+    assert values_schema_errors(chart, schema) == []
+    assert check_pin_values(PIN, chart) == []  # unknown paths and the schema together
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_chart_installs_and_keeps_its_crds(render: Render, stack: str) -> None:
+    chart = values(render(stack))
+    assert chart["crds"] == {"enabled": True, "keep": True}
+    assert "installCRDs" not in chart  # the deprecated spelling of the same switch
+
+
+@requires_shared
+def test_the_chart_does_not_install_its_crds_unless_told() -> None:
+    # Why the test above matters: without crds.enabled no Certificate or Issuer can be created.
+    assert chart_values(PROJECT, PIN.chart, VERSION)["crds"]["enabled"] is False
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_cert_manager_pod_runs_on_the_system_pool(render: Render, stack: str) -> None:
+    chart = values(render(stack))
+    for path in POD_NODE_SELECTORS:
+        assert at(chart, path) == system_pool_labels(stack), path
+
+
+@requires_shared
+def test_no_pod_of_the_chart_is_left_unplaced() -> None:
+    # Every nodeSelector in the pinned values.yaml but the global one (merged under the others) is ours.
+    defaults = chart_values(PROJECT, PIN.chart, VERSION)
+    assert sorted(set(node_selector_paths(defaults)) - {"global.nodeSelector"}) == sorted(POD_NODE_SELECTORS)
+
+
+def test_pods_follow_the_system_nodes_of_an_existing_cluster(render: Render) -> None:
+    labels = {"node-role.kubernetes.io/infra": "true"}
+    chart = values(render("local", {"systemPool": {"nodeLabels": labels}}))
+    for path in POD_NODE_SELECTORS:
+        assert at(chart, path) == labels, path

@@ -1,0 +1,290 @@
+"""Monitoring (kube-prometheus-stack): what every stack's Prometheus, Alertmanager and Grafana promise.
+
+Checked on each stack's render: the values are values of the pinned chart, Prometheus discovers
+monitors and rules in every namespace, sizes follow the tier, Grafana's admin password never appears in
+the values, controllers stay on the system pool and the node exporter reaches every GPU node.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator, Mapping
+
+import pytest
+
+from components.charts import CHART_PINS
+from components.node_pools import CAPACITY_LABEL, GPU_TAINT_KEY, SPOT_TAINT_KEY, system_labels
+from infra.render import RenderResult
+from infra.settings import TIER_DEFAULTS
+from infra.stack_config import stack_input
+from policies.gpu_platform_policies.secrets import check_literal_credentials
+from tests.conftest import SHIPPED_STACKS, Render
+from tests.upstream import chart_values, check_pin_values, requires_shared
+
+PIN = CHART_PINS["kube-prometheus-stack"]
+COMPONENT = "gpu-platform:platform:Observability"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+SECRET = "kubernetes:core/v1:Secret"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+STACKS_WITH_GPU_POOLS = [s for s in SHIPPED_STACKS if s != "local"]
+
+# Every pod the chart runs that is not a DaemonSet, by the value that places it.
+CONTROLLER_NODE_SELECTORS = (
+    "prometheus.prometheusSpec.nodeSelector",
+    "alertmanager.alertmanagerSpec.nodeSelector",
+    "prometheusOperator.nodeSelector",
+    "prometheusOperator.admissionWebhooks.patch.nodeSelector",  # the certificate hook Jobs
+    "kube-state-metrics.nodeSelector",
+    "grafana.nodeSelector",
+)
+# Prometheus spec prefixes of ServiceMonitors, PodMonitors, PrometheusRules, Probes and ScrapeConfigs.
+MONITOR_KINDS = ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig")
+CLOUD_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule", "NO_EXECUTE": "NoExecute"}
+
+
+# --- reading the render -------------------------------------------------------------------------------
+
+
+def owned(result: RenderResult, type_token: str) -> list[dict[str, Any]]:
+    """Resources of `type_token` that the Observability component created."""
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    return [r for r in result.of_type(type_token) if f"::{COMPONENT}$" in r["urn"]]
+
+
+def release(result: RenderResult) -> dict[str, Any]:
+    (found,) = owned(result, RELEASE)
+    return found
+
+
+def values(result: RenderResult) -> dict[str, Any]:
+    return release(result)["inputs"]["values"]
+
+
+def cluster_provider_of(result: RenderResult, resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The provider resource `resource` is registered with (its reference is `<urn>::<id>`)."""
+    urn = resource["provider"].rsplit("::", 1)[0]
+    (provider,) = [r for r in result.resources if r["urn"] == urn]
+    return provider
+
+
+def at(tree: Mapping[str, Any], path: str) -> Any:
+    node: Any = tree
+    for key in path.split("."):
+        assert isinstance(node, Mapping) and key in node, f"{path}: {key} is not set"
+        node = node[key]
+    return node
+
+
+def tier_of(stack: str) -> str:
+    return stack_input(stack)["environment"]
+
+
+def system_pool_labels(stack: str) -> dict[str, str]:
+    """Labels of the system pool: the managed clusters' convention; none on `local` (kind)."""
+    return {} if stack == "local" else system_labels()
+
+
+def key_paths(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            yield path, value
+            yield from key_paths(value, f"{path}.")
+    elif isinstance(tree, list):
+        for index, item in enumerate(tree):
+            yield from key_paths(item, f"{prefix}[{index}].")
+
+
+def tolerates_by_name(tolerations: list[Mapping[str, str]], key: str, effect: str) -> bool:
+    return any(
+        t.get("key") == key and t.get("operator") == "Exists" and t.get("effect") in (effect, None) for t in tolerations
+    )
+
+
+def rendered_pool_labels(result: RenderResult) -> list[Mapping[str, str]]:
+    """Node labels of every EKS node group and GKE node pool (the same keys on both clouds)."""
+    groups = [g["inputs"]["labels"] for g in result.of_type("aws:eks/nodeGroup:NodeGroup")]
+    return groups + [p["inputs"]["nodeConfig"]["labels"] for p in result.of_type("gcp:container/nodePool:NodePool")]
+
+
+def rendered_pool_taints(result: RenderResult) -> set[tuple[str, str]]:
+    """(key, effect) of every taint the program puts on an EKS node group or GKE node pool."""
+    taints = set()
+    for group in result.of_type("aws:eks/nodeGroup:NodeGroup"):
+        taints |= {(t["key"], CLOUD_EFFECTS[t["effect"]]) for t in group["inputs"].get("taints") or []}
+    for pool in result.of_type("gcp:container/nodePool:NodePool"):
+        taints |= {(t["key"], CLOUD_EFFECTS[t["effect"]]) for t in pool["inputs"]["nodeConfig"].get("taints") or []}
+    return taints
+
+
+# --- the chart ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_pinned_chart_is_installed_in_monitoring_on_the_stacks_cluster(render: Render, stack: str) -> None:
+    result = render(stack)
+    inputs = release(result)["inputs"]
+    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (PIN.chart, PIN.version, PIN.namespace)
+    assert inputs["repositoryOpts"]["repo"] == PIN.repository
+    # Through the cluster component's provider, never the ambient kubeconfig of whoever runs `pulumi up`.
+    provider = cluster_provider_of(result, release(result))
+    assert provider["type"] == "pulumi:providers:kubernetes"
+    assert provider["parent"].split("::")[2].startswith("gpu-platform:cluster:")
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_value_is_a_value_of_the_pinned_chart(render: Render, stack: str) -> None:
+    # Subchart keys (grafana, kube-state-metrics, prometheus-node-exporter) are not checked here: their
+    # defaults are not pinned; components/observability.py cites the subcharts' values.yaml for each.
+    assert check_pin_values(PIN, values(render(stack))) == []
+
+
+# --- what Prometheus discovers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_prometheus_discovers_monitors_and_rules_in_every_namespace(render: Render, stack: str) -> None:
+    # The chart's default selects only objects labelled `release: kube-prometheus-stack`, so the DCGM
+    # exporter's ServiceMonitor is silently ignored (NVIDIA/gpu-operator#305, #363, #467).
+    spec = at(values(render(stack)), "prometheus.prometheusSpec")
+    for kind in MONITOR_KINDS:
+        assert spec[f"{kind}SelectorNilUsesHelmValues"] is False, kind
+        assert spec[f"{kind}Selector"] == {}, f"{kind}Selector must select every object"
+        assert spec[f"{kind}NamespaceSelector"] == {}, f"{kind}NamespaceSelector must select every namespace"
+
+
+@requires_shared
+def test_the_release_label_filter_is_what_the_chart_does_by_default() -> None:
+    # Why the test above matters: every one of these switches is on in the pinned chart.
+    project, _, version = PIN.upstream.partition("/")
+    spec = chart_values(project, PIN.chart, version)["prometheus"]["prometheusSpec"]
+    assert all(spec[f"{kind}SelectorNilUsesHelmValues"] is True for kind in MONITOR_KINDS)
+
+
+# --- sizes per tier -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_retention_and_volumes_follow_the_tier(render: Render, stack: str) -> None:
+    tier = TIER_DEFAULTS[tier_of(stack)]["platform"]["monitoring"]
+    chart = values(render(stack))
+    assert at(chart, "prometheus.prometheusSpec.retention") == tier["retention"]
+    claim = "volumeClaimTemplate.spec.resources.requests.storage"
+    assert at(chart, f"prometheus.prometheusSpec.storageSpec.{claim}") == f"{tier['storageGb']}Gi"
+    assert at(chart, f"alertmanager.alertmanagerSpec.storage.{claim}") == f"{tier['alertmanagerStorageGb']}Gi"
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_size_retention_leaves_headroom_on_the_prometheus_volume(render: Render, stack: str) -> None:
+    spec = at(values(render(stack)), "prometheus.prometheusSpec")
+    volume_gb = int(at(spec, "storageSpec.volumeClaimTemplate.spec.resources.requests.storage").removesuffix("Gi"))
+    limit_gb = int(spec["retentionSize"].removesuffix("GiB"))
+    assert 0 < limit_gb <= volume_gb * 0.85  # the WAL and compaction need room beyond the block limit
+
+
+def test_a_stack_can_change_retention_and_volume_size(render: Render) -> None:
+    chart = values(render("aws-dev", {"platform": {"monitoring": {"retention": "30d", "storageGb": 100}}}))
+    assert at(chart, "prometheus.prometheusSpec.retention") == "30d"
+    claim = "volumeClaimTemplate.spec.resources.requests.storage"
+    assert at(chart, f"prometheus.prometheusSpec.storageSpec.{claim}") == "100Gi"
+    # the key not overridden keeps the tier default
+    dev = TIER_DEFAULTS["dev"]["platform"]["monitoring"]
+    assert at(chart, f"alertmanager.alertmanagerSpec.storage.{claim}") == f"{dev['alertmanagerStorageGb']}Gi"
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_prod_runs_two_prometheus_and_alertmanager_replicas_on_separate_nodes(render: Render, stack: str) -> None:
+    chart = values(render(stack))
+    prod = tier_of(stack) == "prod"
+    for component, spec in (("prometheus", "prometheusSpec"), ("alertmanager", "alertmanagerSpec")):
+        assert at(chart, f"{component}.{spec}.replicas") == (2 if prod else 1), component
+        # two replicas on one node would fail together; a PDB on one replica would block node drains
+        assert at(chart, f"{component}.{spec}.podAntiAffinity") == ("hard" if prod else "soft"), component
+        assert at(chart, f"{component}.podDisruptionBudget.enabled") is prod, component
+
+
+# --- Grafana ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_grafana_logs_in_with_a_generated_password_kept_in_a_secret(render: Render, stack: str) -> None:
+    result = render(stack)
+    (secret,) = owned(result, SECRET)
+    (password,) = owned(result, PASSWORD)
+    admin = at(values(result), "grafana.admin")
+
+    assert admin["existingSecret"] == secret["inputs"]["metadata"]["name"]
+    assert secret["inputs"]["metadata"]["namespace"] == PIN.namespace  # Grafana reads it from its own namespace
+    assert set(admin) == {"existingSecret", "userKey", "passwordKey"}
+    # The whole Secret content is a Pulumi secret: encrypted in state, hidden in previews.
+    assert secret["inputs"]["stringData"] == "[secret]"
+    assert password["inputs"]["length"] >= 32
+    # Generated, then stored: the Secret is built from the password, the release waits for the Secret.
+    assert password["urn"] in secret["dependencies"]
+    assert secret["urn"] in release(result)["dependencies"]
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_no_credential_is_written_into_the_monitoring_values(render: Render, stack: str) -> None:
+    result = render(stack)
+    chart = values(result)
+    # the platform's own policy (policies/gpu_platform_policies/secrets.py) finds nothing
+    problems = check_literal_credentials(RELEASE, release(result)["inputs"], resource_name=release(result)["name"])
+    assert list(problems) == []
+    # and no value is a Pulumi secret either: that would put the password into the Helm release secret
+    assert "[secret]" not in json.dumps(chart)
+    # the only password-named key names the Secret's key, it holds no password
+    password_keys = [(path, value) for path, value in key_paths(chart) if "password" in path.rsplit(".", 1)[-1].lower()]
+    assert password_keys == [("grafana.admin.passwordKey", "admin-password")]
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_grafana_loads_labelled_dashboards_from_every_namespace(render: Render, stack: str) -> None:
+    dashboards = at(values(render(stack)), "grafana.sidecar.dashboards")
+    assert dashboards["enabled"] is True
+    assert dashboards["searchNamespace"] == "ALL"
+    assert (dashboards["label"], dashboards["labelValue"]) == ("grafana_dashboard", "1")
+
+
+# --- placement ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_controller_runs_on_the_system_pool(render: Render, stack: str) -> None:
+    chart = values(render(stack))
+    for path in CONTROLLER_NODE_SELECTORS:
+        assert at(chart, path) == system_pool_labels(stack), path
+
+
+def test_controllers_follow_the_system_nodes_of_an_existing_cluster(render: Render) -> None:
+    labels = {"node-role.kubernetes.io/infra": "true"}
+    chart = values(render("local", {"systemPool": {"nodeLabels": labels}}))
+    for path in CONTROLLER_NODE_SELECTORS:
+        assert at(chart, path) == labels, path
+
+
+@pytest.mark.parametrize("stack", STACKS_WITH_GPU_POOLS)
+def test_node_exporter_runs_on_every_gpu_node(render: Render, stack: str) -> None:
+    result = render(stack)
+    tolerations = at(values(result), "prometheus-node-exporter.tolerations")
+    assert tolerates_by_name(tolerations, GPU_TAINT_KEY, "NoSchedule")
+    has_spot_pool = any(labels.get(CAPACITY_LABEL) == "spot" for labels in rendered_pool_labels(result))
+    assert tolerates_by_name(tolerations, SPOT_TAINT_KEY, "NoSchedule") is has_spot_pool
+    for key, effect in rendered_pool_taints(result):
+        assert tolerates_by_name(tolerations, key, effect), (key, effect)
+
+
+def test_node_exporter_keeps_the_charts_blanket_toleration(render: Render) -> None:
+    # A list value replaces the chart default (NoSchedule, operator Exists), so it is written back.
+    assert at(values(render("local")), "prometheus-node-exporter.tolerations") == [
+        {"effect": "NoSchedule", "operator": "Exists"}
+    ]
+
+
+def test_node_exporter_tolerates_no_execute_gpu_taints_of_an_existing_cluster(render: Render) -> None:
+    # The blanket default covers NoSchedule only; a GPU node tainted NoExecute needs its own toleration.
+    taint = {"key": GPU_TAINT_KEY, "effect": "NoExecute"}
+    pool = {"gpuType": "nvidia-h100-80gb", "timeSlicingReplicas": 1, "taints": [taint]}
+    tolerations = at(values(render("local", {"gpuPools": {"h100": pool}})), "prometheus-node-exporter.tolerations")
+    assert tolerates_by_name(tolerations, GPU_TAINT_KEY, "NoExecute")
