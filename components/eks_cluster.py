@@ -32,6 +32,11 @@ CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
 # Lets Cluster Autoscaler treat a new node as a GPU node before the device plugin reports GPUs,
 # so it does not scale up a second time while the driver starts.
 AWS_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
+# Since Kubernetes 1.23 EBS volumes are provisioned only by the EBS CSI driver, and since EKS 1.30
+# no default StorageClass exists: without both, every PersistentVolumeClaim (Prometheus,
+# Alertmanager, MinIO) stays Pending. https://docs.aws.amazon.com/eks/latest/userguide/ebs-csi.html
+EBS_CSI_SERVICE_ACCOUNT = "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+DEFAULT_STORAGE_CLASS = "gp3"
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,7 @@ class EksGpuCluster(KubernetesCluster):
         # Node groups wait for the cluster and for the node role's policies: a node that boots
         # without them never joins.
         group_opts = pulumi.ResourceOptions(parent=self, depends_on=[cluster, *attachments])
+        self._node_groups: list[aws.eks.NodeGroup] = []
         self._node_group(
             name, args, system, group_opts, node_role.arn, network.private_subnet_ids,
             ami_type=SYSTEM_AMI_TYPE, desired_size=args.system_pool.desired_size,
@@ -236,6 +242,7 @@ class EksGpuCluster(KubernetesCluster):
         self.provider = k8s.Provider(
             f"{name}-k8s", kubeconfig=pulumi.Output.secret(cluster.kubeconfig_json), opts=child
         )
+        self._block_storage(name, args, cluster, group_opts)
         self.cluster_name = cluster.kubeconfig_json.apply(lambda _: args.cluster_name)
         self.endpoint = cluster.core.apply(lambda core: core.endpoint)
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
@@ -248,6 +255,62 @@ class EksGpuCluster(KubernetesCluster):
         )
         self.node_pools = (system, *(pool for _, pool in gpu_pools))
         self.register_outputs({"clusterName": self.cluster_name, "endpoint": self.endpoint})
+
+    def _block_storage(
+        self, name: str, args: EksGpuClusterArgs, cluster: eks.Cluster, opts: pulumi.ResourceOptions
+    ) -> None:
+        """The EBS CSI driver (its controller assumes an IRSA role) and a default encrypted gp3 class."""
+        trust = pulumi.Output.all(cluster.oidc_provider_arn, cluster.oidc_provider_url).apply(
+            lambda arn_and_url: json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Federated": arn_and_url[0]},
+                            "Action": "sts:AssumeRoleWithWebIdentity",
+                            "Condition": {
+                                "StringEquals": {
+                                    f"{arn_and_url[1]}:sub": EBS_CSI_SERVICE_ACCOUNT,
+                                    f"{arn_and_url[1]}:aud": "sts.amazonaws.com",
+                                }
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(f"{name}-ebs-csi", assume_role_policy=trust, opts=child)
+        policy = aws.iam.RolePolicyAttachment(
+            f"{name}-ebs-csi",
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
+            opts=child,
+        )
+        # The add-on's controller needs nodes to run on: it waits for the node groups (and the role).
+        addon = aws.eks.Addon(
+            f"{name}-ebs-csi",
+            cluster_name=args.cluster_name,
+            addon_name="aws-ebs-csi-driver",
+            service_account_role_arn=role.arn,
+            resolve_conflicts_on_update="OVERWRITE",
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[*self._node_groups, policy])),
+        )
+        k8s.storage.v1.StorageClass(
+            f"{name}-{DEFAULT_STORAGE_CLASS}",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=DEFAULT_STORAGE_CLASS,
+                annotations={"storageclass.kubernetes.io/is-default-class": "true"},
+            ),
+            provisioner="ebs.csi.aws.com",
+            parameters={"type": "gp3", "encrypted": "true"},
+            # Bind where the pod lands: an EBS volume lives in one zone.
+            volume_binding_mode="WaitForFirstConsumer",
+            allow_volume_expansion=True,
+            reclaim_policy="Delete",
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[addon]),
+        )
 
     def _node_group(
         self,
@@ -295,6 +358,7 @@ class EksGpuCluster(KubernetesCluster):
             # Cluster Autoscaler owns the desired size once the group exists.
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(ignore_changes=["scalingConfig.desiredSize"])),
         )
+        self._node_groups.append(group)
         # EKS does not copy node group tags to the Auto Scaling group it creates, and Cluster
         # Autoscaler reads the ASG (aws/containers-roadmap#608): tag the ASG itself.
         asg_name = group.resources.apply(lambda resources: resources[0].autoscaling_groups[0].name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from infra.render import RenderResult
@@ -154,7 +156,10 @@ def test_asgs_carry_the_node_template_tags_scale_from_zero_needs(render: Render,
 def test_node_groups_wait_for_the_cluster_and_their_role_policies(render: Render, stack: str) -> None:
     result = render(stack)
     cluster_urn = eks_cluster(result)["urn"]
-    attachments = {r["urn"] for r in result.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+    node_role = next(r for r in result.of_type("aws:iam/role:Role") if "ec2.amazonaws.com" in r["inputs"]["assumeRolePolicy"])
+    attachments = {r["urn"] for r in result.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+                   if r["inputs"]["role"] == f"<{node_role['name']}.name>"}  # fmt: skip
+    assert len(attachments) == 4
     for group in result.of_type(NODE_GROUP):
         assert cluster_urn in group["dependencies"]
         assert attachments <= set(group["dependencies"])
@@ -180,3 +185,25 @@ def test_every_aws_resource_uses_the_stack_provider_in_the_configured_region(ren
         if resource["type"].startswith("aws:"):
             assert resource["provider"].startswith(provider["urn"])
     assert eks_cluster(result)["providers"]["aws"].startswith(provider["urn"])
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_volumes_can_bind_ebs_csi_driver_with_irsa_and_a_default_encrypted_gp3_class(render: Render, stack: str) -> None:
+    result = render(stack)
+    cluster = eks_cluster(result)
+    (addon,) = result.of_type("aws:eks/addon:Addon")
+    assert addon["inputs"]["addonName"] == "aws-ebs-csi-driver"
+    assert {g["urn"] for g in result.of_type(NODE_GROUP)} <= set(addon["dependencies"]), "the controller needs nodes"
+    (role,) = [r for r in result.of_type("aws:iam/role:Role") if addon["inputs"]["serviceAccountRoleArn"] == f"<{r['name']}.arn>"]
+    (statement,) = json.loads(role["inputs"]["assumeRolePolicy"])["Statement"]
+    assert statement["Principal"] == {"Federated": f"<{cluster['name']}.oidcProviderArn>"}
+    assert statement["Condition"]["StringEquals"][f"<{cluster['name']}.oidcProviderUrl>:sub"] == (
+        "system:serviceaccount:kube-system:ebs-csi-controller-sa"
+    )
+    (storage_class,) = result.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+    inputs = storage_class["inputs"]
+    assert inputs["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert (inputs["provisioner"], inputs["parameters"], inputs["volumeBindingMode"]) == (
+        "ebs.csi.aws.com", {"type": "gp3", "encrypted": "true"}, "WaitForFirstConsumer")  # fmt: skip
+    (provider,) = result.of_type("pulumi:providers:kubernetes")
+    assert storage_class["provider"].startswith(provider["urn"])
