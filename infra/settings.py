@@ -369,10 +369,18 @@ class MonitoringAddon(Addon):
     alertmanager_storage_gb: int = Field(ge=1, le=100, description="Alertmanager persistent volume size.")
 
 
+class IstioAddon(Addon):
+    public_gateway: bool = Field(
+        default=False,
+        description="Expose the ingress gateway on an internet-facing load balancer (internal by default).",
+    )
+
+
 class PlatformSettings(_Model):
     cert_manager: Addon = Field(default_factory=Addon, description="cert-manager, for KServe's webhook certificates.")
     gpu_operator: GpuOperatorAddon = Field(default_factory=GpuOperatorAddon, description="The GPU layer.")
     monitoring: MonitoringAddon = Field(description="Prometheus, Alertmanager and Grafana (kube-prometheus-stack).")
+    istio: IstioAddon = Field(default_factory=IstioAddon, description="Istio mesh and the ingress gateway.")
 
 
 # --- whole stacks -------------------------------------------------------------------------
