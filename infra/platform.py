@@ -10,6 +10,7 @@ import pulumi
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, system_node_selector
 from components.gpu_stack import GpuStack, GpuStackArgs
+from components.mesh import Mesh, MeshArgs
 from components.observability import Observability, ObservabilityArgs
 from infra.settings import AwsStack, ExistingStack, GcpStack
 
@@ -21,6 +22,7 @@ class Platform:
     monitoring: Optional[Observability]
     cert_manager: Optional[CertManager]
     gpu: Optional[GpuStack]
+    mesh: Optional[Mesh]
 
 
 def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
@@ -66,4 +68,17 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 on_cluster, pulumi.ResourceOptions(depends_on=[monitoring.release] if monitoring else [])
             ),
         )
-    return Platform(monitoring=monitoring, cert_manager=cert_manager, gpu=gpu)
+
+    mesh = None
+    if addons.istio.enabled:
+        mesh = Mesh(
+            f"{name}-mesh",
+            MeshArgs(
+                cloud=settings.cloud,
+                environment=settings.environment,
+                public_gateway=addons.istio.public_gateway,
+                system_node_selector=system_nodes,
+            ),
+            on_cluster,
+        )
+    return Platform(monitoring=monitoring, cert_manager=cert_manager, gpu=gpu, mesh=mesh)

@@ -1,0 +1,245 @@
+"""Istio: CRDs (istio-base), the control plane (istiod) and the ingress gateway, pinned in components/charts.py.
+
+Only the values we change are set here, written against the 1.28.10 charts
+(../shared/upstream/istio/1.28.10/charts/{base,istiod,gateway}/values.yaml and the gateway's
+values.schema.json). Istio's charts nest their defaults under `_internal_defaults_do_not_set` and merge
+top-level values over them, so every value below is set at the top level, as a user sets it.
+
+Order: istio-base (the CRDs, as templates: `base.enableCRDTemplates` defaults to true), then istiod,
+then the gateway, whose pods get their proxy configuration from istiod's injector, and, in prod, the
+mesh-wide PeerAuthentication, which needs both the CRD (base) and istiod's validating webhook serving.
+Each is expressed with `depends_on`, and each Release is atomic and awaited, so on `pulumi up` a
+dependant starts only after what it needs is installed and ready.
+
+Preview of an empty environment (pulumi-kubernetes 4.x, pulumi/pulumi-kubernetes#1712, #3247): no
+resource option is needed. The PeerAuthentication is a plain `apiextensions.CustomResource`, and the
+provider's `Check` does not fail on a kind the API server does not know (it skips OpenAPI validation
+unless `rejectUnknownResources` is set) and `Create` during preview returns the inputs unchanged when
+`!k.gvkExists(inputs)` instead of a server dry-run (provider/pkg/provider/provider.go, Create: "Skip
+if ... the resource GVK does not exist"). On a fresh environment the cluster does not even exist at
+preview, so the provider is unconfigured and previews everything from inputs anyway. What does fail at
+preview is a *component* that must resolve the kind's scope early: `helm.v4.Chart` / `yaml.v2` children
+("failed to determine if the following GVK is namespaced", #3176, #3247), because the provider's CRD
+cache (#2904) only learns CRDs declared as Pulumi resources, never those inside a Release. So the
+resource is a CustomResource, not a ConfigGroup, and it names its namespace explicitly (Check then
+never asks the server whether the kind is namespaced). #1712 (a Release whose templates use the CRDs
+it installs itself) was fixed in the provider before Release went GA; istio-base has no such templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.charts import CHART_PINS
+from components.helm import helm_release
+
+BASE_PIN = CHART_PINS["istio-base"]
+ISTIOD_PIN = CHART_PINS["istiod"]
+GATEWAY_PIN = CHART_PINS["istio-gateway"]
+CLOUDS = ("aws", "gcp", "existing")
+
+# The release names Istio's install guide uses. The gateway's name matters beyond taste: its pods get
+# `istio: <release name without "istio-">` (gateway chart templates/_helpers.tpl, gateway.selectorLabels),
+# and net-istio's Gateways and its knative-local-gateway Service select `istio: ingressgateway`
+# (components/charts.py, the "istio-gateway" pin). The label is also set as a value (GATEWAY_LABELS), so
+# a rename of the release cannot silently break that selection.
+BASE_RELEASE = "istio-base"
+ISTIOD_RELEASE = "istiod"
+GATEWAY_RELEASE = "istio-ingressgateway"
+GATEWAY_SELECTOR: Mapping[str, str] = {"istio": "ingressgateway"}
+# `labels` replaces nothing (Helm merges maps), so the chart's own `istio.io/dataplane-mode: none`
+# stays; it is restated anyway so the values say every label the gateway pods carry.
+GATEWAY_LABELS: Mapping[str, str] = {
+    **GATEWAY_SELECTOR,
+    "istio.io/dataplane-mode": "none",
+}
+
+# istiod and gateway replicas per tier. Prod runs two of each with a PodDisruptionBudget of one, so a
+# node drain or zone loss keeps the control plane answering (new proxies, certificate rotation) and
+# the gateway carrying model traffic. One replica with a PDB of minAvailable 1 would block every drain
+# of its node, so dev and staging run without one.
+REPLICAS: Mapping[str, int] = {"dev": 1, "staging": 1, "prod": 2}
+# Headroom the HPAs (on by default in both charts) may scale to above the minimum.
+ISTIOD_MAX_REPLICAS = 5  # the chart's autoscaleMax
+GATEWAY_MAX_REPLICAS = 5  # the chart's autoscaling.maxReplicas
+
+# Annotations that make the gateway's LoadBalancer internal, per cloud.
+#
+# EKS: this platform installs no AWS Load Balancer Controller (no pin in components/charts.py), so the
+# Service is reconciled by the built-in service controller of the AWS cloud provider, which reads
+# `aws-load-balancer-internal` (kubernetes/cloud-provider-aws docs/service_controller.md) and ignores
+# `aws-load-balancer-scheme`, an LBC-only annotation. `aws-load-balancer-type: external` and
+# `nlb-target-type: ip` are deliberately NOT set: `external` tells the built-in controller to leave the
+# Service to the LBC, so without an LBC no load balancer would ever be created, and the atomic Release
+# (which waits for a LoadBalancer Service to get an address) would roll back after its timeout.
+# `aws-load-balancer-scheme: internal` is set too, so the LBC keeps it internal if one is added later
+# and takes the Service over (the LBC documents `internal` as `scheme`'s replacement for the deprecated
+# `internal` annotation: kubernetes-sigs.github.io/aws-load-balancer-controller, Service annotations).
+# GKE: an internal passthrough Network Load Balancer (cloud.google.com/kubernetes-engine/docs/how-to/
+# internal-load-balancing).
+INTERNAL_LB_ANNOTATIONS: Mapping[str, Mapping[str, str]] = {
+    "aws": {
+        "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
+        "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
+    },
+    "gcp": {"networking.gke.io/load-balancer-type": "Internal"},
+    "existing": {},
+}
+
+PEER_AUTHENTICATION_API_VERSION = "security.istio.io/v1"
+PEER_AUTHENTICATION_KIND = "PeerAuthentication"
+# A PeerAuthentication named `default` in the root namespace (istio-system) is the mesh-wide policy.
+MESH_WIDE_POLICY_NAME = "default"
+
+
+@dataclass(frozen=True)
+class MeshArgs:
+    cloud: str  # aws | gcp | existing
+    environment: str  # dev | staging | prod
+    public_gateway: bool
+    system_node_selector: Mapping[str, str]
+
+
+def _check(args: MeshArgs) -> None:
+    if args.cloud not in CLOUDS:
+        raise ValueError(f"cloud {args.cloud!r} is not one of {', '.join(CLOUDS)}")
+    if args.environment not in REPLICAS:
+        raise ValueError(f"environment {args.environment!r} is not one of {', '.join(REPLICAS)}")
+
+
+def base_values(args: MeshArgs) -> dict[str, Any]:
+    """istio-base: the chart defaults (CRDs as templates, default revision `default`) are what we want."""
+    _check(args)
+    return {}
+
+
+def istiod_values(args: MeshArgs) -> dict[str, Any]:
+    _check(args)
+    replicas = REPLICAS[args.environment]
+    highly_available = replicas > 1
+    return {
+        # With the HPA on (autoscaleEnabled, the default) the Deployment's replicas come from
+        # autoscaleMin; replicaCount is what it starts with and what applies if the HPA is turned off.
+        "replicaCount": replicas,
+        "autoscaleMin": replicas,
+        "autoscaleMax": max(ISTIOD_MAX_REPLICAS, replicas),
+        # The chart creates the PDB from global.defaultPodDisruptionBudget.enabled (default true) with
+        # pdb.minAvailable (default 1): on one replica that blocks node drains, so only prod has one.
+        "global": {"defaultPodDisruptionBudget": {"enabled": highly_available}},
+        "pdb": {"minAvailable": 1},
+        "nodeSelector": dict(args.system_node_selector),
+    }
+
+
+def gateway_service(args: MeshArgs) -> dict[str, Any]:
+    """The gateway Service: internal load balancer by default, public only when asked for."""
+    _check(args)
+    if args.public_gateway:
+        return {"type": "LoadBalancer", "annotations": {}}
+    if args.cloud == "existing":
+        # A cluster we do not manage may have no load-balancer implementation at all (kind, most bare
+        # metal without MetalLB): a LoadBalancer Service would stay <pending>, and Helm's wait, which
+        # waits for a LoadBalancer's address, would fail the atomic release. ClusterIP is reachable in
+        # the cluster (net-istio's knative-local-gateway, port-forward), and nothing is exposed by accident.
+        return {"type": "ClusterIP", "annotations": {}}
+    return {
+        "type": "LoadBalancer",
+        "annotations": dict(INTERNAL_LB_ANNOTATIONS[args.cloud]),
+    }
+
+
+def gateway_values(args: MeshArgs) -> dict[str, Any]:
+    _check(args)
+    replicas = REPLICAS[args.environment]
+    return {
+        "labels": dict(GATEWAY_LABELS),
+        "service": gateway_service(args),
+        "replicaCount": replicas,
+        "autoscaling": {
+            "minReplicas": replicas,
+            "maxReplicas": max(GATEWAY_MAX_REPLICAS, replicas),
+        },
+        # The chart creates a PDB only when this is non-empty (values.yaml podDisruptionBudget: {}), and
+        # documents it for more than one replica only.
+        "podDisruptionBudget": {"minAvailable": 1} if replicas > 1 else {},
+        "nodeSelector": dict(args.system_node_selector),
+    }
+
+
+def mesh_wide_mtls(args: MeshArgs) -> Optional[dict[str, Any]]:
+    """The PeerAuthentication that makes the whole mesh STRICT mTLS (prod), or None."""
+    _check(args)
+    if args.environment != "prod":
+        return None
+    return {
+        "apiVersion": PEER_AUTHENTICATION_API_VERSION,
+        "kind": PEER_AUTHENTICATION_KIND,
+        "metadata": {"name": MESH_WIDE_POLICY_NAME, "namespace": ISTIOD_PIN.namespace},
+        "spec": {"mtls": {"mode": "STRICT"}},
+    }
+
+
+class Mesh(pulumi.ComponentResource):
+    """istio-base, istiod and the `istio-ingressgateway` in istio-system; STRICT mTLS mesh-wide in prod."""
+
+    base: k8s.helm.v3.Release
+    istiod: k8s.helm.v3.Release
+    gateway: k8s.helm.v3.Release
+    peer_authentication: Optional[k8s.apiextensions.CustomResource]
+
+    def __init__(self, name: str, args: MeshArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:platform:Mesh", name, {}, opts)
+        _check(args)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def after(*dependencies: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=list(dependencies))
+
+        self.base = helm_release(
+            f"{name}-base",
+            BASE_PIN,
+            base_values(args),
+            child,
+            release_name=BASE_RELEASE,
+        )
+        # istiod's templates include webhooks and its own config for kinds whose CRDs base installs.
+        self.istiod = helm_release(
+            f"{name}-istiod",
+            ISTIOD_PIN,
+            istiod_values(args),
+            after(self.base),
+            release_name=ISTIOD_RELEASE,
+        )
+        # The gateway pods' proxy is injected by istiod's webhook (inject.istio.io/templates: gateway).
+        self.gateway = helm_release(
+            f"{name}-gateway",
+            GATEWAY_PIN,
+            gateway_values(args),
+            after(self.istiod),
+            release_name=GATEWAY_RELEASE,
+        )
+
+        self.peer_authentication = None
+        policy = mesh_wide_mtls(args)
+        if policy is not None:
+            # After istiod (itself after base): the CRD exists and istiod's validating webhook answers.
+            self.peer_authentication = k8s.apiextensions.CustomResource(
+                f"{name}-strict-mtls",
+                api_version=policy["apiVersion"],
+                kind=policy["kind"],
+                metadata=policy["metadata"],
+                spec=policy["spec"],
+                opts=after(self.istiod),
+            )
+
+        self.register_outputs(
+            {
+                "base": self.base.name,
+                "istiod": self.istiod.name,
+                "gateway": self.gateway.name,
+            }
+        )
