@@ -29,3 +29,19 @@ def render() -> Render:
         return cache[key]
 
     return _render
+
+
+def cluster_provider_of(result: RenderResult, resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The provider resource `resource` is registered with (its reference is `<urn>::<id>`)."""
+    urn = resource["provider"].rsplit("::", 1)[0]
+    (provider,) = [r for r in result.resources if r["urn"] == urn]
+    return provider
+
+
+def at(tree: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path of nested mappings (Helm values), failing with the missing key."""
+    node: Any = tree
+    for key in path.split("."):
+        assert isinstance(node, Mapping) and key in node, f"{path}: {key} is not set"
+        node = node[key]
+    return node

@@ -9,7 +9,7 @@ import pytest
 from components.charts import CHART_PINS
 from components.node_pools import system_labels
 from infra.render import RenderResult
-from tests.conftest import SHIPPED_STACKS, Render
+from tests.conftest import SHIPPED_STACKS, Render, at, cluster_provider_of
 from tests.upstream import chart_values, check_pin_values, requires_shared, values_schema, values_schema_errors
 
 PIN = CHART_PINS["cert-manager"]
@@ -30,19 +30,6 @@ def values(result: RenderResult) -> dict[str, Any]:
     return release(result)["inputs"]["values"]
 
 
-def cluster_provider_of(result: RenderResult, resource: Mapping[str, Any]) -> dict[str, Any]:
-    """The provider resource `resource` is registered with (its reference is `<urn>::<id>`)."""
-    urn = resource["provider"].rsplit("::", 1)[0]
-    (provider,) = [r for r in result.resources if r["urn"] == urn]
-    return provider
-
-
-def at(tree: Mapping[str, Any], path: str) -> Any:
-    node: Any = tree
-    for key in path.split("."):
-        assert isinstance(node, Mapping) and key in node, f"{path}: {key} is not set"
-        node = node[key]
-    return node
 
 
 def system_pool_labels(stack: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from infra.render import RenderResult
 from infra.settings import TIER_DEFAULTS
 from infra.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
-from tests.conftest import SHIPPED_STACKS, Render
+from tests.conftest import SHIPPED_STACKS, Render, at, cluster_provider_of
 from tests.upstream import chart_values, check_pin_values, requires_shared
 
 PIN = CHART_PINS["kube-prometheus-stack"]
@@ -60,19 +60,6 @@ def values(result: RenderResult) -> dict[str, Any]:
     return release(result)["inputs"]["values"]
 
 
-def cluster_provider_of(result: RenderResult, resource: Mapping[str, Any]) -> dict[str, Any]:
-    """The provider resource `resource` is registered with (its reference is `<urn>::<id>`)."""
-    urn = resource["provider"].rsplit("::", 1)[0]
-    (provider,) = [r for r in result.resources if r["urn"] == urn]
-    return provider
-
-
-def at(tree: Mapping[str, Any], path: str) -> Any:
-    node: Any = tree
-    for key in path.split("."):
-        assert isinstance(node, Mapping) and key in node, f"{path}: {key} is not set"
-        node = node[key]
-    return node
 
 
 def tier_of(stack: str) -> str:
