@@ -20,7 +20,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import pulumi
 import yaml
@@ -211,18 +211,31 @@ def render_stack(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> R
     if not stack_file(stack).exists():
         raise FileNotFoundError(f"no stack file {stack_file(stack)}; stacks: {', '.join(stack_names())}")
     config, secret_keys = cli_config(stack, overrides)
-    # A fresh context per render: the SDK keeps its settings, config and root stack in context
-    # variables, so renders in one process (the tests) cannot see each other's state.
-    return contextvars.Context().run(_run_program, stack, config, secret_keys)
+    return run_under_mocks(stack, lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), config, secret_keys)
 
 
-def _run_program(stack: str, config: dict[str, str], secret_keys: list[str]) -> RenderResult:
+def run_under_mocks(
+    stack: str,
+    program: Callable[[], Any],
+    config: Optional[dict[str, str]] = None,
+    secret_keys: Optional[list[str]] = None,
+) -> RenderResult:
+    """Run `program` under the recording mock engine and return what it registered.
+
+    `render_stack` passes the Pulumi program itself; component tests pass a few resources.
+    A fresh context per run: the SDK keeps its settings, config and root stack in context
+    variables, so runs in one process (the tests) cannot see each other's state.
+    """
+    return contextvars.Context().run(_run, stack, program, config or {}, secret_keys or [])
+
+
+def _run(stack: str, program: Callable[[], Any], config: dict[str, str], secret_keys: list[str]) -> RenderResult:
     pulumi.runtime.set_all_config(config, secret_keys)
     mocks = _PlaceholderMocks()
     monitor = _RecordingMonitor(mocks)
     mocks.monitor = monitor
     set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__")))
+    _sync_await(run_pulumi_func(program))
 
     outputs, secret_outputs = {}, set()
     root = pulumi.runtime.get_root_resource()

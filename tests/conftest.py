@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import pytest
 
+from components.charts import ChartPin
 from infra.render import RenderResult, render_stack
 from infra.stack_config import stack_names
 
@@ -17,18 +18,21 @@ GCP_STACKS = [s for s in SHIPPED_STACKS if s.startswith("gcp-")]
 Render = Callable[..., RenderResult]
 
 
+_RENDERS: dict[str, RenderResult] = {}
+
+
+def rendered(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> RenderResult:
+    """The render of `stack` (with `overrides`), done once per test session whoever asks for it."""
+    key = f"{stack}:{json.dumps(overrides, sort_keys=True)}"
+    if key not in _RENDERS:
+        _RENDERS[key] = render_stack(stack, overrides)
+    return _RENDERS[key]
+
+
 @pytest.fixture(scope="session")
 def render() -> Render:
-    """render(stack, overrides=None) -> RenderResult, each distinct render done once per session."""
-    cache: dict[str, RenderResult] = {}
-
-    def _render(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> RenderResult:
-        key = f"{stack}:{json.dumps(overrides, sort_keys=True)}"
-        if key not in cache:
-            cache[key] = render_stack(stack, overrides)
-        return cache[key]
-
-    return _render
+    """render(stack, overrides=None) -> RenderResult, see `rendered`."""
+    return rendered
 
 
 def cluster_provider_of(result: RenderResult, resource: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,6 +40,17 @@ def cluster_provider_of(result: RenderResult, resource: Mapping[str, Any]) -> di
     urn = resource["provider"].rsplit("::", 1)[0]
     (provider,) = [r for r in result.resources if r["urn"] == urn]
     return provider
+
+
+def assert_pinned_release_on_cluster(result: RenderResult, release: Mapping[str, Any], pin: ChartPin) -> None:
+    """`release` installs `pin` exactly, through the cluster component's Kubernetes provider."""
+    inputs = release["inputs"]
+    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (pin.chart, pin.version, pin.namespace)
+    assert inputs["repositoryOpts"]["repo"] == pin.repository
+    # Never the ambient kubeconfig of whoever runs `pulumi up`.
+    provider = cluster_provider_of(result, release)
+    assert provider["type"] == "pulumi:providers:kubernetes"
+    assert provider["parent"].split("::")[2].startswith("gpu-platform:cluster:")
 
 
 def at(tree: Mapping[str, Any], path: str) -> Any:

@@ -9,7 +9,7 @@ import pytest
 from components.charts import CHART_PINS
 from components.node_pools import system_labels
 from infra.render import RenderResult
-from tests.conftest import SHIPPED_STACKS, Render, at, cluster_provider_of
+from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at
 from tests.upstream import chart_values, check_pin_values, requires_shared, values_schema, values_schema_errors
 
 PIN = CHART_PINS["cert-manager"]
@@ -48,13 +48,7 @@ def node_selector_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[s
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_the_pinned_chart_is_installed_on_the_stacks_cluster(render: Render, stack: str) -> None:
     result = render(stack)
-    inputs = release(result)["inputs"]
-    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (PIN.chart, PIN.version, PIN.namespace)
-    assert inputs["repositoryOpts"]["repo"] == PIN.repository
-    # Through the cluster component's provider, never the ambient kubeconfig of whoever runs `pulumi up`.
-    provider = cluster_provider_of(result, release(result))
-    assert provider["type"] == "pulumi:providers:kubernetes"
-    assert provider["parent"].split("::")[2].startswith("gpu-platform:cluster:")
+    assert_pinned_release_on_cluster(result, release(result), PIN)
 
 
 @requires_shared

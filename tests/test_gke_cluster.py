@@ -7,16 +7,11 @@ time-sharing, deletion protection.
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
-from functools import cache
 from typing import Any
 
-import pulumi
 import pytest
 import yaml
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
 from components.gke_cluster import NODE_ROLES, GkeGpuCluster, GkeGpuClusterArgs, kubeconfig_yaml
 from components.node_pools import (
@@ -29,7 +24,8 @@ from components.node_pools import (
     GpuPoolSpec,
     SystemPoolSpec,
 )
-from infra.render import RenderResult, render_stack
+from infra.render import RenderResult, run_under_mocks
+from tests.conftest import rendered
 
 CLUSTER = "gcp:container/cluster:Cluster"
 NODE_POOL = "gcp:container/nodePool:NodePool"
@@ -37,11 +33,6 @@ STACKS = ("gcp-dev", "gcp-prod")
 PROJECTS = {"gcp-dev": "acme-ml-dev", "gcp-prod": "acme-ml-prod"}
 ALLOWED_CIDR = "203.0.113.0/24"  # apiServerAllowedCidrs in both stack files
 SUBNET_CIDR = "10.10.0.0/20"  # settings default for gcp.subnetCidr
-
-
-@cache
-def _shipped(stack: str) -> RenderResult:
-    return render_stack(stack)
 
 
 @pytest.fixture(params=STACKS)
@@ -72,7 +63,7 @@ def spot_pools_of(result: RenderResult) -> dict[str, dict[str, Any]]:
 
 
 def test_workload_identity_pool_is_the_projects(stack: str) -> None:
-    result = _shipped(stack)
+    result = rendered(stack)
     inputs = cluster_of(result)["inputs"]
     assert inputs["workloadIdentityConfig"] == {"workloadPool": f"{PROJECTS[stack]}.svc.id.goog"}
     # Pods only get their Kubernetes service account's identity through the GKE metadata server.
@@ -81,7 +72,7 @@ def test_workload_identity_pool_is_the_projects(stack: str) -> None:
 
 
 def test_nodes_are_private_and_the_api_server_admits_only_the_configured_cidrs(stack: str) -> None:
-    inputs = cluster_of(_shipped(stack))["inputs"]
+    inputs = cluster_of(rendered(stack))["inputs"]
     private = inputs["privateClusterConfig"]
     assert private["enablePrivateNodes"] is True
     assert private["enablePrivateEndpoint"] is False  # the stacks allow a CIDR, so the public endpoint stays
@@ -94,14 +85,14 @@ def test_nodes_are_private_and_the_api_server_admits_only_the_configured_cidrs(s
 
 
 def test_without_allowed_cidrs_the_endpoint_is_private_and_only_the_node_subnet_is_authorized() -> None:
-    result = render_stack("gcp-dev", {"gcp": {"project": "acme-ml-dev", "region": "us-central1"}})
+    result = rendered("gcp-dev", {"gcp": {"project": "acme-ml-dev", "region": "us-central1"}})
     inputs = cluster_of(result)["inputs"]
     assert inputs["privateClusterConfig"]["enablePrivateEndpoint"] is True
     assert [b["cidrBlock"] for b in inputs["masterAuthorizedNetworksConfig"]["cidrBlocks"]] == [SUBNET_CIDR]
 
 
 def test_the_default_node_pool_is_removed_and_pools_are_separate_resources(stack: str) -> None:
-    result = _shipped(stack)
+    result = rendered(stack)
     inputs = cluster_of(result)["inputs"]
     assert inputs["removeDefaultNodePool"] is True
     assert inputs["initialNodeCount"] == 1
@@ -111,13 +102,13 @@ def test_the_default_node_pool_is_removed_and_pools_are_separate_resources(stack
 
 @pytest.mark.parametrize(("stack_name", "channel"), [("gcp-dev", "REGULAR"), ("gcp-prod", "STABLE")])
 def test_release_channel_per_tier(stack_name: str, channel: str) -> None:
-    inputs = cluster_of(_shipped(stack_name))["inputs"]
+    inputs = cluster_of(rendered(stack_name))["inputs"]
     assert inputs["releaseChannel"] == {"channel": channel}
     assert inputs["minMasterVersion"] == "1.35"
 
 
 def test_dev_is_zonal() -> None:
-    result = _shipped("gcp-dev")
+    result = rendered("gcp-dev")
     inputs = cluster_of(result)["inputs"]
     assert inputs["location"] == "us-central1-a"
     assert not inputs.get("nodeLocations")
@@ -127,7 +118,7 @@ def test_dev_is_zonal() -> None:
 
 
 def test_prod_is_regional_over_three_zones() -> None:
-    result = _shipped("gcp-prod")
+    result = rendered("gcp-prod")
     zones = ["us-central1-a", "us-central1-b", "us-central1-c"]
     inputs = cluster_of(result)["inputs"]
     assert inputs["location"] == "us-central1"
@@ -138,14 +129,14 @@ def test_prod_is_regional_over_three_zones() -> None:
 
 
 def test_shielded_nodes_with_secure_boot(stack: str) -> None:
-    result = _shipped(stack)
+    result = rendered(stack)
     assert cluster_of(result)["inputs"]["enableShieldedNodes"] is True
     for name, pool in pools_of(result).items():
         assert pool["nodeConfig"]["shieldedInstanceConfig"]["enableSecureBoot"] is True, name
 
 
 def test_cluster_is_protected_in_prod_only_and_node_pools_never() -> None:
-    prod, dev = _shipped("gcp-prod"), _shipped("gcp-dev")
+    prod, dev = rendered("gcp-prod"), rendered("gcp-dev")
     assert cluster_of(prod)["protect"] is True
     assert cluster_of(prod)["inputs"]["deletionProtection"] is True
     assert cluster_of(dev)["protect"] is False
@@ -158,7 +149,7 @@ def test_cluster_is_protected_in_prod_only_and_node_pools_never() -> None:
 
 
 def test_vpc_native_on_a_dedicated_network_with_nat(stack: str) -> None:
-    result = _shipped(stack)
+    result = rendered(stack)
     (network,) = result.of_type("gcp:compute/network:Network")
     assert network["inputs"]["autoCreateSubnetworks"] is False
     (subnet,) = result.of_type("gcp:compute/subnetwork:Subnetwork")
@@ -173,7 +164,7 @@ def test_vpc_native_on_a_dedicated_network_with_nat(stack: str) -> None:
 
 
 def test_every_pool_runs_as_the_least_privilege_node_account(stack: str) -> None:
-    result = _shipped(stack)
+    result = rendered(stack)
     (account,) = result.of_type("gcp:serviceaccount/account:Account")
     grants = result.of_type("gcp:projects/iAMMember:IAMMember")
     assert sorted(g["inputs"]["role"] for g in grants) == sorted(NODE_ROLES)
@@ -189,7 +180,7 @@ def test_every_pool_runs_as_the_least_privilege_node_account(stack: str) -> None
 
 @pytest.mark.parametrize(("stack_name", "sizes"), [("gcp-dev", (1, 3)), ("gcp-prod", (3, 6))])
 def test_system_pool_is_untainted_on_demand_cpu(stack_name: str, sizes: tuple[int, int]) -> None:
-    pool = pools_of(_shipped(stack_name))["system"]
+    pool = pools_of(rendered(stack_name))["system"]
     config = pool["nodeConfig"]
     assert config["labels"][ROLE_LABEL] == "system"
     assert not config.get("taints")
@@ -199,7 +190,7 @@ def test_system_pool_is_untainted_on_demand_cpu(stack_name: str, sizes: tuple[in
 
 
 def test_gpu_pools_use_gke_managed_drivers_and_add_no_gpu_taint_of_their_own(stack: str) -> None:
-    pools = gpu_pools_of(_shipped(stack))
+    pools = gpu_pools_of(rendered(stack))
     assert pools
     for name, pool in pools.items():
         config = pool["nodeConfig"]
@@ -217,7 +208,7 @@ def test_gpu_pools_use_gke_managed_drivers_and_add_no_gpu_taint_of_their_own(sta
     [("gcp-dev", {"gpu-spot"}, set()), ("gcp-prod", {"gpu-batch"}, {"gpu-serving"})],
 )
 def test_spot_pools_are_spot_tainted_and_labelled(stack_name: str, spot: set[str], on_demand: set[str]) -> None:
-    result = _shipped(stack_name)
+    result = rendered(stack_name)
     assert set(spot_pools_of(result)) == spot
     spot_taint = {"key": SPOT_TAINT.key, "value": SPOT_TAINT.value, "effect": "NO_SCHEDULE"}
     for name, pool in gpu_pools_of(result).items():
@@ -234,7 +225,7 @@ def test_spot_pools_are_spot_tainted_and_labelled(stack_name: str, spot: set[str
 
 
 def test_dev_gpu_pool_is_time_shared_four_ways_and_scales_to_zero() -> None:
-    pool = gpu_pools_of(_shipped("gcp-dev"))["gpu-spot"]
+    pool = gpu_pools_of(rendered("gcp-dev"))["gpu-spot"]
     (accelerator,) = pool["nodeConfig"]["guestAccelerators"]
     assert accelerator["gpuSharingConfig"] == {"gpuSharingStrategy": "TIME_SHARING", "maxSharedClientsPerGpu": 4}
     # total_* limits: the numbers bound the whole pool, not each zone.
@@ -243,7 +234,7 @@ def test_dev_gpu_pool_is_time_shared_four_ways_and_scales_to_zero() -> None:
 
 
 def test_prod_gpu_pools_are_not_time_shared() -> None:
-    pools = gpu_pools_of(_shipped("gcp-prod"))
+    pools = gpu_pools_of(rendered("gcp-prod"))
     assert set(pools) == {"gpu-serving", "gpu-batch"}
     for name, pool in pools.items():
         (accelerator,) = pool["nodeConfig"]["guestAccelerators"]
@@ -252,12 +243,12 @@ def test_prod_gpu_pools_are_not_time_shared() -> None:
 
 
 def test_adding_a_pool_renames_no_other_resource() -> None:
-    before = {r["urn"] for r in _shipped("gcp-dev").resources}
+    before = {r["urn"] for r in rendered("gcp-dev").resources}
     pools = {
         "gpu-spot": {"gpuType": "nvidia-l4"},  # as the dev default, so it must render identically
         "gpu-extra": {"gpuType": "nvidia-tesla-t4", "capacityType": "onDemand"},
     }
-    after = render_stack("gcp-dev", {"gpuPools": pools})
+    after = rendered("gcp-dev", {"gpuPools": pools})
     assert before < {r["urn"] for r in after.resources}
     assert set(pools_of(after)) == {"system", "gpu-spot", "gpu-extra"}
 
@@ -266,7 +257,7 @@ def test_adding_a_pool_renames_no_other_resource() -> None:
 
 
 def test_kubeconfig_is_a_secret_everywhere(stack: str) -> None:
-    result = _shipped(stack)
+    result = rendered(stack)
     assert "kubeconfig" in result.secret_outputs
     assert result.outputs["kubeconfig"] == "[secret]"
     (provider,) = result.of_type("pulumi:providers:kubernetes")
@@ -314,25 +305,10 @@ def _args(**changes: Any) -> GkeGpuClusterArgs:
     return dataclasses.replace(base, **changes)
 
 
-class _EchoMocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        state = dict(args.inputs)
-        if args.typ == CLUSTER:  # what GKE returns once the control plane is up
-            state.update(endpoint="10.0.0.2", masterAuth={"clusterCaCertificate": "Q0E="})
-        return f"{args.name}-id", state
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
-        return {}
-
-
 def _build(args: GkeGpuClusterArgs) -> GkeGpuCluster:
-    def run() -> GkeGpuCluster:
-        pulumi.runtime.set_mocks(_EchoMocks(), project="gpu-platform", stack="unit", preview=False)
-        built: list[GkeGpuCluster] = []
-        _sync_await(run_pulumi_func(lambda: built.append(GkeGpuCluster("unit", args))))
-        return built[0]
-
-    return contextvars.Context().run(run)  # the SDK's settings live in context variables
+    built: list[GkeGpuCluster] = []
+    run_under_mocks("unit", lambda: built.append(GkeGpuCluster("unit", args)))
+    return built[0]
 
 
 def test_descriptions_carry_the_taints_gke_nodes_really_have() -> None:

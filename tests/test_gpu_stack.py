@@ -1,29 +1,21 @@
 """The GPU layer (components/gpu_stack.py): the GPU Operator on EKS and existing clusters, NVIDIA's
 standalone DCGM exporter on GKE, and time-slicing profiles that match the labels on the pools.
 
-Each stack-level test runs twice:
-- `component`: the stack's settings -> its cluster component -> GpuStack, under the render's mocks,
-  called the way infra/platform.py calls it. Runs today.
-- `program`: the whole program through the `render` fixture. Skipped until infra/__main__.py builds
-  the platform layer; then both must hold.
+Stack-level tests read the whole program's render (the `render` fixture); a few component tests
+build GpuStack alone under the same mock engine (`infra.render.run_under_mocks`).
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 import yaml
-from pulumi.runtime.mocks import set_mocks
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
 from components.charts import CHART_PINS, ChartPin
-from components.cluster import gpu_node_tolerations, gpu_pools, system_node_selector
 from components.gpu_stack import (
     DEVICE_PLUGIN_CONFIG_MAP,
     GpuStack,
@@ -43,12 +35,9 @@ from components.node_pools import (
     NodePoolDescription,
     device_plugin_profile,
 )
-from infra.clusters import build_cluster
-from infra.render import RenderResult, _PlaceholderMocks, _RecordingMonitor
-from infra.settings import PROJECT, load_settings
-from infra.stack_config import stack_input
+from infra.render import RenderResult, run_under_mocks
 from tests.conftest import AWS_STACKS, GCP_STACKS, Render
-from tests.upstream import REPO_ROOT, SHARED, check_pin_values, requires_shared
+from tests.upstream import SHARED, check_pin_values, requires_shared
 
 OPERATOR = CHART_PINS["gpu-operator"]
 DCGM = CHART_PINS["dcgm-exporter"]
@@ -58,63 +47,6 @@ NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 GPU_STACK = "gpu-platform:platform:GpuStack"
 LOCAL_H100 = {"gpuPools": {"h100": {"gpuType": "nvidia-h100-80gb"}}}
-
-requires_platform = pytest.mark.skipif(
-    "build_platform" not in (REPO_ROOT / "infra" / "__main__.py").read_text(),
-    reason="infra/__main__.py does not build the platform layer (infra/platform.py) yet",
-)
-
-
-# --- the two ways to render ---------------------------------------------------------------------
-
-
-def build_gpu_layer(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> RenderResult:
-    """The stack's cluster and its GPU layer, as infra/platform.py builds them, under the render's mocks."""
-    settings = load_settings(stack_input(stack, overrides), stack)
-
-    def program() -> None:
-        cluster = build_cluster(settings)
-        if settings.platform.gpu_operator.enabled and gpu_pools(cluster):
-            GpuStack(
-                f"{settings.cluster_name}-gpu",
-                GpuStackArgs(
-                    cloud=settings.cloud,
-                    gpu_pools=gpu_pools(cluster),
-                    system_node_selector=system_node_selector(cluster),
-                    gpu_tolerations=tuple(gpu_node_tolerations(cluster)),
-                    service_monitor=True,
-                ),
-                pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
-            )
-
-    def run() -> RenderResult:
-        mocks = _PlaceholderMocks()
-        monitor = _RecordingMonitor(mocks)
-        mocks.monitor = monitor
-        set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
-        _sync_await(run_pulumi_func(program))
-        return RenderResult(stack=stack, resources=sorted(monitor.records, key=lambda r: r["urn"]), outputs={})
-
-    return contextvars.Context().run(run)  # the SDK keeps its settings in context variables
-
-
-@pytest.fixture(scope="session")
-def gpu_layer() -> Render:
-    cache: dict[str, RenderResult] = {}
-
-    def _build(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> RenderResult:
-        key = f"{stack}:{json.dumps(overrides, sort_keys=True)}"
-        if key not in cache:
-            cache[key] = build_gpu_layer(stack, overrides)
-        return cache[key]
-
-    return _build
-
-
-@pytest.fixture(params=[pytest.param("component"), pytest.param("program", marks=requires_platform)])
-def rendered(request: pytest.FixtureRequest, gpu_layer: Render, render: Render) -> Render:
-    return gpu_layer if request.param == "component" else render
-
 
 # --- reading a render -----------------------------------------------------------------------------
 
@@ -157,8 +89,8 @@ def tolerated(tolerations: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
-def test_eks_runs_the_operator_without_driver_or_toolkit(rendered: Render, stack: str) -> None:
-    result = rendered(stack)
+def test_eks_runs_the_operator_without_driver_or_toolkit(render: Render, stack: str) -> None:
+    result = render(stack)
     release = the_release(result, OPERATOR)
     assert (release["version"], release["namespace"]) == (OPERATOR.version, OPERATOR.namespace)
     assert release["repositoryOpts"]["repo"] == OPERATOR.repository
@@ -168,15 +100,15 @@ def test_eks_runs_the_operator_without_driver_or_toolkit(rendered: Render, stack
     assert not releases(result, DCGM)
 
 
-def test_existing_cluster_keeps_the_owners_driver_and_gets_the_toolkit(rendered: Render) -> None:
-    values = the_release(rendered("local", LOCAL_H100), OPERATOR)["values"]
+def test_existing_cluster_keeps_the_owners_driver_and_gets_the_toolkit(render: Render) -> None:
+    values = the_release(render("local", LOCAL_H100), OPERATOR)["values"]
     assert values["driver"] == {"enabled": False}
     assert values["toolkit"] == {"enabled": True}
 
 
 @pytest.mark.parametrize("stack", GCP_STACKS)
-def test_gke_gets_the_standalone_dcgm_exporter_instead_of_the_operator(rendered: Render, stack: str) -> None:
-    result = rendered(stack)
+def test_gke_gets_the_standalone_dcgm_exporter_instead_of_the_operator(render: Render, stack: str) -> None:
+    result = render(stack)
     assert not releases(result, OPERATOR)
     assert not gpu_stack_config_maps(result), "GKE time-shares GPUs itself: no device-plugin config"
     release = the_release(result, DCGM)
@@ -200,16 +132,16 @@ def test_gke_pools_carry_no_device_plugin_label(render: Render, stack: str) -> N
         assert DEVICE_PLUGIN_CONFIG_LABEL not in pool["inputs"]["nodeConfig"]["labels"]
 
 
-def test_local_with_an_h100_pool_shares_it_four_ways_by_default(rendered: Render) -> None:
-    result = rendered("local", LOCAL_H100)
+def test_local_with_an_h100_pool_shares_it_four_ways_by_default(render: Render) -> None:
+    result = render("local", LOCAL_H100)
     device_plugin = the_release(result, OPERATOR)["values"]["devicePlugin"]["config"]
     # Dev tier: 4 replicas. One profile on the whole cluster, so unlabelled nodes get it.
     assert device_plugin["default"] == "timeslice-4"
     assert set(device_plugin_config_map(result)["data"]) == {"timeslice-4"}
 
 
-def test_plain_local_has_no_gpu_layer(rendered: Render) -> None:
-    result = rendered("local")
+def test_plain_local_has_no_gpu_layer(render: Render) -> None:
+    result = render("local")
     assert not result.of_type(GPU_STACK)
     assert not releases(result, OPERATOR) and not releases(result, DCGM)
     assert not gpu_stack_config_maps(result)
@@ -223,9 +155,9 @@ def test_plain_local_has_no_gpu_layer(rendered: Render) -> None:
     [("aws-dev", {"timeslice-4"}), ("aws-staging", {"whole-gpu"}), ("aws-prod", {"whole-gpu"})],
 )
 def test_every_pool_label_names_a_profile_of_the_config_map(
-    rendered: Render, stack: str, pool_profiles: set[str]
+    render: Render, stack: str, pool_profiles: set[str]
 ) -> None:
-    result = rendered(stack)
+    result = render(stack)
     labels = gpu_node_group_labels(result)
     keys = set(device_plugin_config_map(result)["data"])
     default = the_release(result, OPERATOR)["values"]["devicePlugin"]["config"]["default"]
@@ -238,8 +170,8 @@ def test_every_pool_label_names_a_profile_of_the_config_map(
 
 
 @pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
-def test_each_profile_shares_gpus_as_its_name_says(rendered: Render, stack: str) -> None:
-    result = rendered(stack, LOCAL_H100 if stack == "local" else None)
+def test_each_profile_shares_gpus_as_its_name_says(render: Render, stack: str) -> None:
+    result = render(stack, LOCAL_H100 if stack == "local" else None)
     for key, text in device_plugin_config_map(result)["data"].items():
         config = yaml.safe_load(text)
         assert config["version"] == "v1"
@@ -253,11 +185,11 @@ def test_each_profile_shares_gpus_as_its_name_says(rendered: Render, stack: str)
 
 @requires_shared
 @pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
-def test_each_profile_has_the_shape_device_plugin_v0_20_reads(rendered: Render, stack: str) -> None:
+def test_each_profile_has_the_shape_device_plugin_v0_20_reads(render: Render, stack: str) -> None:
     shape = json.loads((SHARED / "k8s-device-plugin/v0.20.0/facts/time-slicing-config-shape.json").read_text())
     document = shape["document"]
     time_slicing = document["sharing"]["fields"]["timeSlicing"]["fields"]
-    result = rendered(stack, LOCAL_H100 if stack == "local" else None)
+    result = render(stack, LOCAL_H100 if stack == "local" else None)
     for text in device_plugin_config_map(result)["data"].values():
         config = yaml.safe_load(text)
         assert set(config) <= set(document)
@@ -270,8 +202,8 @@ def test_each_profile_has_the_shape_device_plugin_v0_20_reads(rendered: Render, 
 
 
 @pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
-def test_the_chart_points_at_the_config_map_in_its_namespace(rendered: Render, stack: str) -> None:
-    result = rendered(stack, LOCAL_H100 if stack == "local" else None)
+def test_the_chart_points_at_the_config_map_in_its_namespace(render: Render, stack: str) -> None:
+    result = render(stack, LOCAL_H100 if stack == "local" else None)
     release = the_release(result, OPERATOR)
     config_map = device_plugin_config_map(result)
     config = release["values"]["devicePlugin"]["config"]
@@ -285,8 +217,8 @@ def test_the_chart_points_at_the_config_map_in_its_namespace(rendered: Render, s
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
-def test_controllers_run_on_the_system_pool(rendered: Render, stack: str) -> None:
-    result = rendered(stack)
+def test_controllers_run_on_the_system_pool(render: Render, stack: str) -> None:
+    result = render(stack)
     values = the_release(result, OPERATOR)["values"]
     system = system_node_group_labels(result)
     nfd = values["node-feature-discovery"]
@@ -296,8 +228,8 @@ def test_controllers_run_on_the_system_pool(rendered: Render, stack: str) -> Non
 
 
 @pytest.mark.parametrize("stack", ["aws-dev", "aws-prod", *GCP_STACKS])
-def test_gpu_daemonsets_tolerate_the_gpu_and_spot_taints(rendered: Render, stack: str) -> None:
-    result = rendered(stack)
+def test_gpu_daemonsets_tolerate_the_gpu_and_spot_taints(render: Render, stack: str) -> None:
+    result = render(stack)
     needed = {(GPU_TAINT_KEY, "NoSchedule"), (SPOT_TAINT_KEY, "NoSchedule")}  # both stacks have a spot pool
     if stack.startswith("gcp-"):
         assert needed <= tolerated(the_release(result, DCGM)["values"]["tolerations"])
@@ -312,8 +244,8 @@ def test_gpu_daemonsets_tolerate_the_gpu_and_spot_taints(rendered: Render, stack
 
 
 @pytest.mark.parametrize("stack", [*AWS_STACKS, *GCP_STACKS])
-def test_dcgm_metrics_get_a_service_monitor(rendered: Render, stack: str) -> None:
-    result = rendered(stack)
+def test_dcgm_metrics_get_a_service_monitor(render: Render, stack: str) -> None:
+    result = render(stack)
     if stack.startswith("gcp-"):
         assert the_release(result, DCGM)["values"]["serviceMonitor"] == {"enabled": True}
     else:
@@ -321,7 +253,6 @@ def test_dcgm_metrics_get_a_service_monitor(rendered: Render, stack: str) -> Non
         assert exporter == {"enabled": True, "serviceMonitor": {"enabled": True}}
 
 
-@requires_platform
 @pytest.mark.parametrize("stack", [*AWS_STACKS, *GCP_STACKS])
 def test_the_gpu_release_waits_for_the_monitoring_crds(render: Render, stack: str) -> None:
     result = render(stack)
@@ -336,8 +267,8 @@ def test_the_gpu_release_waits_for_the_monitoring_crds(render: Render, stack: st
 
 @requires_shared
 @pytest.mark.parametrize("stack", [*AWS_STACKS, *GCP_STACKS, "local"])
-def test_every_value_we_set_is_a_value_of_the_pinned_chart(rendered: Render, stack: str) -> None:
-    result = rendered(stack, LOCAL_H100 if stack == "local" else None)
+def test_every_value_we_set_is_a_value_of_the_pinned_chart(render: Render, stack: str) -> None:
+    result = render(stack, LOCAL_H100 if stack == "local" else None)
     checked = 0
     for pin in (OPERATOR, DCGM):
         for release in releases(result, pin):
@@ -405,15 +336,7 @@ def _build_component(args: GpuStackArgs) -> RenderResult:
         monitoring = k8s.core.v1.ConfigMap("monitoring-crds", data={})
         GpuStack("unit-gpu", args, pulumi.ResourceOptions(providers={"kubernetes": provider}, depends_on=[monitoring]))
 
-    def run() -> RenderResult:
-        mocks = _PlaceholderMocks()
-        monitor = _RecordingMonitor(mocks)
-        mocks.monitor = monitor
-        set_mocks(mocks, project=PROJECT, stack="unit", preview=False, monitor=monitor)
-        _sync_await(run_pulumi_func(program))
-        return RenderResult(stack="unit", resources=monitor.records, outputs={})
-
-    return contextvars.Context().run(run)
+    return run_under_mocks("unit", program)
 
 
 @pytest.mark.parametrize("cloud", ["aws", "gcp", "existing"])

@@ -18,7 +18,7 @@ from infra.render import RenderResult
 from infra.settings import TIER_DEFAULTS
 from infra.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
-from tests.conftest import SHIPPED_STACKS, Render, at, cluster_provider_of
+from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at
 from tests.upstream import chart_values, check_pin_values, requires_shared
 
 PIN = CHART_PINS["kube-prometheus-stack"]
@@ -110,13 +110,7 @@ def rendered_pool_taints(result: RenderResult) -> set[tuple[str, str]]:
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_the_pinned_chart_is_installed_in_monitoring_on_the_stacks_cluster(render: Render, stack: str) -> None:
     result = render(stack)
-    inputs = release(result)["inputs"]
-    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (PIN.chart, PIN.version, PIN.namespace)
-    assert inputs["repositoryOpts"]["repo"] == PIN.repository
-    # Through the cluster component's provider, never the ambient kubeconfig of whoever runs `pulumi up`.
-    provider = cluster_provider_of(result, release(result))
-    assert provider["type"] == "pulumi:providers:kubernetes"
-    assert provider["parent"].split("::")[2].startswith("gpu-platform:cluster:")
+    assert_pinned_release_on_cluster(result, release(result), PIN)
 
 
 @requires_shared
