@@ -36,6 +36,11 @@ REPLICAS: Mapping[str, int] = {"dev": 1, "staging": 1, "prod": 2}
 # those (robustperception.io, "Configuring Prometheus storage retention").
 RETENTION_SIZE_SHARE = 0.8
 
+# In-cluster addresses of what the release runs: the chart names its Services `<fullname>-prometheus`
+# and `<fullname>-alertmanager`, and the fullname is the release name (the chart's name, components/helm.py).
+PROMETHEUS_URL = f"http://{PIN.chart}-prometheus.{PIN.namespace}:9090"
+ALERTMANAGER_URL = f"http://{PIN.chart}-alertmanager.{PIN.namespace}:9093"
+
 # ConfigMaps (or Secrets) in any namespace labelled `grafana_dashboard: "1"` become Grafana dashboards:
 # the label and value kube-prometheus-stack's own dashboards carry (values.yaml grafana.sidecar.dashboards).
 DASHBOARD_LABEL = "grafana_dashboard"

@@ -64,14 +64,24 @@ TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "systemPool": {"minSize": 1, "desiredSize": 1, "maxSize": 3},
         "aws": {"zoneCount": 2, "singleNatGateway": True},
         "gcp": {"regional": False, "releaseChannel": "REGULAR"},
-        "platform": {"monitoring": {"retention": "3d", "storageGb": 20, "alertmanagerStorageGb": 2}},
+        "platform": {
+            "monitoring": {"retention": "3d", "storageGb": 20, "alertmanagerStorageGb": 2},
+            "knative": {"scaleToZero": True, "scaleToZeroGracePeriod": "30s", "progressDeadline": "20m"},
+            "modelStore": {"servers": 1, "volumesPerServer": 1, "volumeSizeGb": 20},
+            "clusterAutoscaler": {"scaleDownUnneededTime": "5m", "scaleDownDelayAfterAdd": "5m"},
+        },
     },
     "staging": {
         "deletionProtection": False,
         "systemPool": {"minSize": 2, "desiredSize": 2, "maxSize": 4},
         "aws": {"zoneCount": 2, "singleNatGateway": False},
         "gcp": {"regional": False, "releaseChannel": "REGULAR"},
-        "platform": {"monitoring": {"retention": "7d", "storageGb": 50, "alertmanagerStorageGb": 5}},
+        "platform": {
+            "monitoring": {"retention": "7d", "storageGb": 50, "alertmanagerStorageGb": 5},
+            "knative": {"scaleToZero": False, "scaleToZeroGracePeriod": "30s", "progressDeadline": "20m"},
+            "modelStore": {"servers": 1, "volumesPerServer": 1, "volumeSizeGb": 100},
+            "clusterAutoscaler": {"scaleDownUnneededTime": "10m", "scaleDownDelayAfterAdd": "10m"},
+        },
     },
     "prod": {
         "deletionProtection": True,
@@ -79,7 +89,13 @@ TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
         "systemPool": {"minSize": 3, "desiredSize": 3, "maxSize": 6},
         "aws": {"zoneCount": 3, "singleNatGateway": False},
         "gcp": {"regional": True, "releaseChannel": "STABLE"},
-        "platform": {"monitoring": {"retention": "15d", "storageGb": 200, "alertmanagerStorageGb": 10}},
+        "platform": {
+            "monitoring": {"retention": "15d", "storageGb": 200, "alertmanagerStorageGb": 10},
+            "knative": {"scaleToZero": False, "scaleToZeroGracePeriod": "60s", "progressDeadline": "20m"},
+            # Four servers: the smallest MinIO erasure set, so a lost node or volume loses no model.
+            "modelStore": {"servers": 4, "volumesPerServer": 1, "volumeSizeGb": 250},
+            "clusterAutoscaler": {"scaleDownUnneededTime": "20m", "scaleDownDelayAfterAdd": "15m"},
+        },
     },
 }
 
@@ -376,11 +392,55 @@ class IstioAddon(Addon):
     )
 
 
+_DURATION = r"^\d+[smh]$"
+
+
+class KnativeAddon(Addon):
+    scale_to_zero: bool = Field(description="Let models with minScale 0 scale to zero when idle (dev only by default).")
+    scale_to_zero_grace_period: str = Field(
+        pattern=_DURATION, description="How long the last replica lingers after scaling to zero is decided, e.g. `60s`."
+    )
+    progress_deadline: str = Field(
+        pattern=_DURATION,
+        description="How long a new revision may take to become ready: a GPU node scaling up from zero plus a "
+        "multi-GB image pull, e.g. `20m`.",
+    )
+
+
+class ModelStoreAddon(Addon):
+    servers: int = Field(ge=1, le=32, description="MinIO servers (pods) of the model store; 4 or more for erasure coding.")
+    volumes_per_server: int = Field(ge=1, le=16, description="Persistent volumes per MinIO server.")
+    volume_size_gb: int = Field(ge=1, le=16000, description="Size of each MinIO volume.")
+
+
+class ClusterAutoscalerAddon(Addon):
+    expander: Literal["least-waste", "most-pods", "random", "price", "priority"] = Field(
+        default="least-waste",
+        description="How Cluster Autoscaler picks a node group when several fit the pending pods.",
+    )
+    scale_down_unneeded_time: str = Field(
+        pattern=_DURATION, description="How long a node must be unneeded before it is removed, e.g. `10m`."
+    )
+    scale_down_delay_after_add: str = Field(
+        pattern=_DURATION, description="How long after a scale-up scale-down stays paused, e.g. `10m`."
+    )
+
+
 class PlatformSettings(_Model):
     cert_manager: Addon = Field(default_factory=Addon, description="cert-manager, for KServe's webhook certificates.")
     gpu_operator: GpuOperatorAddon = Field(default_factory=GpuOperatorAddon, description="The GPU layer.")
     monitoring: MonitoringAddon = Field(description="Prometheus, Alertmanager and Grafana (kube-prometheus-stack).")
     istio: IstioAddon = Field(default_factory=IstioAddon, description="Istio mesh and the ingress gateway.")
+    knative: KnativeAddon = Field(description="Knative Serving through the Knative Operator, with Istio ingress.")
+    kserve: Addon = Field(default_factory=Addon, description="KServe (CRDs, controller, serving runtimes) in Knative mode.")
+    model_store: ModelStoreAddon = Field(description="MinIO (operator and tenant) holding the `models` bucket.")
+    flagger: Addon = Field(default_factory=Addon, description="Flagger with its load tester, for canary analysis.")
+
+
+class AwsPlatformSettings(PlatformSettings):
+    cluster_autoscaler: ClusterAutoscalerAddon = Field(
+        description="Cluster Autoscaler for the EKS node groups (GKE pools autoscale themselves)."
+    )
 
 
 # --- whole stacks -------------------------------------------------------------------------
@@ -404,6 +464,7 @@ class _ManagedStack(_StackBase):
 
 class AwsStack(_ManagedStack):
     cloud: Literal["aws"]
+    platform: AwsPlatformSettings = Field(description="The platform add-ons and their sizes.")
     aws: AwsSettings = Field(description="Region, network and zones of the EKS cluster.")
 
 
