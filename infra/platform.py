@@ -12,6 +12,7 @@ from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pool
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.mesh import Mesh, MeshArgs
 from components.observability import Observability, ObservabilityArgs
+from components.serving import Serving, ServingArgs
 from infra.settings import AwsStack, ExistingStack, GcpStack
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
@@ -23,6 +24,7 @@ class Platform:
     cert_manager: Optional[CertManager]
     gpu: Optional[GpuStack]
     mesh: Optional[Mesh]
+    serving: Optional[Serving]
 
 
 def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
@@ -81,4 +83,23 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             ),
             on_cluster,
         )
-    return Platform(monitoring=monitoring, cert_manager=cert_manager, gpu=gpu, mesh=mesh)
+    serving = None
+    if addons.knative.enabled or addons.kserve.enabled:
+        serving = Serving(
+            f"{name}-serving",
+            ServingArgs(
+                environment=settings.environment,
+                domain=addons.knative.domain,
+                scale_to_zero=addons.knative.scale_to_zero,
+                scale_to_zero_grace_period=addons.knative.scale_to_zero_grace_period,
+                progress_deadline=addons.knative.progress_deadline,
+                system_node_selector=system_nodes,
+                install_knative=addons.knative.enabled,
+                install_kserve=addons.kserve.enabled,
+                cert_manager=(cert_manager.release,) if cert_manager else (),
+                gateway=(mesh.gateway,) if mesh else (),
+            ),
+            on_cluster,
+        )
+
+    return Platform(monitoring=monitoring, cert_manager=cert_manager, gpu=gpu, mesh=mesh, serving=serving)

@@ -396,6 +396,12 @@ _DURATION = r"^\d+[smh]$"
 
 
 class KnativeAddon(Addon):
+    domain: str = Field(
+        default="example.com",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$",
+        description="Domain of model URLs, `<model>-<namespace>.<domain>`; point a wildcard DNS record at the "
+        "ingress gateway. KServe's default `example.com` needs a `Host` header on every request.",
+    )
     scale_to_zero: bool = Field(description="Let models with minScale 0 scale to zero when idle (dev only by default).")
     scale_to_zero_grace_period: str = Field(
         pattern=_DURATION, description="How long the last replica lingers after scaling to zero is decided, e.g. `60s`."

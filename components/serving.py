@@ -1,0 +1,272 @@
+"""Model serving: Knative Serving (through the Knative Operator) with Istio ingress, and KServe on top.
+
+Written against ../shared/upstream: knative-operator/v1.21.1 (chart values, KnativeServing CRD),
+knative-serving/v1.21.1 (config-features defaults) and kserve/v0.20.0 (chart values and KServe's own
+Knative-mode install, facts/knative-mode-quick-install.json, whose order and settings we follow).
+
+Order, each step a `depends_on`:
+1. the Knative Operator release (it installs the KnativeServing CRD);
+2. the KnativeServing resource, after the operator and the Istio gateway (net-istio's Gateways select
+   the gateway's pods). It carries `pulumi.com/waitFor: condition=Ready` (pulumi-kubernetes#3134,
+   provider >= 4.18), so `pulumi up` waits until Serving and net-istio are running instead of
+   treating the resource as done once the API server stored it;
+3. kserve-crd, then kserve-resources (the controller, after cert-manager, which issues its webhook
+   certificate, and after Knative is Ready: in Knative mode the controller needs Knative's CRDs);
+4. kserve-runtime-configs, after kserve-resources, because its ClusterServingRuntimes go through the
+   controller's validating webhook (KServe's script installs them after the controller is Available).
+
+Preview of an empty environment: the KnativeServing is a CustomResource with an explicit namespace,
+which the provider previews from its inputs while the CRD is unknown (components/mesh.py explains).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.charts import CHART_PINS
+from components.helm import helm_release
+from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
+
+OPERATOR_PIN = CHART_PINS["knative-operator"]
+KSERVE_CRD_PIN = CHART_PINS["kserve-crd"]
+KSERVE_PIN = CHART_PINS["kserve-resources"]
+RUNTIMES_PIN = CHART_PINS["kserve-runtime-configs"]
+
+# The Serving release the operator installs; KServe v0.20.0 pins the same (components/charts.py).
+KNATIVE_SERVING_VERSION = "1.21.1"
+KNATIVE_SERVING_API_VERSION = "operator.knative.dev/v1beta1"
+KNATIVE_SERVING_KIND = "KnativeServing"
+# Knative Serving's namespace and the KnativeServing's name, both as KServe's install has them:
+# kserve-resources' default gateway references (`knative-serving/knative-*-gateway`) assume them.
+KNATIVE_SERVING_NAMESPACE = "knative-serving"
+KNATIVE_SERVING_NAME = "knative-serving"
+
+# Gateways net-istio creates in knative-serving and the Service it creates beside the Istio gateway
+# (kserve/v0.20.0/facts/knative-mode-quick-install.json, ingress.knative_gateways). KServe is told
+# the same names, so its VirtualServices attach to them.
+INGRESS_GATEWAY = f"{KNATIVE_SERVING_NAMESPACE}/knative-ingress-gateway"
+LOCAL_GATEWAY = f"{KNATIVE_SERVING_NAMESPACE}/knative-local-gateway"
+LOCAL_GATEWAY_SERVICE = f"knative-local-gateway.{GATEWAY_PIN.namespace}.svc.cluster.local"
+
+# Knative rejects any pod spec field whose feature flag is off, and tolerations, nodeSelector and
+# affinity are off by default (knative-serving/v1.21.1/facts/config-features-defaults.json). An
+# InferenceService that targets a GPU pool carries all three (kserve/kserve#1425), so they are on.
+POD_SPEC_FEATURES: Mapping[str, str] = {
+    "kubernetes.podspec-tolerations": "enabled",
+    "kubernetes.podspec-nodeselector": "enabled",
+    "kubernetes.podspec-affinity": "enabled",
+}
+
+# Registries whose image tags Knative must not resolve to digests: resolving asks the registry for the
+# manifest with the controller's credentials, which fails for NGC (nvcr.io needs a pull secret) and is
+# rate-limited on Docker Hub. KServe's own KnativeServing sets exactly these.
+REGISTRIES_SKIPPING_TAG_RESOLVING = "nvcr.io,index.docker.io"
+
+# Every Deployment of Serving 1.21.1 with net-istio, as KServe's KnativeServing lists them
+# (kserve/v0.20.0/examples/knative-serving-istio.yaml): each is pinned to the system pool.
+KNATIVE_WORKLOADS = (
+    "controller",
+    "activator",
+    "autoscaler",
+    "domain-mapping",
+    "webhook",
+    "domainmapping-webhook",
+    "net-istio-controller",
+    "net-istio-webhook",
+)
+# Replicas of those Deployments per tier (spec.high-availability). Prod runs two of each, so a node
+# drain never stops the activator, which is on the request path of every model scaled to zero or bursting.
+HIGH_AVAILABILITY_REPLICAS: Mapping[str, int] = {"dev": 1, "staging": 1, "prod": 2}
+# Serving's PodDisruptionBudgets (minAvailable 80%): on a single replica 80% rounds up to 1, so the
+# budget forbids every eviction and a node drain (an upgrade, Cluster Autoscaler's scale-down) hangs on
+# the activator and webhook pods. Where there is one replica the budgets are relaxed to allow it.
+SERVING_PDBS = ("activator-pdb", "webhook-pdb")
+
+
+@dataclass(frozen=True)
+class ServingArgs:
+    environment: str  # dev | staging | prod
+    domain: str  # model URLs are <name>-<namespace>.<domain>
+    scale_to_zero: bool
+    scale_to_zero_grace_period: str  # e.g. "30s"
+    progress_deadline: str  # e.g. "20m"
+    system_node_selector: Mapping[str, str]
+    install_knative: bool = True  # off where the cluster already runs Knative Serving
+    install_kserve: bool = True
+    # Releases KServe's controller needs first, where this stack installs them: cert-manager (webhook
+    # certificate) and the Istio gateway (net-istio's Gateways select its pods).
+    cert_manager: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    gateway: Sequence[pulumi.Resource] = field(default_factory=tuple)
+
+
+def _check(args: ServingArgs) -> None:
+    if args.environment not in HIGH_AVAILABILITY_REPLICAS:
+        raise ValueError(f"environment {args.environment!r} is not one of {', '.join(HIGH_AVAILABILITY_REPLICAS)}")
+
+
+def system_node_affinity(selector: Mapping[str, str]) -> dict[str, Any]:
+    """The nodeSelector as a required node affinity, for charts that offer `affinity` but no nodeSelector."""
+    if not selector:
+        return {}
+    expressions = [{"key": key, "operator": "In", "values": [value]} for key, value in sorted(selector.items())]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
+        }
+    }
+
+
+def operator_values(args: ServingArgs) -> dict[str, Any]:
+    """Knative Operator chart: both its Deployments on the system pool. The chart offers `affinity`
+    only; Helm merges our nodeAffinity into the webhook's default podAntiAffinity, which stays."""
+    affinity = system_node_affinity(args.system_node_selector)
+    if not affinity:
+        return {}
+    return {
+        "knative_operator": {
+            "knative_operator": {"affinity": affinity},
+            "operator_webhook": {"affinity": affinity},
+        }
+    }
+
+
+def knative_serving(args: ServingArgs) -> dict[str, Any]:
+    """The KnativeServing resource (operator.knative.dev/v1beta1) as a manifest."""
+    _check(args)
+    replicas = HIGH_AVAILABILITY_REPLICAS[args.environment]
+    spec: dict[str, Any] = {
+        "version": KNATIVE_SERVING_VERSION,
+        "ingress": {
+            "istio": {
+                "enabled": True,
+                "knative-ingress-gateway": {"selector": dict(GATEWAY_SELECTOR)},
+                "knative-local-gateway": {"selector": dict(GATEWAY_SELECTOR)},
+            }
+        },
+        "config": {
+            "features": dict(POD_SPEC_FEATURES),
+            "autoscaler": {
+                "enable-scale-to-zero": "true" if args.scale_to_zero else "false",
+                # How long the last pod stays after the decision to scale to zero, so the gateway
+                # has stopped routing to it before it goes.
+                "scale-to-zero-grace-period": args.scale_to_zero_grace_period,
+            },
+            "deployment": {
+                # A revision that is not ready by then fails. The 10 minute default is shorter than a
+                # GPU node scaling up from zero plus a multi-GB image pull (kserve/kserve#1247, #2882).
+                "progress-deadline": args.progress_deadline,
+                "registries-skipping-tag-resolving": REGISTRIES_SKIPPING_TAG_RESOLVING,
+            },
+            # The one domain every Route gets (config-domain: `<domain>: ""` with no selector).
+            "domain": {args.domain: ""},
+        },
+        "high-availability": {"replicas": replicas},
+    }
+    if args.system_node_selector:
+        spec["workloads"] = [
+            {"name": workload, "nodeSelector": dict(args.system_node_selector)} for workload in KNATIVE_WORKLOADS
+        ]
+    if replicas == 1:
+        spec["podDisruptionBudgets"] = [{"name": pdb, "minAvailable": 0} for pdb in SERVING_PDBS]
+    return {
+        "apiVersion": KNATIVE_SERVING_API_VERSION,
+        "kind": KNATIVE_SERVING_KIND,
+        "metadata": {
+            "name": KNATIVE_SERVING_NAME,
+            "namespace": KNATIVE_SERVING_NAMESPACE,
+            "annotations": {"pulumi.com/waitFor": "condition=Ready"},
+        },
+        "spec": spec,
+    }
+
+
+def kserve_values(args: ServingArgs) -> dict[str, Any]:
+    """kserve-resources: the controller in Knative mode, wired to net-istio's gateways."""
+    _check(args)
+    return {
+        "kserve": {
+            # The chart's default, set so the mode is stated where the platform is defined; KServe's
+            # controller itself falls back to Standard when the value is empty.
+            "controller": {
+                "deploymentMode": "Knative",
+                "nodeSelector": dict(args.system_node_selector),
+                "gateway": {
+                    "domain": args.domain,
+                    "urlScheme": "http",
+                    "localGateway": {"gateway": LOCAL_GATEWAY, "gatewayService": LOCAL_GATEWAY_SERVICE},
+                    "ingressGateway": {
+                        "gateway": INGRESS_GATEWAY,
+                        # Istio Gateway objects (net-istio's), not the Gateway API, in Knative mode.
+                        "enableGatewayApi": False,
+                        "className": "istio",
+                    },
+                },
+            },
+        }
+    }
+
+
+def runtime_values(args: ServingArgs) -> dict[str, Any]:
+    """kserve-runtime-configs: the ClusterServingRuntimes (Hugging Face/vLLM, TorchServe, sklearn...) on;
+    the LLMInferenceService configs off, as KServe's Knative-mode install has them."""
+    _check(args)
+    return {"kserve": {"servingruntime": {"enabled": True}, "llmisvcConfigs": {"enabled": False}}}
+
+
+class Serving(pulumi.ComponentResource):
+    """Knative Operator, KnativeServing with Istio ingress, and KServe's three charts, in that order."""
+
+    operator: Optional[k8s.helm.v3.Release]
+    knative_serving: Optional[k8s.apiextensions.CustomResource]
+    kserve_crd: Optional[k8s.helm.v3.Release]
+    kserve: Optional[k8s.helm.v3.Release]
+    runtimes: Optional[k8s.helm.v3.Release]
+
+    def __init__(self, name: str, args: ServingArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:platform:Serving", name, {}, opts)
+        _check(args)
+
+        def after(*dependencies: Optional[pulumi.Resource]) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[d for d in dependencies if d is not None])
+
+        self.operator = self.knative_serving = None
+        if args.install_knative:
+            # A Release: the chart ships its CRDs in templates and Helm applies them first.
+            self.operator = helm_release(f"{name}-knative-operator", OPERATOR_PIN, operator_values(args), after())
+            namespace = k8s.core.v1.Namespace(
+                f"{name}-knative-serving-namespace",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=KNATIVE_SERVING_NAMESPACE),
+                opts=after(),
+            )
+            manifest = knative_serving(args)
+            self.knative_serving = k8s.apiextensions.CustomResource(
+                f"{name}-knative-serving",
+                api_version=manifest["apiVersion"],
+                kind=manifest["kind"],
+                metadata=manifest["metadata"],
+                spec=manifest["spec"],
+                opts=after(self.operator, namespace, *args.gateway),
+            )
+
+        self.kserve_crd = self.kserve = self.runtimes = None
+        if args.install_kserve:
+            # Releases named after their charts, as KServe's install names them.
+            self.kserve_crd = helm_release(f"{name}-kserve-crd", KSERVE_CRD_PIN, {}, after())
+            self.kserve = helm_release(
+                f"{name}-kserve",
+                KSERVE_PIN,
+                kserve_values(args),
+                after(self.kserve_crd, self.knative_serving, *args.cert_manager, *args.gateway),
+            )
+            self.runtimes = helm_release(
+                f"{name}-kserve-runtimes",
+                RUNTIMES_PIN,
+                runtime_values(args),
+                after(self.kserve),
+            )
+
+        self.register_outputs({})
