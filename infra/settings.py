@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.gpu_catalog import GPU_TYPES
+from infra.model_catalog import CatalogError, CatalogModel, load_catalog
 
 PROJECT = "gpu-platform"
 
@@ -449,6 +450,23 @@ class AwsPlatformSettings(PlatformSettings):
     )
 
 
+# --- models ---------------------------------------------------------------------------------
+
+
+class ModelOverride(_Model):
+    """What one environment changes about a catalog model (manifests/models/<name>.yaml)."""
+
+    min_replicas: Optional[int] = Field(default=None, ge=0, le=100, description="Fewest replicas.")
+    max_replicas: Optional[int] = Field(default=None, ge=1, le=100, description="Most replicas.")
+    scale_to_zero: bool = Field(
+        default=False, description="Scale to zero when idle (minReplicas 0); only where `platform.knative.scaleToZero`."
+    )
+    gpu_type: Optional[GpuTypeName] = Field(default=None, description="Run on this GPU type instead of the catalog's.")
+    canary_traffic_percent: Optional[int] = Field(
+        default=None, ge=0, le=99, description="Canary share for a model whose catalog entry has a canary; 0 turns it off."
+    )
+
+
 # --- whole stacks -------------------------------------------------------------------------
 
 
@@ -460,6 +478,10 @@ class _StackBase(_Model):
     )
     kubernetes_version: str = Field(pattern=r"^1\.\d{2}$", description="Kubernetes minor version, e.g. `1.35`.")
     platform: PlatformSettings = Field(description="The platform add-ons and their sizes.")
+    models: dict[str, ModelOverride] = Field(
+        default_factory=dict,
+        description="Catalog models (manifests/models/) this environment serves, each with what it overrides.",
+    )
 
 
 class _ManagedStack(_StackBase):
@@ -518,10 +540,49 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
 
     merged = with_defaults(raw, header.environment, header.cloud, stack)
     try:
-        return _ADAPTER.validate_python(merged, context={"cloud": header.cloud})
+        settings = _ADAPTER.validate_python(merged, context={"cloud": header.cloud})
     except ValidationError as exc:
         # The discriminated union puts the cloud tag first in every error location: drop it.
         raise ConfigError(_describe(exc, _STACK_MODELS[header.cloud], strip_tag=True)) from None
+    try:
+        catalog = load_catalog()
+    except CatalogError as exc:
+        raise ConfigError(exc.problems) from None
+    problems = model_problems(settings, catalog)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[str]:
+    """What is wrong with the stack's `models` given the catalog, its GPU pools and its tier."""
+    problems = []
+    pool_types = sorted({pool.gpu_type for pool in settings.gpu_pools.values()})
+    for name, override in settings.models.items():
+        key = f"{PROJECT}:models.{name}"
+        model = catalog.get(name)
+        if model is None:
+            problems.append(f"{key}: not in the model catalog (manifests/models/); models: {', '.join(sorted(catalog))}")
+            continue
+        minimum = 0 if override.scale_to_zero else model.autoscaling.min_replicas
+        minimum = override.min_replicas if override.min_replicas is not None else minimum
+        maximum = override.max_replicas or model.autoscaling.max_replicas
+        if minimum == 0 and not settings.platform.knative.scale_to_zero:
+            problems.append(
+                f"{key}: scales to zero, but this environment does not (platform.knative.scaleToZero is false); "
+                "set minReplicas to 1 or more"
+            )
+        if maximum < minimum:
+            problems.append(f"{key}.maxReplicas: {maximum} is below minReplicas ({minimum})")
+        if override.canary_traffic_percent is not None and model.canary is None:
+            problems.append(f"{key}.canaryTrafficPercent: the catalog entry of {name} has no canary")
+        if override.gpu_type is not None and not model.resources.gpu:
+            problems.append(f"{key}.gpuType: {name} is a CPU model (resources.gpu is 0 in its catalog entry)")
+        gpu_type = override.gpu_type or model.resources.gpu_type
+        if model.resources.gpu and gpu_type not in pool_types:
+            pools = ", ".join(pool_types) or "none"
+            problems.append(f"{key}: needs a {gpu_type} GPU pool; GPU types of this stack's pools: {pools}")
+    return problems
 
 
 def with_defaults(raw: Mapping[str, Any], tier: str, cloud: str, stack: str) -> dict[str, Any]:
