@@ -158,8 +158,13 @@ class EksVpc(pulumi.ComponentResource):
 
 
 class EksGpuCluster(KubernetesCluster):
+    # The explicit aws provider the cluster was given (infra/clusters.py: region, default tags), for
+    # later layers' AWS resources (IRSA roles), so none falls back to the ambient default provider.
+    aws_provider: Optional[pulumi.ProviderResource]
+
     def __init__(self, name: str, args: EksGpuClusterArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:cluster:EksGpuCluster", name, {}, opts)
+        self.aws_provider = self.get_provider("aws::")
         child = pulumi.ResourceOptions(parent=self)
 
         zones = aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(parent=self)).names

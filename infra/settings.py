@@ -421,8 +421,10 @@ class ModelStoreAddon(Addon):
 
 
 class ClusterAutoscalerAddon(Addon):
-    expander: Literal["least-waste", "most-pods", "random", "price", "priority"] = Field(
+    expander: Literal["least-waste", "most-pods", "random"] = Field(
         default="least-waste",
+        # `price` needs a pricing model the AWS provider lacks (CA fails to start) and `priority` a
+        # priorities ConfigMap this platform does not write, so neither is offered.
         description="How Cluster Autoscaler picks a node group when several fit the pending pods.",
     )
     scale_down_unneeded_time: str = Field(
