@@ -28,8 +28,8 @@ it installs itself) was fixed in the provider before Release went GA; istio-base
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -96,12 +96,24 @@ PEER_AUTHENTICATION_KIND = "PeerAuthentication"
 MESH_WIDE_POLICY_NAME = "default"
 
 
+# Every sidecar and gateway proxy serves Istio's standard metrics (istio_requests_total,
+# istio_request_duration_milliseconds) on a container port named `http-envoy-prom` (15090). This
+# PodMonitor (after Istio's samples/addons/extras/prometheus-operator.yaml) scrapes that port on every
+# pod in every namespace that has it, i.e. every sidecar and gateway, unless labelled
+# `istio-prometheus-ignore`; the inference alerts, dashboards and Flagger's analysis all read it.
+POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
+ENVOY_STATS_MONITOR = "envoy-stats-monitor"
+ENVOY_STATS_PORT = "http-envoy-prom"
+
+
 @dataclass(frozen=True)
 class MeshArgs:
     cloud: str  # aws | gcp | existing
     environment: str  # dev | staging | prod
     public_gateway: bool
     system_node_selector: Mapping[str, str]
+    # The release that installs the Prometheus Operator's CRDs; without one, no PodMonitor.
+    monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 def _check(args: MeshArgs) -> None:
@@ -183,6 +195,22 @@ def mesh_wide_mtls(args: MeshArgs) -> Optional[dict[str, Any]]:
     }
 
 
+def envoy_stats_monitor(args: MeshArgs) -> dict[str, Any]:
+    """The PodMonitor that scrapes every Envoy (sidecars and gateways) in every namespace."""
+    _check(args)
+    return {
+        "apiVersion": POD_MONITOR_API_VERSION,
+        "kind": "PodMonitor",
+        "metadata": {"name": ENVOY_STATS_MONITOR, "namespace": ISTIOD_PIN.namespace},
+        "spec": {
+            "namespaceSelector": {"any": True},
+            "selector": {"matchExpressions": [{"key": "istio-prometheus-ignore", "operator": "DoesNotExist"}]},
+            "jobLabel": "envoy-stats",
+            "podMetricsEndpoints": [{"port": ENVOY_STATS_PORT, "path": "/stats/prometheus", "interval": "15s"}],
+        },
+    }
+
+
 class Mesh(pulumi.ComponentResource):
     """istio-base, istiod and the `istio-ingressgateway` in istio-system; STRICT mTLS mesh-wide in prod."""
 
@@ -190,6 +218,7 @@ class Mesh(pulumi.ComponentResource):
     istiod: k8s.helm.v3.Release
     gateway: k8s.helm.v3.Release
     peer_authentication: Optional[k8s.apiextensions.CustomResource]
+    envoy_stats: Optional[k8s.apiextensions.CustomResource]
 
     def __init__(self, name: str, args: MeshArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:platform:Mesh", name, {}, opts)
@@ -234,6 +263,18 @@ class Mesh(pulumi.ComponentResource):
                 metadata=policy["metadata"],
                 spec=policy["spec"],
                 opts=after(self.istiod),
+            )
+
+        self.envoy_stats = None
+        if args.monitoring:
+            monitor = envoy_stats_monitor(args)
+            self.envoy_stats = k8s.apiextensions.CustomResource(
+                f"{name}-envoy-stats",
+                api_version=monitor["apiVersion"],
+                kind=monitor["kind"],
+                metadata=monitor["metadata"],
+                spec=monitor["spec"],
+                opts=after(self.base, *args.monitoring),
             )
 
         self.register_outputs(

@@ -9,9 +9,13 @@ import pulumi
 
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, system_node_selector
+from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
+from components.eks_cluster import EksGpuCluster
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.mesh import Mesh, MeshArgs
-from components.observability import Observability, ObservabilityArgs
+from components.model_store import ModelStore, ModelStoreArgs
+from components.observability import PROMETHEUS_URL, Observability, ObservabilityArgs
+from components.progressive_delivery import ProgressiveDelivery, ProgressiveDeliveryArgs
 from components.serving import Serving, ServingArgs
 from infra.settings import AwsStack, ExistingStack, GcpStack
 
@@ -22,9 +26,12 @@ Settings = Union[AwsStack, GcpStack, ExistingStack]
 class Platform:
     monitoring: Optional[Observability]
     cert_manager: Optional[CertManager]
+    cluster_autoscaler: Optional[ClusterAutoscaler]
     gpu: Optional[GpuStack]
     mesh: Optional[Mesh]
     serving: Optional[Serving]
+    progressive_delivery: Optional[ProgressiveDelivery]
+    model_store: Optional[ModelStore]
 
 
 def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
@@ -80,6 +87,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 environment=settings.environment,
                 public_gateway=addons.istio.public_gateway,
                 system_node_selector=system_nodes,
+                monitoring=(monitoring.release,) if monitoring else (),
             ),
             on_cluster,
         )
@@ -102,4 +110,69 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             on_cluster,
         )
 
-    return Platform(monitoring=monitoring, cert_manager=cert_manager, gpu=gpu, mesh=mesh, serving=serving)
+    # EKS only: GKE node pools autoscale themselves (GcpStack has no such setting) and an existing
+    # cluster's owner runs their own. The IRSA role is made with the cluster's own aws provider.
+    cluster_autoscaler = None
+    if isinstance(settings, AwsStack) and settings.platform.cluster_autoscaler.enabled:
+        if not isinstance(cluster, EksGpuCluster) or cluster.aws_provider is None:
+            raise TypeError("an aws stack's cluster is an EksGpuCluster with its own aws provider (infra/clusters.py)")
+        autoscaler = settings.platform.cluster_autoscaler
+        cluster_autoscaler = ClusterAutoscaler(
+            f"{name}-cluster-autoscaler",
+            ClusterAutoscalerArgs(
+                cluster_name=settings.cluster_name,
+                region=settings.aws.region,
+                environment=settings.environment,
+                oidc_provider_arn=cluster.identity.oidc_provider_arn,
+                oidc_issuer_url=cluster.identity.oidc_issuer_url,
+                expander=autoscaler.expander,
+                scale_down_unneeded_time=autoscaler.scale_down_unneeded_time,
+                scale_down_delay_after_add=autoscaler.scale_down_delay_after_add,
+                system_node_selector=system_nodes,
+            ),
+            pulumi.ResourceOptions(providers={"kubernetes": cluster.provider, "aws": cluster.aws_provider}),
+        )
+
+    progressive_delivery = None
+    if addons.flagger.enabled:
+        progressive_delivery = ProgressiveDelivery(
+            f"{name}-progressive-delivery",
+            ProgressiveDeliveryArgs(
+                environment=settings.environment,
+                # Our Prometheus; a stack without the monitoring add-on must run one at the same address.
+                metrics_server=PROMETHEUS_URL,
+                system_node_selector=system_nodes,
+                monitoring=(monitoring.release,) if monitoring else (),
+                mesh=(mesh.istiod,) if mesh else (),
+            ),
+            on_cluster,
+        )
+
+    model_store = None
+    if addons.model_store.enabled:
+        model_store = ModelStore(
+            f"{name}-model-store",
+            ModelStoreArgs(
+                environment=settings.environment,
+                servers=addons.model_store.servers,
+                volumes_per_server=addons.model_store.volumes_per_server,
+                volume_size_gb=addons.model_store.volume_size_gb,
+                system_node_selector=system_nodes,
+                # model_namespaces: the default `models`; list more here to serve models elsewhere.
+                # MinIO's ServiceMonitor only where this stack installs the Prometheus Operator's CRDs.
+                service_monitor=monitoring is not None,
+                monitoring=(monitoring.release,) if monitoring else (),
+            ),
+            on_cluster,
+        )
+
+    return Platform(
+        monitoring=monitoring,
+        cert_manager=cert_manager,
+        cluster_autoscaler=cluster_autoscaler,
+        gpu=gpu,
+        mesh=mesh,
+        serving=serving,
+        progressive_delivery=progressive_delivery,
+        model_store=model_store,
+    )

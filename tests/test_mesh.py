@@ -214,3 +214,34 @@ def test_istiod_and_the_gateway_run_on_the_system_pool(render: Render, stack: st
     result = render(stack)
     for role in ("istiod", "gateway"):
         assert values(result, role)["nodeSelector"] == system_pool_labels(stack), role
+
+
+# --- Envoy metrics --------------------------------------------------------------------------------------
+
+POD_MONITOR = "kubernetes:monitoring.coreos.com/v1:PodMonitor"
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_prometheus_scrapes_every_envoy_after_the_monitoring_crds_exist(render: Render, stack: str) -> None:
+    result = render(stack)
+    (monitor,) = owned(result, POD_MONITOR)
+    spec = monitor["inputs"]["spec"]
+    assert spec["namespaceSelector"] == {"any": True}
+    (endpoint,) = spec["podMetricsEndpoints"]
+    # The port name istio's injector gives the sidecar's metrics port (15090).
+    assert (endpoint["port"], endpoint["path"]) == ("http-envoy-prom", "/stats/prometheus")
+    (monitoring,) = [r["urn"] for r in result.of_type(RELEASE) if r["name"].endswith("-monitoring-release")]
+    assert monitoring in monitor["dependencies"]
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_pod_monitor_is_valid_against_the_pinned_crd(render: Render, stack: str) -> None:
+    (monitor,) = owned(render(stack), POD_MONITOR)
+    manifest: Mapping[str, Any] = {k: monitor["inputs"][k] for k in ("apiVersion", "kind", "metadata", "spec")}
+    assert validate_custom_resource(manifest) == []
+
+
+def test_without_the_monitoring_add_on_there_is_no_pod_monitor(render: Render) -> None:
+    result = render("local", {"platform": {"monitoring": {"enabled": False}}})
+    assert owned(result, POD_MONITOR) == []
