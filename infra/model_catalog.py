@@ -193,10 +193,10 @@ def resolve(model: CatalogModel, override: "ModelOverride") -> ModelSpec:
     if override.min_replicas is not None:
         minimum = override.min_replicas
     canary = model.canary
-    if canary is not None and override.canary_traffic_percent is not None:
-        canary = Canary(storagePath=canary.storage_path, trafficPercent=override.canary_traffic_percent)
     if override.canary_traffic_percent == 0:
-        canary = None
+        canary = None  # this environment serves the current version only
+    elif canary is not None and override.canary_traffic_percent is not None:
+        canary = canary.model_copy(update={"traffic_percent": override.canary_traffic_percent})
     return ModelSpec(
         name=model.name,
         task=model.task,

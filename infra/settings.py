@@ -559,6 +559,9 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
 def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[str]:
     """What is wrong with the stack's `models` given the catalog, its GPU pools and its tier."""
     problems = []
+    addons = settings.platform
+    if settings.models and not addons.model_store.enabled:
+        problems.append(f"{PROJECT}:models: models are read from the model store; turn platform.modelStore on")
     pool_types = sorted({pool.gpu_type for pool in settings.gpu_pools.values()})
     for name, override in settings.models.items():
         key = f"{PROJECT}:models.{name}"
@@ -580,6 +583,10 @@ def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[s
             problems.append(f"{key}.canaryTrafficPercent: the catalog entry of {name} has no canary")
         if override.gpu_type is not None and not model.resources.gpu:
             problems.append(f"{key}.gpuType: {name} is a CPU model (resources.gpu is 0 in its catalog entry)")
+        needed = {"kserve": ("kserve", addons.kserve.enabled), "deployment": ("flagger", addons.flagger.enabled)}
+        addon, enabled = needed[model.serving]
+        if not enabled:
+            problems.append(f"{key}: a `{model.serving}` model needs platform.{addon}, which is off in this stack")
         gpu_type = override.gpu_type or model.resources.gpu_type
         if model.resources.gpu and gpu_type not in pool_types:
             pools = ", ".join(pool_types) or "none"

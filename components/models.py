@@ -1,0 +1,394 @@
+"""Models from the catalog (infra/model_catalog.py), deployed the way their entry says.
+
+- `serving: kserve` -> a KServe InferenceService (Knative mode). A canary in the catalog becomes
+  KServe's own `canaryTrafficPercent`: Flagger cannot drive KServe's Knative Services, whose traffic
+  split KServe rewrites on every reconcile.
+- `serving: deployment` -> a Deployment and HorizontalPodAutoscaler with a Flagger `Canary` (Istio
+  provider: Flagger creates the primary/canary Services and the VirtualService that shifts weight,
+  so we declare no VirtualService of our own), analysed with Flagger's built-in success rate and
+  duration plus `MetricTemplate`s for p99 latency and GPU saturation, with load-tester webhooks
+  generating traffic during the analysis.
+
+Placement: a GPU model asks for `nvidia.com/gpu` in its limits (one time slice on a shared pool,
+one whole GPU otherwise), requires a node of a pool with its GPU type (serving pools first, so
+online models stay off the spot batch pool in prod) and tolerates exactly those pools' taints.
+A CPU model tolerates no GPU taint and also avoids untainted GPU nodes by affinity.
+
+Every custom resource is validated against its CRD in tests (tests/test_models.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.node_pools import ROLE_LABEL, NodePoolDescription
+from infra.model_catalog import ModelSpec
+
+INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
+CANARY_API_VERSION = "flagger.app/v1beta1"
+GPU_RESOURCE = "nvidia.com/gpu"
+MODEL_LABEL = "gpu-platform/model"
+MODELS_BUCKET = "models"
+
+# Flagger analysis per tier: dev moves fast to give feedback, prod moves in small steps and tolerates
+# a few failed checks (a slow scrape, one noisy minute) before rolling back.
+CANARY_ANALYSIS: Mapping[str, Mapping[str, Any]] = {
+    "dev": {"interval": "30s", "threshold": 3, "stepWeight": 25, "maxWeight": 50},
+    "staging": {"interval": "1m", "threshold": 5, "stepWeight": 10, "maxWeight": 50},
+    "prod": {"interval": "1m", "threshold": 10, "stepWeight": 5, "maxWeight": 50},
+}
+MIN_SUCCESS_RATE_PERCENT = 99
+MAX_LATENCY_MS = 500
+MAX_GPU_UTILISATION_PERCENT = 95
+# A canary may wait for a GPU node to scale up from zero and pull a large image before it is ready.
+CANARY_PROGRESS_DEADLINE_SECONDS = 1200
+
+P99_LATENCY_TEMPLATE = "latency-p99"
+GPU_SATURATION_TEMPLATE = "gpu-saturation"
+# Flagger fills {{ namespace }}, {{ target }} and {{ interval }} in (docs.flagger.app, Metrics
+# analysis, custom metrics). Istio's standard metric, reported by the server side's sidecar.
+P99_LATENCY_QUERY = """histogram_quantile(0.99,
+  sum(rate(istio_request_duration_milliseconds_bucket{
+    reporter="destination",
+    destination_workload_namespace="{{ namespace }}",
+    destination_workload=~"{{ target }}"
+  }[{{ interval }}])) by (le))"""
+# DCGM exporter labels each GPU's series with the pod using it (Kubernetes pod-resources mapping).
+GPU_SATURATION_QUERY = """avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{
+  namespace="{{ namespace }}",
+  pod=~"{{ target }}-[0-9a-zA-Z]+-[0-9a-zA-Z]+"
+}[{{ interval }}]))"""
+
+
+@dataclass(frozen=True)
+class ModelStorage:
+    """How models reach the bucket: the ServiceAccount KServe's storage initializer runs as, and the
+    Secret (with its endpoint) a plain server reads S3 credentials from."""
+
+    namespace: str
+    service_account: str
+    secret_name: str
+    endpoint: str  # host:port, no scheme
+    use_https: bool
+    region: str
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    spec: ModelSpec
+    environment: str
+    storage: ModelStorage
+    gpu_pools: tuple[NodePoolDescription, ...]
+    # What the model's resources wait for: the releases with their CRDs and controllers (KServe or
+    # Flagger) and the model store's ServiceAccount. Given to each resource, since a component's own
+    # depends_on does not make its children wait.
+    depends_on: Sequence[pulumi.Resource] = ()
+    # deployment models only:
+    loadtester_url: str = ""
+
+
+def storage_uri(spec: ModelSpec, path: Optional[str] = None) -> str:
+    return f"s3://{MODELS_BUCKET}/{(path or spec.storage_path).rstrip('/')}"
+
+
+def pools_for(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> list[NodePoolDescription]:
+    """The GPU pools `spec` may run on: those of its GPU type, serving pools if there are any."""
+    matching = [pool for pool in pools if pool.gpu_type == spec.gpu_type]
+    serving = [pool for pool in matching if pool.purpose in (None, "serving")]
+    return serving or matching
+
+
+def placement(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str, Any]:
+    """affinity and tolerations for the model's pods."""
+    if not spec.gpu:
+        not_gpu = {"key": ROLE_LABEL, "operator": "NotIn", "values": ["gpu"]}
+        no_gpu_resource = {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}
+        return {
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [not_gpu, no_gpu_resource]}]
+                    }
+                }
+            },
+            "tolerations": [],
+        }
+    targets = pools_for(spec, pools)
+    if not targets:
+        raise ValueError(f"model {spec.name}: no GPU pool of type {spec.gpu_type}")
+    terms = [
+        {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(pool.node_selector.items())]}
+        for pool in targets
+    ]
+    tolerations: dict[tuple[str, str], dict[str, str]] = {}
+    for pool in targets:
+        for toleration in pool.tolerations:
+            tolerations.setdefault((toleration["key"], toleration["effect"]), dict(toleration))
+    return {
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}},
+        "tolerations": list(tolerations.values()),
+    }
+
+
+def resources(spec: ModelSpec) -> dict[str, Any]:
+    requests = {"cpu": spec.cpu, "memory": spec.memory}
+    limits = dict(requests)
+    if spec.gpu:
+        # Extended resources go in limits (requests default to them); the device plugin counts a time
+        # slice as one nvidia.com/gpu on a shared pool.
+        limits[GPU_RESOURCE] = str(spec.gpu)
+    return {"requests": requests, "limits": limits}
+
+
+def inference_service(args: ModelArgs) -> dict[str, Any]:
+    spec = args.spec
+    model: dict[str, Any] = {
+        "modelFormat": {"name": spec.model_format},
+        "runtime": spec.runtime,
+        "storageUri": storage_uri(spec, spec.canary.storage_path if spec.canary else None),
+        "resources": resources(spec),
+    }
+    if spec.args:
+        model["args"] = list(spec.args)
+    predictor: dict[str, Any] = {
+        "serviceAccountName": args.storage.service_account,
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        # Knative's concurrency autoscaling: in-flight requests per replica.
+        "scaleMetric": "concurrency",
+        "scaleTarget": spec.target_concurrency,
+        **placement(spec, args.gpu_pools),
+        "model": model,
+    }
+    if spec.canary is not None:
+        # KServe rolls the changed storageUri out as a new revision with this share; the previous
+        # revision keeps the rest until the canary is promoted (canary removed from the catalog entry
+        # and storagePath moved to the new version).
+        predictor["canaryTrafficPercent"] = spec.canary.traffic_percent
+    if not predictor["tolerations"]:
+        del predictor["tolerations"]
+    return {
+        "apiVersion": INFERENCE_SERVICE_API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": spec.name,
+            "namespace": args.storage.namespace,
+            "labels": {MODEL_LABEL: spec.name, "gpu-platform/task": spec.task},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def metric_templates(namespace: str, prometheus_url: str) -> list[dict[str, Any]]:
+    def template(name: str, query: str) -> dict[str, Any]:
+        return {
+            "apiVersion": CANARY_API_VERSION,
+            "kind": "MetricTemplate",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"provider": {"type": "prometheus", "address": prometheus_url}, "query": query},
+        }
+
+    return [template(P99_LATENCY_TEMPLATE, P99_LATENCY_QUERY), template(GPU_SATURATION_TEMPLATE, GPU_SATURATION_QUERY)]
+
+
+def canary(args: ModelArgs) -> dict[str, Any]:
+    spec, namespace = args.spec, args.storage.namespace
+    canary_url = f"http://{spec.name}-canary.{namespace}:{spec.port}"
+    metrics: list[dict[str, Any]] = [
+        {"name": "request-success-rate", "thresholdRange": {"min": MIN_SUCCESS_RATE_PERCENT}, "interval": "1m"},
+        {"name": "request-duration", "thresholdRange": {"max": MAX_LATENCY_MS}, "interval": "1m"},
+        {
+            "name": "p99-latency",
+            "templateRef": {"name": P99_LATENCY_TEMPLATE, "namespace": namespace},
+            "thresholdRange": {"max": MAX_LATENCY_MS},
+            "interval": "1m",
+        },
+    ]
+    if spec.gpu:
+        # Only for GPU models: on a CPU model the query has no series and every check would fail.
+        metrics.append(
+            {
+                "name": "gpu-saturation",
+                "templateRef": {"name": GPU_SATURATION_TEMPLATE, "namespace": namespace},
+                "thresholdRange": {"max": MAX_GPU_UTILISATION_PERCENT},
+                "interval": "1m",
+            }
+        )
+    webhooks = [
+        {
+            # Before any traffic moves: the new version answers at all.
+            "name": "acceptance-test",
+            "type": "pre-rollout",
+            "url": f"{args.loadtester_url.rstrip('/')}/",
+            "timeout": "30s",
+            "metadata": {"type": "bash", "cmd": f"curl -sf {canary_url}{spec.health_path}"},
+        },
+        {
+            # During the analysis: steady traffic, so the metrics above have samples to judge.
+            "name": "load-test",
+            "type": "rollout",
+            "url": f"{args.loadtester_url.rstrip('/')}/",
+            "timeout": "5s",
+            "metadata": {"cmd": f"hey -z 1m -q 10 -c 2 {canary_url}{spec.health_path}"},
+        },
+    ]
+    return {
+        "apiVersion": CANARY_API_VERSION,
+        "kind": "Canary",
+        "metadata": {"name": spec.name, "namespace": namespace, "labels": {MODEL_LABEL: spec.name}},
+        "spec": {
+            "provider": "istio",
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+            "autoscalerRef": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": spec.name},
+            "progressDeadlineSeconds": CANARY_PROGRESS_DEADLINE_SECONDS,
+            "service": {"port": spec.port, "targetPort": spec.port, "portName": "http"},
+            "analysis": {**CANARY_ANALYSIS[args.environment], "metrics": metrics, "webhooks": webhooks},
+        },
+    }
+
+
+def server_args(args: ModelArgs) -> list[str]:
+    """Triton reads its model repository straight from MinIO (`s3://http://host:port/bucket/path`)."""
+    spec, storage = args.spec, args.storage
+    scheme = "https" if storage.use_https else "http"
+    return [
+        "tritonserver",
+        f"--model-repository=s3://{scheme}://{storage.endpoint}/{MODELS_BUCKET}/{spec.storage_path.rstrip('/')}",
+        f"--http-port={spec.port}",
+        *spec.args,
+    ]
+
+
+class KServeModel(pulumi.ComponentResource):
+    """One InferenceService from the catalog."""
+
+    inference_service: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: ModelArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:workloads:KServeModel", name, {}, opts)
+        manifest = inference_service(args)
+        self.inference_service = k8s.apiextensions.CustomResource(
+            f"{name}-isvc",
+            api_version=manifest["apiVersion"],
+            kind=manifest["kind"],
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+        )
+        self.register_outputs({})
+
+
+class CanaryModel(pulumi.ComponentResource):
+    """A plain Deployment of a model server, its autoscaler and the Flagger Canary that releases it."""
+
+    deployment: k8s.apps.v1.Deployment
+    canary: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: ModelArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:workloads:CanaryModel", name, {}, opts)
+        spec, storage = args.spec, args.storage
+        child = pulumi.ResourceOptions(parent=self)
+        labels = {"app": spec.name, MODEL_LABEL: spec.name}
+        where = placement(spec, args.gpu_pools)
+        credentials = [
+            k8s.core.v1.EnvVarArgs(
+                name=variable,
+                value_from=k8s.core.v1.EnvVarSourceArgs(
+                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=storage.secret_name, key=variable)
+                ),
+            )
+            for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ]
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=spec.name, namespace=storage.namespace, labels=labels),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=max(spec.min_replicas, 1),
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": spec.name}),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        affinity=where["affinity"],
+                        tolerations=where["tolerations"] or None,
+                        containers=[
+                            k8s.core.v1.ContainerArgs(
+                                name="server",
+                                image=spec.image,
+                                args=server_args(args),
+                                ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=spec.port)],
+                                env=[*credentials, k8s.core.v1.EnvVarArgs(name="AWS_DEFAULT_REGION", value=storage.region)],
+                                readiness_probe=k8s.core.v1.ProbeArgs(
+                                    http_get=k8s.core.v1.HTTPGetActionArgs(path=spec.health_path, port="http"),
+                                    period_seconds=5,
+                                ),
+                                resources=resources(spec),
+                            )
+                        ],
+                    ),
+                ),
+            ),
+            # Flagger owns the replica count and the pod template's rollout once the Canary exists.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on), ignore_changes=["spec.replicas"]),
+        )
+        autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=spec.name, namespace=storage.namespace, labels=labels),
+            spec=k8s.autoscaling.v2.HorizontalPodAutoscalerSpecArgs(
+                scale_target_ref=k8s.autoscaling.v2.CrossVersionObjectReferenceArgs(
+                    api_version="apps/v1", kind="Deployment", name=spec.name
+                ),
+                min_replicas=max(spec.min_replicas, 1),
+                max_replicas=spec.max_replicas,
+                metrics=[
+                    k8s.autoscaling.v2.MetricSpecArgs(
+                        type="Resource",
+                        resource=k8s.autoscaling.v2.ResourceMetricSourceArgs(
+                            name="cpu",
+                            target=k8s.autoscaling.v2.MetricTargetArgs(type="Utilization", average_utilization=70),
+                        ),
+                    )
+                ],
+            ),
+            opts=child,
+        )
+        manifest = canary(args)
+        self.canary = k8s.apiextensions.CustomResource(
+            f"{name}-canary",
+            api_version=manifest["apiVersion"],
+            kind=manifest["kind"],
+            metadata=manifest["metadata"],
+            spec=manifest["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, autoscaler, *args.depends_on]),
+        )
+        self.register_outputs({})
+
+
+class CanaryMetrics(pulumi.ComponentResource):
+    """The MetricTemplates the Canaries of one namespace reference."""
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        prometheus_url: str,
+        depends_on: Sequence[pulumi.Resource],
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        super().__init__("gpu-platform:workloads:CanaryMetrics", name, {}, opts)
+        self.templates = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-{manifest['metadata']['name']}",
+                api_version=manifest["apiVersion"],
+                kind=manifest["kind"],
+                metadata=manifest["metadata"],
+                spec=manifest["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+            )
+            for manifest in metric_templates(namespace, prometheus_url)
+        ]
+        self.register_outputs({})
+

@@ -1,0 +1,88 @@
+"""Settings + platform -> the catalog models a stack serves (components/models.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import pulumi
+
+from components.cluster import KubernetesCluster, gpu_pools
+from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage
+from components.observability import PROMETHEUS_URL
+from infra.model_catalog import load_catalog, resolve
+from infra.platform import Platform
+from infra.settings import AwsStack, ExistingStack, GcpStack
+
+Settings = Union[AwsStack, GcpStack, ExistingStack]
+
+
+@dataclass(frozen=True)
+class Models:
+    kserve: tuple[KServeModel, ...]
+    canaries: tuple[CanaryModel, ...]
+    canary_metrics: Optional[CanaryMetrics]
+
+
+def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Models:
+    if not settings.models:
+        return Models(kserve=(), canaries=(), canary_metrics=None)
+    store = platform.model_store
+    assert store is not None, "infra/settings.py model_problems requires the model store for models"
+    on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    storage = ModelStorage(
+        namespace=store.namespaces[0],
+        service_account=store.service_account_name,
+        secret_name=store.secret_name,
+        endpoint=store.endpoint,
+        use_https=store.use_https,
+        region=store.region,
+    )
+    accounts = list(store.service_accounts.values())
+    catalog = load_catalog()
+    specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
+
+    serving = platform.serving
+    kserve_ready = [r for r in (serving.runtimes, serving.kserve) if r is not None] if serving else []
+    kserve_models = tuple(
+        KServeModel(
+            f"{settings.cluster_name}-model-{spec.name}",
+            ModelArgs(
+                spec=spec,
+                environment=settings.environment,
+                storage=storage,
+                gpu_pools=gpu_pools(cluster),
+                depends_on=(*kserve_ready, *accounts),
+            ),
+            on_cluster,
+        )
+        for spec in specs
+        if spec.serving == "kserve"
+    )
+
+    delivery = platform.progressive_delivery
+    plain = [spec for spec in specs if spec.serving == "deployment"]
+    canary_models: tuple[CanaryModel, ...] = ()
+    metrics = None
+    if plain:
+        assert delivery is not None, "infra/settings.py model_problems requires Flagger for deployment models"
+        flagger = (delivery.release, delivery.loadtester)
+        metrics = CanaryMetrics(
+            f"{settings.cluster_name}-canary-metrics", storage.namespace, PROMETHEUS_URL, flagger, on_cluster
+        )
+        canary_models = tuple(
+            CanaryModel(
+                f"{settings.cluster_name}-model-{spec.name}",
+                ModelArgs(
+                    spec=spec,
+                    environment=settings.environment,
+                    storage=storage,
+                    gpu_pools=gpu_pools(cluster),
+                    depends_on=(*flagger, *accounts),
+                    loadtester_url=delivery.loadtester_url,
+                ),
+                on_cluster,
+            )
+            for spec in plain
+        )
+    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics)
