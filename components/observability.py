@@ -17,6 +17,7 @@ import pulumi_random as random
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
+from components.state_metrics import kube_state_metrics_values
 
 PIN = CHART_PINS["kube-prometheus-stack"]
 
@@ -138,7 +139,8 @@ def observability_values(args: ObservabilityArgs, grafana_admin_secret: pulumi.I
             "admissionWebhooks": {"patch": {"nodeSelector": system}},
         },
         # Subchart kube-state-metrics (prometheus-community/helm-charts charts/kube-state-metrics/values.yaml).
-        "kube-state-metrics": {"nodeSelector": system},
+        # It also exports InferenceService readiness and the node-pool labels (components/state_metrics.py).
+        "kube-state-metrics": {"nodeSelector": system, **kube_state_metrics_values()},
         # Subchart prometheus-node-exporter (charts/prometheus-node-exporter/values.yaml): a DaemonSet that
         # must run on GPU nodes too, or GPU hosts have no node metrics. The chart's default toleration
         # covers NoSchedule taints only, and setting the list replaces it, so each GPU-pool taint is

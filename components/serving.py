@@ -86,6 +86,14 @@ HIGH_AVAILABILITY_REPLICAS: Mapping[str, int] = {"dev": 1, "staging": 1, "prod":
 # the activator and webhook pods. Where there is one replica the budgets are relaxed to allow it.
 SERVING_PDBS = ("activator-pdb", "webhook-pdb")
 
+# Knative 1.21 exports its metrics through OpenTelemetry and exports nothing unless a protocol is set
+# (knative.dev/docs, Serving, Collecting metrics: "By default metrics exporting is off"). With
+# `prometheus` each component serves them on its `metrics` port (9090); the PodMonitor below scrapes the
+# autoscaler and the activator, whose kn_revision_* series the inference alerts and dashboards read.
+METRICS_PROTOCOL = "prometheus"
+METRICS_PORT = "metrics"
+SCRAPED_COMPONENTS = ("activator", "autoscaler")
+
 
 @dataclass(frozen=True)
 class ServingArgs:
@@ -101,6 +109,8 @@ class ServingArgs:
     # certificate) and the Istio gateway (net-istio's Gateways select its pods).
     cert_manager: Sequence[pulumi.Resource] = field(default_factory=tuple)
     gateway: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    # The release with the Prometheus Operator's CRDs; without one, Knative's metrics are not scraped.
+    monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 def _check(args: ServingArgs) -> None:
@@ -163,6 +173,7 @@ def knative_serving(args: ServingArgs) -> dict[str, Any]:
             },
             # The one domain every Route gets (config-domain: `<domain>: ""` with no selector).
             "domain": {args.domain: ""},
+            "observability": {"metrics-protocol": METRICS_PROTOCOL},
         },
         "high-availability": {"replicas": replicas},
     }
@@ -181,6 +192,18 @@ def knative_serving(args: ServingArgs) -> dict[str, Any]:
             "annotations": {"pulumi.com/waitFor": "condition=Ready"},
         },
         "spec": spec,
+    }
+
+
+def knative_pod_monitor() -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "knative-serving", "namespace": KNATIVE_SERVING_NAMESPACE},
+        "spec": {
+            "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": list(SCRAPED_COMPONENTS)}]},
+            "podMetricsEndpoints": [{"port": METRICS_PORT, "interval": "15s"}],
+        },
     }
 
 
@@ -251,6 +274,16 @@ class Serving(pulumi.ComponentResource):
                 spec=manifest["spec"],
                 opts=after(self.operator, namespace, *args.gateway),
             )
+            if args.monitoring:
+                monitor = knative_pod_monitor()
+                k8s.apiextensions.CustomResource(
+                    f"{name}-knative-metrics",
+                    api_version=monitor["apiVersion"],
+                    kind=monitor["kind"],
+                    metadata=monitor["metadata"],
+                    spec=monitor["spec"],
+                    opts=after(namespace, *args.monitoring),
+                )
 
         self.kserve_crd = self.kserve = self.runtimes = None
         if args.install_kserve:

@@ -106,6 +106,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 install_kserve=addons.kserve.enabled,
                 cert_manager=(cert_manager.release,) if cert_manager else (),
                 gateway=(mesh.gateway,) if mesh else (),
+                monitoring=(monitoring.release,) if monitoring else (),
             ),
             on_cluster,
         )

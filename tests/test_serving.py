@@ -298,5 +298,31 @@ def test_a_cluster_with_its_own_knative_gets_only_kserve(render: Render) -> None
 
 
 def test_without_knative_and_kserve_there_is_no_serving_layer(render: Render) -> None:
-    result = render("local", {"platform": {"knative": {"enabled": False}, "kserve": {"enabled": False}}})
+    # Without KServe the stack can serve no `kserve` models (infra/settings.py model_problems).
+    result = render("local", {"platform": {"knative": {"enabled": False}, "kserve": {"enabled": False}}, "models": {}})
     assert result.of_type(COMPONENT) == []
+
+
+# --- metrics ------------------------------------------------------------------------------------------
+
+POD_MONITOR = "kubernetes:monitoring.coreos.com/v1:PodMonitor"
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_knative_exports_prometheus_metrics_and_they_are_scraped(render: Render, stack: str) -> None:
+    result = render(stack)
+    # Off unless a protocol is set (Knative 1.18+ OpenTelemetry metrics).
+    assert serving_spec(result)["config"]["observability"]["metrics-protocol"] == "prometheus"
+    (monitor,) = owned(result, POD_MONITOR)
+    assert monitor["inputs"]["metadata"]["namespace"] == "knative-serving"
+    (expression,) = monitor["inputs"]["spec"]["selector"]["matchExpressions"]
+    assert set(expression["values"]) == {"activator", "autoscaler"}
+    (monitoring,) = [r["urn"] for r in result.of_type(RELEASE) if r["name"].endswith("-monitoring-release")]
+    assert monitoring in monitor["dependencies"]
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_knative_pod_monitor_is_valid_against_its_crd(render: Render, stack: str) -> None:
+    (monitor,) = owned(render(stack), POD_MONITOR)
+    assert validate_custom_resource({k: monitor["inputs"][k] for k in ("apiVersion", "kind", "metadata", "spec")}) == []

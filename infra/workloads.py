@@ -1,0 +1,50 @@
+"""Settings + cluster + platform -> what runs on the platform: alert rules and dashboards (models and
+canaries join them here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import pulumi
+
+from components.alerting import Alerting, AlertingArgs
+from components.cluster import KubernetesCluster, gpu_pools
+from components.dashboards import Dashboards, DashboardsArgs
+from infra.platform import Platform
+from infra.settings import AwsStack, ExistingStack, GcpStack
+
+Settings = Union[AwsStack, GcpStack, ExistingStack]
+
+
+@dataclass(frozen=True)
+class Workloads:
+    alerts: Optional[Alerting]
+    dashboards: Optional[Dashboards]
+
+
+def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[str]:
+    """What the environment runs that alert rules and dashboards may require (components/alerting.py)."""
+    addons = settings.platform
+    available = {name for name in ("istio", "knative", "kserve", "flagger") if getattr(addons, name).enabled}
+    if gpu_pools(cluster):
+        available.add("gpu")
+    return frozenset(available)
+
+
+def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Workloads:
+    # Alert rules and dashboards are read by the Prometheus and Grafana of the monitoring add-on; a
+    # cluster without it may have no PrometheusRule CRD at all.
+    if platform.monitoring is None:
+        return Workloads(alerts=None, dashboards=None)
+    name = settings.cluster_name
+    available = capabilities(settings, cluster)
+    # After the monitoring release: it installs the PrometheusRule CRD and the namespace both use.
+    after_monitoring = pulumi.ResourceOptions(
+        providers={"kubernetes": cluster.provider}, depends_on=[platform.monitoring.release]
+    )
+    alerts = Alerting(
+        f"{name}-alerts", AlertingArgs(environment=settings.environment, capabilities=available), after_monitoring
+    )
+    dashboards = Dashboards(f"{name}-dashboards", DashboardsArgs(capabilities=available), after_monitoring)
+    return Workloads(alerts=alerts, dashboards=dashboards)
