@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pulumi  # noqa: E402
 
 from infra.clusters import build_cluster  # noqa: E402
-from infra.models import deploy_models  # noqa: E402
 from infra.platform import build_platform  # noqa: E402
 from infra.stack_config import load_program_settings  # noqa: E402
 from infra.workloads import build_workloads  # noqa: E402
@@ -22,7 +21,6 @@ from infra.workloads import build_workloads  # noqa: E402
 settings = load_program_settings()
 cluster = build_cluster(settings)
 platform = build_platform(settings, cluster)
-deploy_models(settings, cluster, platform)
 build_workloads(settings, cluster, platform)
 
 pulumi.export("clusterName", cluster.cluster_name)

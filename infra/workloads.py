@@ -1,5 +1,5 @@
-"""Settings + cluster + platform -> what runs on the platform: alert rules and dashboards (models and
-canaries join them here)."""
+"""Settings + cluster + platform -> what runs on the platform: the catalog models (infra/models.py),
+alert rules and dashboards."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pulumi
 from components.alerting import Alerting, AlertingArgs
 from components.cluster import KubernetesCluster, gpu_pools
 from components.dashboards import Dashboards, DashboardsArgs
+from infra.models import Models, deploy_models
 from infra.platform import Platform
 from infra.settings import AwsStack, ExistingStack, GcpStack
 
@@ -19,6 +20,7 @@ Settings = Union[AwsStack, GcpStack, ExistingStack]
 
 @dataclass(frozen=True)
 class Workloads:
+    models: Models
     alerts: Optional[Alerting]
     dashboards: Optional[Dashboards]
 
@@ -35,8 +37,9 @@ def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[st
 def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Workloads:
     # Alert rules and dashboards are read by the Prometheus and Grafana of the monitoring add-on; a
     # cluster without it may have no PrometheusRule CRD at all.
+    models = deploy_models(settings, cluster, platform)
     if platform.monitoring is None:
-        return Workloads(alerts=None, dashboards=None)
+        return Workloads(models=models, alerts=None, dashboards=None)
     name = settings.cluster_name
     available = capabilities(settings, cluster)
     # After the monitoring release: it installs the PrometheusRule CRD and the namespace both use.
@@ -47,4 +50,4 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
         f"{name}-alerts", AlertingArgs(environment=settings.environment, capabilities=available), after_monitoring
     )
     dashboards = Dashboards(f"{name}-dashboards", DashboardsArgs(capabilities=available), after_monitoring)
-    return Workloads(alerts=alerts, dashboards=dashboards)
+    return Workloads(models=models, alerts=alerts, dashboards=dashboards)

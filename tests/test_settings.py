@@ -58,7 +58,8 @@ def test_prod_tier_defaults_separate_serving_from_batch_without_time_slicing() -
 
 
 def test_a_stack_gpu_pool_map_replaces_the_default_pools_but_gets_tier_pool_defaults() -> None:
-    settings = settings_of("aws-dev", gpuPools={"a10g": {"gpuType": "nvidia-a10g"}})
+    # models={}: the stack's L4 model would need an L4 pool (tests/test_model_catalog.py).
+    settings = settings_of("aws-dev", gpuPools={"a10g": {"gpuType": "nvidia-a10g"}}, models={})
     assert set(settings.gpu_pools) == {"a10g"}
     pool = settings.gpu_pools["a10g"]
     assert (pool.capacity_type, pool.time_slicing_replicas) == ("spot", 4)
@@ -153,7 +154,7 @@ def test_gpu_count_without_a_default_machine_asks_for_machine_types() -> None:
     (problem,) = problems_of("aws-dev", gpuPools={"h100": {"gpuType": "nvidia-h100-80gb", "gpuCount": 1}})
     assert problem.startswith("gpu-platform:gpuPools.h100: machineTypes: no default machine with 1 x nvidia-h100-80gb")
     assert "gpuCount to one of: 8" in problem
-    settings_of("aws-dev", gpuPools={"h100": {"gpuType": "nvidia-h100-80gb", "gpuCount": 8}})  # and 8 is fine
+    settings_of("aws-dev", gpuPools={"h100": {"gpuType": "nvidia-h100-80gb", "gpuCount": 8}}, models={})  # 8 is fine
 
 
 def test_time_slicing_on_a_pool_with_no_gpu() -> None:
