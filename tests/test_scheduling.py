@@ -1,0 +1,165 @@
+"""Where every workload of the platform runs, walked across every release and custom resource of every stack.
+
+Controllers belong on the system pool; the DaemonSets that must reach every GPU node tolerate every
+taint a GPU pool carries (the GPU taint, and the spot taint on spot pools). A Helm release shows us its
+values, not its pods, so each chart's placement values are listed here once: a chart added without an
+entry fails `test_every_release_has_a_placement_entry`, so nothing lands on a GPU node by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pytest
+
+from infra.render import RenderResult
+from tests.conftest import SHIPPED_STACKS, Render
+
+# chart (as the release names it) -> value paths that place its controllers: a nodeSelector map, or an
+# `affinity` whose required node terms must select the system pool.
+CONTROLLER_PLACEMENT: Mapping[str, tuple[str, ...]] = {
+    "cert-manager": ("nodeSelector", "webhook.nodeSelector", "cainjector.nodeSelector", "startupapicheck.nodeSelector"),
+    "cluster-autoscaler": ("nodeSelector",),
+    "gpu-operator": (
+        "operator.nodeSelector",
+        "node-feature-discovery.master.nodeSelector",
+        "node-feature-discovery.gc.nodeSelector",
+    ),
+    "dcgm-exporter": (),  # a DaemonSet only, see GPU_DAEMONSETS
+    "base": (),  # CRDs and webhooks' configuration, no pods
+    "istiod": ("nodeSelector",),
+    "gateway": ("nodeSelector",),
+    "operator": ("operator.nodeSelector",),  # MinIO operator
+    "kube-prometheus-stack": (
+        "prometheusOperator.nodeSelector",
+        "prometheusOperator.admissionWebhooks.patch.nodeSelector",
+        "prometheus.prometheusSpec.nodeSelector",
+        "alertmanager.alertmanagerSpec.nodeSelector",
+        "grafana.nodeSelector",
+        "kube-state-metrics.nodeSelector",
+    ),
+    "flagger": ("nodeSelector",),
+    "loadtester": ("nodeSelector",),
+    "knative-operator": (
+        "knative_operator.knative_operator.affinity",
+        "knative_operator.operator_webhook.affinity",
+    ),
+    "oci://ghcr.io/kserve/charts/kserve-crd": (),  # CRDs only
+    "oci://ghcr.io/kserve/charts/kserve-resources": ("kserve.controller.nodeSelector",),
+    "oci://ghcr.io/kserve/charts/kserve-runtime-configs": (),  # ClusterServingRuntimes, no pods
+}
+# chart -> value paths of tolerations for DaemonSets that must run on every GPU node.
+GPU_DAEMONSETS: Mapping[str, tuple[str, ...]] = {
+    "gpu-operator": ("daemonsets.tolerations", "node-feature-discovery.worker.tolerations"),
+    "dcgm-exporter": ("tolerations",),
+    "kube-prometheus-stack": ("prometheus-node-exporter.tolerations",),
+}
+
+
+def at(tree: Mapping[str, Any], path: str) -> Any:
+    node: Any = tree
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def system_selector(result: RenderResult) -> dict[str, str]:
+    """The system pool's labels, as the cluster component describes them (empty on a plain kind cluster)."""
+    (cert_manager,) = [r for r in result.helm_releases if r["inputs"]["chart"] == "cert-manager"]
+    return dict(cert_manager["inputs"]["values"]["nodeSelector"])
+
+
+def gpu_taints(result: RenderResult) -> set[tuple[str, str]]:
+    """(key, effect) of every taint of every GPU pool, read from the cluster resources of the render."""
+    taints: set[tuple[str, str]] = set()
+    for group in result.of_type("aws:eks/nodeGroup:NodeGroup"):
+        for taint in group["inputs"].get("taints") or []:
+            effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+            taints.add((taint["key"], effect[taint["effect"]]))
+    for pool in result.of_type("gcp:container/nodePool:NodePool"):
+        config = pool["inputs"].get("nodeConfig") or {}
+        for taint in config.get("taints") or []:
+            effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+            taints.add((taint["key"], effect[taint["effect"]]))
+        if (config.get("guestAccelerators") or []) and not any(k == "nvidia.com/gpu" for k, _ in taints):
+            taints.add(("nvidia.com/gpu", "NoSchedule"))  # GKE taints GPU nodes itself
+    return taints
+
+
+def tolerates(tolerations: list[Mapping[str, str]], key: str, effect: str) -> bool:
+    return any(
+        (t.get("operator") == "Exists" and not t.get("key")) or (t.get("key") == key and t.get("effect") in (effect, None, ""))
+        for t in tolerations
+    )
+
+
+def affinity_selects(affinity: Mapping[str, Any], selector: Mapping[str, str]) -> bool:
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return all(
+        {e["key"]: e["values"] for e in term["matchExpressions"] if e["operator"] == "In"}
+        == {k: [v] for k, v in selector.items()}
+        for term in terms
+    )
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_release_has_a_placement_entry(render: Render, stack: str) -> None:
+    charts = {r["inputs"]["chart"] for r in render(stack).helm_releases}
+    assert charts <= set(CONTROLLER_PLACEMENT), f"say where these run: {sorted(charts - set(CONTROLLER_PLACEMENT))}"
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_controller_of_every_release_runs_on_the_system_pool(render: Render, stack: str) -> None:
+    result = render(stack)
+    system = system_selector(result)
+    for release in result.helm_releases:
+        values = release["inputs"].get("values") or {}
+        for path in CONTROLLER_PLACEMENT[release["inputs"]["chart"]]:
+            placed = at(values, path)
+            where = f"{release['name']}: {path}"
+            if not system:  # a cluster without system labels: nothing to select, nothing set
+                assert not placed, where
+            elif path.endswith("affinity"):
+                assert placed and affinity_selects(placed, system), where
+            else:
+                assert placed == system, where
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_gpu_daemonsets_tolerate_every_taint_of_every_gpu_pool(render: Render, stack: str) -> None:
+    result = render(stack)
+    taints = gpu_taints(result)
+    checked = 0
+    for release in result.helm_releases:
+        for path in GPU_DAEMONSETS.get(release["inputs"]["chart"], ()):
+            tolerations = at(release["inputs"]["values"], path) or []
+            for key, effect in taints:
+                assert tolerates(tolerations, key, effect), f"{release['name']}: {path} misses {key}:{effect}"
+            checked += 1
+    if taints:
+        assert checked >= 2, "the node exporter and a GPU metrics DaemonSet at least"
+        assert any(key == "gpu-platform/spot" for key, _ in taints) == ("dev" in stack or "prod" in stack)
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_custom_resources_with_pods_place_them_on_the_system_pool(render: Render, stack: str) -> None:
+    result = render(stack)
+    system = system_selector(result)
+    (tenant,) = result.of_type("kubernetes:minio.min.io/v2:Tenant")
+    for pool in tenant["inputs"]["spec"]["pools"]:
+        assert (pool.get("nodeSelector") or {}) == system
+    (serving,) = result.of_type("kubernetes:operator.knative.dev/v1beta1:KnativeServing")
+    for workload in serving["inputs"]["spec"].get("workloads", []):
+        assert workload["nodeSelector"] == system
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_no_cpu_workload_tolerates_a_gpu_taint(render: Render, stack: str) -> None:
+    result = render(stack)
+    for deployment in result.of_type("kubernetes:apps/v1:Deployment"):
+        pod = deployment["inputs"]["spec"]["template"]["spec"]
+        limits = [c.get("resources", {}).get("limits", {}) for c in pod["containers"]]
+        if not any("nvidia.com/gpu" in limit for limit in limits):
+            assert not any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations") or []), deployment["name"]
