@@ -33,6 +33,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.charts import CHART_PINS
+from components.custom_resource import custom_resource
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "manifests" / "alerts"
 TIERS = ("dev", "staging", "prod")
@@ -365,14 +366,7 @@ class Alerting(pulumi.ComponentResource):
             if manifest is None:
                 continue
             # A CustomResource with an explicit namespace previews on an empty environment (components/mesh.py).
-            self.rules[rule_file.name] = k8s.apiextensions.CustomResource(
-                f"{name}-{rule_file.name}",
-                api_version=manifest["apiVersion"],
-                kind=manifest["kind"],
-                metadata=manifest["metadata"],
-                spec=manifest["spec"],
-                opts=child,
-            )
+            self.rules[rule_file.name] = custom_resource(f"{name}-{rule_file.name}", manifest, child)
         self.register_outputs({"rules": sorted(self.rules)})
 
 

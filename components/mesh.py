@@ -35,6 +35,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.charts import CHART_PINS
+from components.custom_resource import custom_resource
 from components.helm import helm_release
 
 BASE_PIN = CHART_PINS["istio-base"]
@@ -256,26 +257,12 @@ class Mesh(pulumi.ComponentResource):
         policy = mesh_wide_mtls(args)
         if policy is not None:
             # After istiod (itself after base): the CRD exists and istiod's validating webhook answers.
-            self.peer_authentication = k8s.apiextensions.CustomResource(
-                f"{name}-strict-mtls",
-                api_version=policy["apiVersion"],
-                kind=policy["kind"],
-                metadata=policy["metadata"],
-                spec=policy["spec"],
-                opts=after(self.istiod),
-            )
+            self.peer_authentication = custom_resource(f"{name}-strict-mtls", policy, after(self.istiod))
 
         self.envoy_stats = None
         if args.monitoring:
             monitor = envoy_stats_monitor(args)
-            self.envoy_stats = k8s.apiextensions.CustomResource(
-                f"{name}-envoy-stats",
-                api_version=monitor["apiVersion"],
-                kind=monitor["kind"],
-                metadata=monitor["metadata"],
-                spec=monitor["spec"],
-                opts=after(self.base, *args.monitoring),
-            )
+            self.envoy_stats = custom_resource(f"{name}-envoy-stats", monitor, after(self.base, *args.monitoring))
 
         self.register_outputs(
             {

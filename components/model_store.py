@@ -60,6 +60,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.charts import CHART_PINS
+from components.custom_resource import custom_resource
 from components.helm import helm_release
 
 OPERATOR_PIN = CHART_PINS["minio-operator"]
@@ -432,25 +433,19 @@ class ModelStore(pulumi.ComponentResource):
         # After the operator release (its CRD served, the operator running to act on it) and the Secrets
         # it names: the operator reads both when it first provisions the tenant.
         tenant = tenant_manifest(args)
-        self.tenant = k8s.apiextensions.CustomResource(
+        self.tenant = custom_resource(
             f"{name}-tenant",
-            api_version=tenant["apiVersion"],
-            kind=tenant["kind"],
-            metadata=tenant["metadata"],
-            spec=tenant["spec"],
-            opts=after(self.operator, self.tenant_namespace, root_config, kserve_user_secret),
+            tenant,
+            after(self.operator, self.tenant_namespace, root_config, kserve_user_secret),
         )
 
         self.service_monitor = None
         if args.service_monitor:
             monitor = service_monitor_manifest(args)
-            self.service_monitor = k8s.apiextensions.CustomResource(
+            self.service_monitor = custom_resource(
                 f"{name}-service-monitor",
-                api_version=monitor["apiVersion"],
-                kind=monitor["kind"],
-                metadata=monitor["metadata"],
-                spec=monitor["spec"],
-                opts=after(self.tenant_namespace, *args.monitoring),
+                monitor,
+                after(self.tenant_namespace, *args.monitoring),
             )
 
         # Keyed by namespace name: adding a namespace never renames another's resources.

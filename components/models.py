@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.custom_resource import custom_resource
 from components.node_pools import ROLE_LABEL, NodePoolDescription
 from infra.model_catalog import ModelSpec
 
@@ -271,13 +272,10 @@ class KServeModel(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:workloads:KServeModel", name, {}, opts)
         manifest = inference_service(args)
-        self.inference_service = k8s.apiextensions.CustomResource(
+        self.inference_service = custom_resource(
             f"{name}-isvc",
-            api_version=manifest["apiVersion"],
-            kind=manifest["kind"],
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            manifest,
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
         self.register_outputs({})
 
@@ -356,13 +354,10 @@ class CanaryModel(pulumi.ComponentResource):
             opts=child,
         )
         manifest = canary(args)
-        self.canary = k8s.apiextensions.CustomResource(
+        self.canary = custom_resource(
             f"{name}-canary",
-            api_version=manifest["apiVersion"],
-            kind=manifest["kind"],
-            metadata=manifest["metadata"],
-            spec=manifest["spec"],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, autoscaler, *args.depends_on]),
+            manifest,
+            pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, autoscaler, *args.depends_on]),
         )
         self.register_outputs({})
 
@@ -380,13 +375,10 @@ class CanaryMetrics(pulumi.ComponentResource):
     ):
         super().__init__("gpu-platform:workloads:CanaryMetrics", name, {}, opts)
         self.templates = [
-            k8s.apiextensions.CustomResource(
+            custom_resource(
                 f"{name}-{manifest['metadata']['name']}",
-                api_version=manifest["apiVersion"],
-                kind=manifest["kind"],
-                metadata=manifest["metadata"],
-                spec=manifest["spec"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
+                manifest,
+                pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
             )
             for manifest in metric_templates(namespace, prometheus_url)
         ]

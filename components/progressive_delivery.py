@@ -39,6 +39,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.charts import CHART_PINS
+from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.mesh import PEER_AUTHENTICATION_API_VERSION, PEER_AUTHENTICATION_KIND
 
@@ -271,13 +272,10 @@ class ProgressiveDelivery(pulumi.ComponentResource):
         )
         # After istiod (itself after istio-base): the CRD exists and istiod's validating webhook answers.
         peer_authentication = loadtester_peer_authentication()
-        self.loadtester_peer_authentication = k8s.apiextensions.CustomResource(
+        self.loadtester_peer_authentication = custom_resource(
             f"{name}-loadtester-mtls",
-            api_version=peer_authentication["apiVersion"],
-            kind=peer_authentication["kind"],
-            metadata=peer_authentication["metadata"],
-            spec=peer_authentication["spec"],
-            opts=after(self.loadtester_namespace, *args.mesh),
+            peer_authentication,
+            after(self.loadtester_namespace, *args.mesh),
         )
         # After istiod, whose injector adds the sidecar, and after the policies that let Flagger reach it,
         # so a load tester that is ready is one Flagger can call.

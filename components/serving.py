@@ -28,6 +28,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.charts import CHART_PINS
+from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 
@@ -266,24 +267,14 @@ class Serving(pulumi.ComponentResource):
                 opts=after(),
             )
             manifest = knative_serving(args)
-            self.knative_serving = k8s.apiextensions.CustomResource(
+            self.knative_serving = custom_resource(
                 f"{name}-knative-serving",
-                api_version=manifest["apiVersion"],
-                kind=manifest["kind"],
-                metadata=manifest["metadata"],
-                spec=manifest["spec"],
-                opts=after(self.operator, namespace, *args.gateway),
+                manifest,
+                after(self.operator, namespace, *args.gateway),
             )
             if args.monitoring:
                 monitor = knative_pod_monitor()
-                k8s.apiextensions.CustomResource(
-                    f"{name}-knative-metrics",
-                    api_version=monitor["apiVersion"],
-                    kind=monitor["kind"],
-                    metadata=monitor["metadata"],
-                    spec=monitor["spec"],
-                    opts=after(namespace, *args.monitoring),
-                )
+                custom_resource(f"{name}-knative-metrics", monitor, after(namespace, *args.monitoring))
 
         self.kserve_crd = self.kserve = self.runtimes = None
         if args.install_kserve:

@@ -12,12 +12,10 @@ from components.charts import CHART_PINS
 from components.cluster_autoscaler import (
     READ_ACTIONS,
     WRITE_ACTIONS,
-    ClusterAutoscalerArgs,
-    cluster_autoscaler_values,
 )
 from components.node_pools import system_labels
 from infra.render import RenderResult
-from infra.settings import TIER_DEFAULTS, AwsStack, ClusterAutoscalerAddon, ConfigError, load_settings
+from infra.settings import TIER_DEFAULTS, ClusterAutoscalerAddon, ConfigError, load_settings
 from infra.stack_config import stack_input
 from tests.conftest import AWS_STACKS, GCP_STACKS, Render, assert_pinned_release_on_cluster, at
 from tests.upstream import SHARED, chart_values, check_pin_values, requires_shared
