@@ -18,7 +18,16 @@ import re
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Mapping, Optional, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    Mapping,
+    Optional,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import yaml
 from pydantic import BaseModel
@@ -487,10 +496,19 @@ def render_reference() -> str:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description="Print the configuration reference, or write docs/configuration.md.")
-    parser.add_argument("--write", action="store_true", help=f"write {OUTPUT.relative_to(ROOT)} instead of printing")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help=f"write {OUTPUT.relative_to(ROOT)} instead of printing")
+    mode.add_argument("--check", action="store_true", help=f"exit 1 when {OUTPUT.relative_to(ROOT)} is out of date")
     args = parser.parse_args(argv)
     text = render_reference()
-    if args.write:
+    if args.check:
+        # What tests/test_config_reference.py checks, as a command for the docs and for a pre-commit hook.
+        if not OUTPUT.exists() or OUTPUT.read_text() != text:
+            raise SystemExit(
+                f"{OUTPUT.relative_to(ROOT)} is out of date: run `python -m infra.config_reference --write`"
+            )
+        print(f"{OUTPUT.relative_to(ROOT)} is current")
+    elif args.write:
         OUTPUT.parent.mkdir(parents=True, exist_ok=True)
         OUTPUT.write_text(text)
         print(f"wrote {OUTPUT.relative_to(ROOT)}")
