@@ -1,10 +1,19 @@
 """The one way a chart is installed: a pin from components/charts.py plus the values a component changes.
 
-`helm.v3.Release` rather than `helm.v4.Chart` for every chart installed so far: each of them relies on
-chart hooks (cert-manager's startupapicheck, kube-prometheus-stack's admission-webhook patch jobs, the
-GPU Operator's CRD upgrade job), which only a Release runs, and a Release applies the chart's CRDs
-before its templates. The cost is that previews and policies see the release's values, not each object
-it renders; the policy pack checks those values (policies/gpu_platform_policies/helm.py).
+`helm.v3.Release` rather than `helm.v4.Chart`, for every chart, each for a reason of its own:
+- chart hooks, which only a Release runs: cert-manager's startupapicheck, kube-prometheus-stack's
+  admission-webhook patch jobs, the GPU Operator's CRD upgrade job;
+- CRDs in the chart's `crds/` folder, which Helm applies before the templates and a v4 Chart would
+  register as ordinary children with no such order: Flagger's Canary/MetricTemplate/AlertProvider;
+- CRDs and the custom resources that use them in one chart or in the next, which a v4 Chart cannot
+  preview on an empty cluster (its children must resolve their kinds' scope, pulumi/pulumi-kubernetes
+  #3176, #3247): kserve-crd before kserve-resources and kserve-runtime-configs' ClusterServingRuntimes,
+  the Knative and MinIO operators before the KnativeServing and Tenant;
+- one atomic, awaited unit: a failed install or upgrade rolls back as a whole, and what depends on
+  a release starts only once all its pods are ready.
+The cost is that previews and policies see the release's values, not each object it renders; the
+policy pack checks those values (policies/gpu_platform_policies/helm.py), and tests check every value
+against the chart's upstream values.yaml.
 """
 
 from __future__ import annotations
