@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -53,8 +53,13 @@ def system_node_selector(cluster: KubernetesCluster) -> dict[str, str]:
 def gpu_node_tolerations(cluster: KubernetesCluster) -> list[dict[str, str]]:
     """Tolerations for every taint a GPU pool carries (GPU and spot), for DaemonSets that must run on
     every GPU node: device plugin, DCGM exporter, node exporter."""
+    return tolerations_of(gpu_pools(cluster))
+
+
+def tolerations_of(pools: Iterable[NodePoolDescription]) -> list[dict[str, str]]:
+    """One toleration per distinct (key, effect) among the taints of `pools`."""
     seen: dict[tuple[str, str], dict[str, str]] = {}
-    for pool in gpu_pools(cluster):
+    for pool in pools:
         for toleration in pool.tolerations:
             seen.setdefault((toleration["key"], toleration["effect"]), toleration)
     return list(seen.values())

@@ -33,7 +33,7 @@ import yaml
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
-from components.node_pools import NodePoolDescription, device_plugin_profile
+from components.node_pools import NodePoolDescription, device_plugin_profile, required_node_affinity
 
 CLOUDS = ("aws", "gcp", "existing")
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -149,13 +149,7 @@ def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:
     """
     volume = "nvidia-install-dir-host"
     return {
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [{"key": GKE_ACCELERATOR_LABEL, "operator": "Exists"}]}]
-                }
-            }
-        },
+        "affinity": required_node_affinity([{"key": GKE_ACCELERATOR_LABEL, "operator": "Exists"}]),
         "tolerations": [dict(toleration) for toleration in args.gpu_tolerations],
         "serviceMonitor": {"enabled": args.service_monitor},
         # The pod requests no nvidia.com/gpu (that would take a GPU from the workloads), so only a

@@ -25,8 +25,9 @@ from typing import Any, Mapping, Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.cluster import tolerations_of
 from components.custom_resource import custom_resource
-from components.node_pools import ROLE_LABEL, NodePoolDescription
+from components.node_pools import ROLE_LABEL, NodePoolDescription, required_node_affinity, selector_expressions
 from infra.model_catalog import ModelSpec
 
 INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
@@ -108,30 +109,13 @@ def placement(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str
     if not spec.gpu:
         not_gpu = {"key": ROLE_LABEL, "operator": "NotIn", "values": ["gpu"]}
         no_gpu_resource = {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}
-        return {
-            "affinity": {
-                "nodeAffinity": {
-                    "requiredDuringSchedulingIgnoredDuringExecution": {
-                        "nodeSelectorTerms": [{"matchExpressions": [not_gpu, no_gpu_resource]}]
-                    }
-                }
-            },
-            "tolerations": [],
-        }
+        return {"affinity": required_node_affinity([not_gpu, no_gpu_resource]), "tolerations": []}
     targets = pools_for(spec, pools)
     if not targets:
         raise ValueError(f"model {spec.name}: no GPU pool of type {spec.gpu_type}")
-    terms = [
-        {"matchExpressions": [{"key": k, "operator": "In", "values": [v]} for k, v in sorted(pool.node_selector.items())]}
-        for pool in targets
-    ]
-    tolerations: dict[tuple[str, str], dict[str, str]] = {}
-    for pool in targets:
-        for toleration in pool.tolerations:
-            tolerations.setdefault((toleration["key"], toleration["effect"]), dict(toleration))
     return {
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}},
-        "tolerations": list(tolerations.values()),
+        "affinity": required_node_affinity(*(selector_expressions(pool.node_selector) for pool in targets)),
+        "tolerations": [dict(toleration) for toleration in tolerations_of(targets)],
     }
 
 

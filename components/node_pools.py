@@ -8,7 +8,7 @@ labels to select it and the taints to tolerate are the same on every cloud.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 LABEL_PREFIX = "gpu-platform"
 POOL_LABEL = f"{LABEL_PREFIX}/pool"
@@ -87,6 +87,19 @@ class NodePoolDescription:
     def schedulable_gpus_per_node(self) -> int:
         """`nvidia.com/gpu` a node advertises: physical GPUs times time-slicing replicas."""
         return self.gpu_count * self.time_slicing_replicas
+
+
+def selector_expressions(selector: Mapping[str, str]) -> list[dict[str, Any]]:
+    """A nodeSelector as node-affinity match expressions (key In [value]), in a stable order."""
+    return [{"key": key, "operator": "In", "values": [value]} for key, value in sorted(selector.items())]
+
+
+def required_node_affinity(*terms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """An `affinity` requiring a node that matches any of `terms`, each a list of match expressions
+    that must all hold."""
+    node_selector_terms = [{"matchExpressions": [dict(expression) for expression in term]} for term in terms]
+    required = {"nodeSelectorTerms": node_selector_terms}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
 
 
 def device_plugin_profile(time_slicing_replicas: int) -> str:

@@ -31,6 +31,7 @@ from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
+from components.node_pools import required_node_affinity, selector_expressions
 
 OPERATOR_PIN = CHART_PINS["knative-operator"]
 KSERVE_CRD_PIN = CHART_PINS["kserve-crd"]
@@ -121,14 +122,7 @@ def _check(args: ServingArgs) -> None:
 
 def system_node_affinity(selector: Mapping[str, str]) -> dict[str, Any]:
     """The nodeSelector as a required node affinity, for charts that offer `affinity` but no nodeSelector."""
-    if not selector:
-        return {}
-    expressions = [{"key": key, "operator": "In", "values": [value]} for key, value in sorted(selector.items())]
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
-        }
-    }
+    return required_node_affinity(selector_expressions(selector)) if selector else {}
 
 
 def operator_values(args: ServingArgs) -> dict[str, Any]:

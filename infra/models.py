@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import pulumi
 
 from components.cluster import KubernetesCluster, gpu_pools
 from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage
 from components.observability import PROMETHEUS_URL
-from infra.model_catalog import load_catalog, resolve
+from infra.model_catalog import ModelSpec, load_catalog, resolve
 from infra.platform import Platform
 from infra.settings import AwsStack, ExistingStack, GcpStack
 
@@ -38,24 +38,26 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
         use_https=store.use_https,
         region=store.region,
     )
-    accounts = list(store.service_accounts.values())
+    accounts = tuple(store.service_accounts.values())
+    pools = gpu_pools(cluster)
     catalog = load_catalog()
     specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
+
+    def args_for(spec: ModelSpec, releases: Sequence[pulumi.Resource], loadtester_url: str = "") -> ModelArgs:
+        # Every model waits for the releases serving its kind and for the store's ServiceAccounts.
+        return ModelArgs(
+            spec=spec,
+            environment=settings.environment,
+            storage=storage,
+            gpu_pools=pools,
+            depends_on=(*releases, *accounts),
+            loadtester_url=loadtester_url,
+        )
 
     serving = platform.serving
     kserve_ready = [r for r in (serving.runtimes, serving.kserve) if r is not None] if serving else []
     kserve_models = tuple(
-        KServeModel(
-            f"{settings.cluster_name}-model-{spec.name}",
-            ModelArgs(
-                spec=spec,
-                environment=settings.environment,
-                storage=storage,
-                gpu_pools=gpu_pools(cluster),
-                depends_on=(*kserve_ready, *accounts),
-            ),
-            on_cluster,
-        )
+        KServeModel(f"{settings.cluster_name}-model-{spec.name}", args_for(spec, kserve_ready), on_cluster)
         for spec in specs
         if spec.serving == "kserve"
     )
@@ -73,14 +75,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
         canary_models = tuple(
             CanaryModel(
                 f"{settings.cluster_name}-model-{spec.name}",
-                ModelArgs(
-                    spec=spec,
-                    environment=settings.environment,
-                    storage=storage,
-                    gpu_pools=gpu_pools(cluster),
-                    depends_on=(*flagger, *accounts),
-                    loadtester_url=delivery.loadtester_url,
-                ),
+                args_for(spec, flagger, loadtester_url=delivery.loadtester_url),
                 on_cluster,
             )
             for spec in plain
