@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import pytest
 
@@ -60,3 +60,12 @@ def at(tree: Mapping[str, Any], path: str) -> Any:
         assert isinstance(node, Mapping) and key in node, f"{path}: {key} is not set"
         node = node[key]
     return node
+
+
+def node_selector_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Dotted paths of every `nodeSelector` key in a chart's values, e.g. `webhook.nodeSelector`."""
+    for key, value in tree.items():
+        if key == "nodeSelector":
+            yield f"{prefix}{key}"
+        elif isinstance(value, Mapping):
+            yield from node_selector_paths(value, f"{prefix}{key}.")

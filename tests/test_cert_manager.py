@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pytest
 
 from components.charts import CHART_PINS
 from components.node_pools import system_labels
 from infra.render import RenderResult
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at
+from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, node_selector_paths
 from tests.upstream import chart_values, check_pin_values, requires_shared, values_schema, values_schema_errors
 
 PIN = CHART_PINS["cert-manager"]
@@ -35,14 +35,6 @@ def values(result: RenderResult) -> dict[str, Any]:
 def system_pool_labels(stack: str) -> dict[str, str]:
     """Labels of the system pool: the managed clusters' convention; none on `local` (kind)."""
     return {} if stack == "local" else system_labels()
-
-
-def node_selector_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-    for key, value in tree.items():
-        if key == "nodeSelector":
-            yield f"{prefix}{key}"
-        elif isinstance(value, Mapping):
-            yield from node_selector_paths(value, f"{prefix}{key}.")
 
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)

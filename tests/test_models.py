@@ -84,7 +84,8 @@ def test_models_read_from_the_bucket_as_the_store_service_account(render: Render
         namespace = isvc["inputs"]["metadata"]["namespace"]
         account = accounts[(namespace, spec["serviceAccountName"])]
         assert account["inputs"].get("secrets"), "the storage initializer finds S3 credentials through the account"
-        path = load_catalog()[name].canary.storage_path if load_catalog()[name].canary else load_catalog()[name].storage_path
+        entry = load_catalog()[name]
+        path = entry.canary.storage_path if entry.canary else entry.storage_path
         assert spec["model"]["storageUri"] == f"s3://models/{path}"
 
 

@@ -9,7 +9,7 @@ chart creates, the order of installation, and the add-on's switch.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -23,7 +23,7 @@ from components.progressive_delivery import ProgressiveDelivery, ProgressiveDeli
 from infra.model_catalog import load_catalog
 from infra.render import RenderResult, run_under_mocks
 from infra.stack_config import stack_input
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at
+from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, node_selector_paths
 from tests.upstream import (
     chart_meta,
     chart_values,
@@ -92,14 +92,6 @@ def merged(defaults: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, An
         else:
             out[key] = value
     return out
-
-
-def node_selector_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
-    for key, value in tree.items():
-        if key == "nodeSelector":
-            yield f"{prefix}{key}"
-        elif isinstance(value, Mapping):
-            yield from node_selector_paths(value, f"{prefix}{key}.")
 
 
 # --- the charts, where they run -----------------------------------------------------------------------

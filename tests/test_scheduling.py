@@ -71,18 +71,20 @@ def system_selector(result: RenderResult) -> dict[str, str]:
     return dict(cert_manager["inputs"]["values"]["nodeSelector"])
 
 
+# Cloud APIs spell taint effects NO_SCHEDULE...; Kubernetes (and tolerations) NoSchedule...
+KUBERNETES_EFFECT = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+
+
 def gpu_taints(result: RenderResult) -> set[tuple[str, str]]:
     """(key, effect) of every taint of every GPU pool, read from the cluster resources of the render."""
     taints: set[tuple[str, str]] = set()
     for group in result.of_type("aws:eks/nodeGroup:NodeGroup"):
         for taint in group["inputs"].get("taints") or []:
-            effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
-            taints.add((taint["key"], effect[taint["effect"]]))
+            taints.add((taint["key"], KUBERNETES_EFFECT[taint["effect"]]))
     for pool in result.of_type("gcp:container/nodePool:NodePool"):
         config = pool["inputs"].get("nodeConfig") or {}
         for taint in config.get("taints") or []:
-            effect = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
-            taints.add((taint["key"], effect[taint["effect"]]))
+            taints.add((taint["key"], KUBERNETES_EFFECT[taint["effect"]]))
         if (config.get("guestAccelerators") or []) and not any(k == "nvidia.com/gpu" for k, _ in taints):
             taints.add(("nvidia.com/gpu", "NoSchedule"))  # GKE taints GPU nodes itself
     return taints
@@ -90,7 +92,8 @@ def gpu_taints(result: RenderResult) -> set[tuple[str, str]]:
 
 def tolerates(tolerations: list[Mapping[str, str]], key: str, effect: str) -> bool:
     return any(
-        (t.get("operator") == "Exists" and not t.get("key")) or (t.get("key") == key and t.get("effect") in (effect, None, ""))
+        (t.get("operator") == "Exists" and not t.get("key"))
+        or (t.get("key") == key and t.get("effect") in (effect, None, ""))
         for t in tolerations
     )
 

@@ -1,4 +1,4 @@
-"""Knative Serving and KServe: pinned charts in order, GPU pod specs allowed, gateways that line up, tier autoscaling."""
+"""Knative Serving and KServe: pinned charts in order, GPU pod specs allowed, gateways lined up, tier autoscaling."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from components.serving import KNATIVE_SERVING_VERSION, KNATIVE_WORKLOADS
 from infra.render import RenderResult
 from infra.settings import TIER_DEFAULTS
 from infra.stack_config import stack_input
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of
+from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of, rendered
 from tests.upstream import SHARED, check_pin_values, requires_shared, validate_custom_resource
 
 COMPONENT = "gpu-platform:platform:Serving"
@@ -154,16 +154,10 @@ def test_pod_spec_tolerations_node_selectors_and_affinity_are_enabled(render: Re
 @requires_shared
 def test_those_flags_are_real_and_off_unless_we_turn_them_on() -> None:
     defaults = shared_json(FEATURE_DEFAULTS)["defaults"]
-    features = serving_spec_of_any_stack()["config"]["features"]
+    features = serving_spec(rendered("aws-dev"))["config"]["features"]
     for flag in features:
         assert flag in defaults, f"{flag} is not a config-features key of Knative 1.21.1"
         assert defaults[flag] == "disabled", f"{flag} is on by default; setting it proves nothing"
-
-
-def serving_spec_of_any_stack() -> dict[str, Any]:
-    from tests.conftest import rendered
-
-    return serving_spec(rendered("aws-dev"))
 
 
 # --- gateways ------------------------------------------------------------------------------------------
