@@ -158,7 +158,7 @@ class EksVpc(pulumi.ComponentResource):
 
 
 class EksGpuCluster(KubernetesCluster):
-    # The explicit aws provider the cluster was given (infra/clusters.py: region, default tags), for
+    # The explicit aws provider the cluster was given (infra/program/clusters.py: region, default tags), for
     # later layers' AWS resources (IRSA roles), so none falls back to the ambient default provider.
     aws_provider: Optional[pulumi.ProviderResource]
 

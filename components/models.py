@@ -1,4 +1,4 @@
-"""Models from the catalog (infra/model_catalog.py), deployed the way their entry says.
+"""Models from the catalog (infra/program/model_catalog.py), deployed the way their entry says.
 
 - `serving: kserve` -> a KServe InferenceService (Knative mode). A canary in the catalog becomes
   KServe's own `canaryTrafficPercent`: Flagger cannot drive KServe's Knative Services, whose traffic
@@ -28,7 +28,6 @@ import pulumi_kubernetes as k8s
 from components.cluster import tolerations_of
 from components.custom_resource import custom_resource
 from components.node_pools import ROLE_LABEL, NodePoolDescription, required_node_affinity, selector_expressions
-from infra.model_catalog import ModelSpec
 
 INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
 CANARY_API_VERSION = "flagger.app/v1beta1"
@@ -77,6 +76,38 @@ class ModelStorage:
     endpoint: str  # host:port, no scheme
     use_https: bool
     region: str
+
+
+@dataclass(frozen=True)
+class ModelCanary:
+    """The next version of a model and the share of requests it gets."""
+
+    storage_path: str
+    traffic_percent: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A catalog entry with a stack's overrides applied: what the workloads layer deploys."""
+
+    name: str
+    task: str
+    serving: str  # kserve | deployment
+    model_format: str
+    runtime: Optional[str]  # ClusterServingRuntime name (kserve)
+    image: Optional[str]  # server image (deployment)
+    port: int
+    health_path: str
+    storage_path: str
+    args: tuple[str, ...]
+    cpu: str
+    memory: str
+    gpu: int
+    gpu_type: Optional[str]
+    min_replicas: int
+    max_replicas: int
+    target_concurrency: int
+    canary: Optional[ModelCanary]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from components.state_metrics import kube_state_metrics_values
 PIN = CHART_PINS["kube-prometheus-stack"]
 
 # Prometheus and Alertmanager instances per tier. Prod runs two of each, one per system node (hard
-# anti-affinity; prod has at least three system nodes, infra/settings.py), so a drained or lost node
+# anti-affinity; prod has at least three system nodes, infra/program/settings.py), so a drained or lost node
 # neither stops alert evaluation nor notifications: the two Prometheus replicas scrape and evaluate
 # independently, and the two Alertmanagers gossip to deduplicate what they send (Prometheus fires every
 # alert at all of them). OpenShift's monitoring stack runs both the same way, two pods on separate

@@ -1,6 +1,6 @@
 """The GPU platform program: read the settings, build the cluster, export what operators need.
 
-`pulumi up` runs this file with infra/ as the program directory; `python -m infra.render` runs the
+`pulumi up` runs this file with infra/ as the program directory; `python -m infra.tooling.render` runs the
 very same file under Pulumi's mocks.
 """
 
@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi  # noqa: E402
 
-from infra.clusters import build_cluster  # noqa: E402
-from infra.platform import build_platform  # noqa: E402
-from infra.stack_config import load_program_settings  # noqa: E402
-from infra.workloads import build_workloads  # noqa: E402
+from infra.program.clusters import build_cluster  # noqa: E402
+from infra.program.platform import build_platform  # noqa: E402
+from infra.program.stack_config import load_program_settings  # noqa: E402
+from infra.program.workloads import build_workloads  # noqa: E402
 
 settings = load_program_settings()
 cluster = build_cluster(settings)

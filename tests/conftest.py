@@ -1,4 +1,4 @@
-"""Shared fixtures: every test reads the stack the way `python -m infra.render` produces it."""
+"""Shared fixtures: every test reads the stack the way `python -m infra.tooling.render` produces it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 import pytest
 
 from components.charts import ChartPin
-from infra.render import RenderResult, render_stack
-from infra.stack_config import stack_names
+from infra.tooling.mock_engine import RenderResult, render_stack
+from infra.program.stack_config import stack_names
 
 SHIPPED_STACKS = stack_names()
 AWS_STACKS = [s for s in SHIPPED_STACKS if s.startswith("aws-")]

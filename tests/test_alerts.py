@@ -33,9 +33,9 @@ from components.alerting import (
 from components.charts import CHART_PINS
 from components.progressive_delivery import CANARY_FAILED_EXPR
 from components.state_metrics import kube_state_metrics_values
-from infra.render import RenderResult
-from infra.settings import TIER_DEFAULTS
-from infra.stack_config import stack_input
+from infra.tooling.mock_engine import RenderResult
+from infra.program.settings import TIER_DEFAULTS
+from infra.program.stack_config import stack_input
 from tests.alert_tests import load_cases, promtool, requires_promtool, seconds, write_unit_tests
 from tests.conftest import SHIPPED_STACKS, Render, cluster_provider_of
 from tests.metric_names import known_metrics, metric_names
@@ -262,7 +262,7 @@ def test_an_alert_defined_in_two_files_is_an_error(tmp_path: Path) -> None:
 def test_one_prometheus_rule_per_file_in_monitoring_after_the_monitoring_release(render: Render, stack: str) -> None:
     result = render(stack)
     resources = prometheus_rules(result)
-    assert resources, f"{stack} renders no PrometheusRule (infra/workloads.py wires the Alerting component)"
+    assert resources, f"{stack} renders no PrometheusRule (infra/program/workloads.py wires the Alerting component)"
     (monitoring_release,) = [r for r in result.of_type(RELEASE) if f"::{MONITORING}$" in r["urn"]]
     names = [r["inputs"]["metadata"]["name"] for r in resources]
     assert len(names) == len(set(names))

@@ -8,7 +8,7 @@ import pytest
 
 from components.charts import CHART_PINS
 from components.node_pools import system_labels
-from infra.render import RenderResult
+from infra.tooling.mock_engine import RenderResult
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, node_selector_paths
 from tests.upstream import chart_values, check_pin_values, requires_shared, values_schema, values_schema_errors
 
@@ -21,7 +21,7 @@ POD_NODE_SELECTORS = ("nodeSelector", "webhook.nodeSelector", "cainjector.nodeSe
 
 
 def release(result: RenderResult) -> dict[str, Any]:
-    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/program/platform.py wires it)"
     (found,) = [r for r in result.of_type(RELEASE) if f"::{COMPONENT}$" in r["urn"]]
     return found
 

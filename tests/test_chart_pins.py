@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from components.charts import CHART_PINS, ChartPin
-from infra.settings import load_settings
-from infra.stack_config import stack_input
+from infra.program.settings import load_settings
+from infra.program.stack_config import stack_input
 from tests.conftest import AWS_STACKS
 from tests.upstream import SHARED, chart_meta, chart_meta_note, requires_shared, source, source_version
 

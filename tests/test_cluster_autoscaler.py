@@ -14,9 +14,9 @@ from components.cluster_autoscaler import (
     WRITE_ACTIONS,
 )
 from components.node_pools import system_labels
-from infra.render import RenderResult
-from infra.settings import TIER_DEFAULTS, ClusterAutoscalerAddon, ConfigError, load_settings
-from infra.stack_config import stack_input
+from infra.tooling.mock_engine import RenderResult
+from infra.program.settings import TIER_DEFAULTS, ClusterAutoscalerAddon, ConfigError, load_settings
+from infra.program.stack_config import stack_input
 from tests.conftest import AWS_STACKS, GCP_STACKS, Render, assert_pinned_release_on_cluster, at
 from tests.upstream import SHARED, chart_values, check_pin_values, requires_shared
 
@@ -49,7 +49,7 @@ def owned(result: RenderResult, type_token: str) -> list[dict[str, Any]]:
 
 
 def release(result: RenderResult) -> dict[str, Any]:
-    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/program/platform.py wires it)"
     (found,) = owned(result, RELEASE)
     return found
 

@@ -1,6 +1,6 @@
 """docs/configuration.md: generated from the settings models, complete, and in step with Pulumi.yaml.
 
-The model walk here is written independently of infra/config_reference.py, so a key the generator
+The model walk here is written independently of infra/tooling/config_reference.py, so a key the generator
 misses is caught rather than missed twice.
 """
 
@@ -13,9 +13,9 @@ from typing import Annotated, Any, Iterator, Literal, Union, get_args, get_origi
 import pytest
 from pydantic import BaseModel
 
-from infra.config_reference import render_reference
-from infra.settings import PROJECT, TIER_DEFAULTS, AwsStack, ExistingStack, GcpStack, load_settings, with_defaults
-from infra.stack_config import project_declarations, stack_input, stack_names
+from infra.tooling.config_reference import render_reference
+from infra.program.settings import PROJECT, TIER_DEFAULTS, AwsStack, ExistingStack, GcpStack, load_settings, with_defaults
+from infra.program.stack_config import project_declarations, stack_input, stack_names
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 STACK_MODELS: dict[str, type[BaseModel]] = {"aws": AwsStack, "gcp": GcpStack, "existing": ExistingStack}
@@ -86,8 +86,8 @@ def rendered() -> str:
 
 def test_docs_configuration_md_is_current(rendered: str) -> None:
     assert DOC.exists() and DOC.read_text() == rendered, (
-        "docs/configuration.md is out of date with infra/settings.py, Pulumi.yaml or the GPU catalog; "
-        "run `python -m infra.config_reference --write` and commit the result"
+        "docs/configuration.md is out of date with infra/program/settings.py, Pulumi.yaml or the GPU catalog; "
+        "run `python -m infra.tooling.config_reference --write` and commit the result"
     )
 
 
@@ -135,7 +135,7 @@ def test_a_declared_default_is_written_nowhere_else(key: str) -> None:
         )
         for tier in TIER_DEFAULTS:
             assert key not in with_defaults({}, tier, cloud, "any"), (
-                f"{key} has a default both in Pulumi.yaml and in the {tier}/{cloud} defaults of infra/settings.py"
+                f"{key} has a default both in Pulumi.yaml and in the {tier}/{cloud} defaults of infra/program/settings.py"
             )
 
 

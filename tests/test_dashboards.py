@@ -24,9 +24,9 @@ from components.dashboards import NAMESPACE, dashboard_config_map, load_dashboar
 from components.node_pools import POOL_LABEL, ROLE_LABEL
 from components.observability import DASHBOARD_LABEL, DASHBOARD_LABEL_VALUE
 from components.state_metrics import NODE_LABELS, prometheus_label
-from infra.render import RenderResult
-from infra.settings import TIER_DEFAULTS
-from infra.stack_config import stack_input
+from infra.tooling.mock_engine import RenderResult
+from infra.program.settings import TIER_DEFAULTS
+from infra.program.stack_config import stack_input
 from tests.alert_tests import promtool, requires_promtool
 from tests.conftest import SHIPPED_STACKS, Render
 from tests.metric_names import known_metrics, metric_names
@@ -199,7 +199,7 @@ def tier_of(stack: str) -> str:
 
 
 def config_maps(result: RenderResult) -> dict[str, dict[str, Any]]:
-    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/workloads.py wires it)"
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/program/workloads.py wires it)"
     found = [r for r in result.of_type(CONFIG_MAP) if f"::{COMPONENT}$" in r["urn"]]
     return {name: r for r in found for name in r["inputs"]["data"]}
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from infra.render import RenderResult
+from infra.tooling.mock_engine import RenderResult
 from tests.conftest import AWS_STACKS, Render
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"

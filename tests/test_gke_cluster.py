@@ -24,7 +24,7 @@ from components.node_pools import (
     GpuPoolSpec,
     SystemPoolSpec,
 )
-from infra.render import RenderResult, run_under_mocks
+from infra.tooling.mock_engine import RenderResult, run_under_mocks
 from tests.conftest import rendered
 
 CLUSTER = "gcp:container/cluster:Cluster"

@@ -2,7 +2,7 @@
 standalone DCGM exporter on GKE, and time-slicing profiles that match the labels on the pools.
 
 Stack-level tests read the whole program's render (the `render` fixture); a few component tests
-build GpuStack alone under the same mock engine (`infra.render.run_under_mocks`).
+build GpuStack alone under the same mock engine (`infra.tooling.mock_engine.run_under_mocks`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from components.node_pools import (
     NodePoolDescription,
     device_plugin_profile,
 )
-from infra.render import RenderResult, run_under_mocks
+from infra.tooling.mock_engine import RenderResult, run_under_mocks
 from tests.conftest import AWS_STACKS, GCP_STACKS, Render
 from tests.upstream import SHARED, check_pin_values, requires_shared
 

@@ -8,9 +8,9 @@ import pytest
 
 from components.charts import CHART_PINS
 from components.node_pools import system_labels
-from infra.render import RenderResult
-from infra.settings import TIER_DEFAULTS
-from infra.stack_config import stack_input
+from infra.tooling.mock_engine import RenderResult
+from infra.program.settings import TIER_DEFAULTS
+from infra.program.stack_config import stack_input
 from tests.conftest import AWS_STACKS, GCP_STACKS, SHIPPED_STACKS, Render
 from tests.upstream import (
     check_pin_values,
@@ -36,7 +36,7 @@ GKE_INTERNAL = {"networking.gke.io/load-balancer-type": "Internal"}
 
 
 def owned(result: RenderResult, type_token: str) -> list[dict[str, Any]]:
-    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/program/platform.py wires it)"
     return [r for r in result.of_type(type_token) if f"::{COMPONENT}$" in r["urn"]]
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.model_catalog import CATALOG_DIR, KSERVE_RUNTIMES, CatalogError, load_catalog, resolve
-from infra.render import render_stack
-from infra.settings import ConfigError, load_settings
-from infra.stack_config import InvalidStackConfig, stack_input
+from infra.program.model_catalog import CATALOG_DIR, KSERVE_RUNTIMES, CatalogError, load_catalog, resolve
+from infra.tooling.mock_engine import render_stack
+from infra.program.settings import ConfigError, load_settings
+from infra.program.stack_config import InvalidStackConfig, stack_input
 from tests.conftest import SHIPPED_STACKS
 from tests.upstream import chart_values, requires_shared
 

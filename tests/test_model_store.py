@@ -17,14 +17,14 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pytest
 
-import infra.render
+import infra.tooling.mock_engine
 from components import model_store
 from components.charts import CHART_PINS
 from components.model_store import ModelStore, ModelStoreArgs, root_config_env, storage_uri, tenant_manifest
 from components.node_pools import system_labels
-from infra.render import RenderResult, render_stack, run_under_mocks
-from infra.settings import TIER_DEFAULTS
-from infra.stack_config import stack_input
+from infra.tooling.mock_engine import RenderResult, render_stack, run_under_mocks
+from infra.program.settings import TIER_DEFAULTS
+from infra.program.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of
 from tests.upstream import SHARED, chart_values, check_pin_values, requires_shared, validate_custom_resource
@@ -70,7 +70,7 @@ KSERVE_S3_ANNOTATIONS = {
 
 def owned(result: RenderResult, type_token: str) -> list[dict[str, Any]]:
     """Resources of `type_token` that the ModelStore component created."""
-    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/program/platform.py wires it)"
     return [r for r in result.of_type(type_token) if f"::{COMPONENT}$" in r["urn"]]
 
 
@@ -340,14 +340,14 @@ def test_a_generated_password_never_reaches_the_render(monkeypatch: pytest.Monke
     # "[secret]" may show. A plain-text copy (an apply that drops the secret flag, a literal in values)
     # would put it in resources.json or outputs.json.
     sentinel = "sentinel-password-0123456789"
-    original = infra.render._PlaceholderMocks._outputs
+    original = infra.tooling.mock_engine._PlaceholderMocks._outputs
 
     def outputs(typ: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         if typ == PASSWORD:
             return {"result": sentinel}
         return original(typ, name, inputs)
 
-    monkeypatch.setattr(infra.render._PlaceholderMocks, "_outputs", staticmethod(outputs))
+    monkeypatch.setattr(infra.tooling.mock_engine._PlaceholderMocks, "_outputs", staticmethod(outputs))
 
     # The mock really hands the value out: unwrapped on purpose, it shows.
     def leaky() -> None:
@@ -478,7 +478,7 @@ def test_without_our_monitoring_there_is_no_service_monitor(render: Render) -> N
 
 @pytest.mark.parametrize("stack", ["aws-dev", "gcp-prod", "local"])
 def test_disabling_the_add_on_removes_it(render: Render, stack: str) -> None:
-    # Without the store the stack may serve no models (infra/settings.py refuses that combination).
+    # Without the store the stack may serve no models (infra/program/settings.py refuses that combination).
     result = render(stack, {**model_store_override(stack, enabled=False), "models": {}})
     assert result.of_type(COMPONENT) == []
     assert result.of_type(TENANT) == []

@@ -8,9 +8,9 @@ import pytest
 
 from components.models import CANARY_ANALYSIS, GPU_SATURATION_TEMPLATE, P99_LATENCY_TEMPLATE
 from components.node_pools import GPU_TAINT_KEY, SPOT_TAINT_KEY
-from infra.model_catalog import load_catalog
-from infra.render import RenderResult
-from infra.stack_config import stack_input
+from infra.program.model_catalog import load_catalog
+from infra.tooling.mock_engine import RenderResult
+from infra.program.stack_config import stack_input
 from tests.conftest import SHIPPED_STACKS, Render
 from tests.upstream import requires_shared, validate_custom_resource
 

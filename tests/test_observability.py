@@ -14,9 +14,9 @@ import pytest
 
 from components.charts import CHART_PINS
 from components.node_pools import CAPACITY_LABEL, GPU_TAINT_KEY, SPOT_TAINT_KEY, system_labels
-from infra.render import RenderResult
-from infra.settings import TIER_DEFAULTS
-from infra.stack_config import stack_input
+from infra.tooling.mock_engine import RenderResult
+from infra.program.settings import TIER_DEFAULTS
+from infra.program.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at
 from tests.upstream import chart_values, check_pin_values, requires_shared
@@ -47,7 +47,7 @@ CLOUD_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSch
 
 def owned(result: RenderResult, type_token: str) -> list[dict[str, Any]]:
     """Resources of `type_token` that the Observability component created."""
-    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/program/platform.py wires it)"
     return [r for r in result.of_type(type_token) if f"::{COMPONENT}$" in r["urn"]]
 
 

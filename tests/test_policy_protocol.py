@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from infra.policy_check import analyze, served_pack
-from infra.render import RenderResult
-from infra.stack_config import ROOT
+from infra.tooling.policy_check import analyze, served_pack
+from infra.tooling.mock_engine import RenderResult
+from infra.program.stack_config import ROOT
 from tests.conftest import SHIPPED_STACKS, Render
 
 PACK = ROOT / "policies"
@@ -214,7 +214,7 @@ def test_a_waiver_in_the_policy_config_turns_a_violation_advisory(analyzer: Any,
 def test_the_render_cli_exits_1_on_a_mandatory_violation_and_0_on_a_waiver(tmp_path: Path) -> None:
     def run(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "infra.render", "aws-dev", "--out", str(tmp_path / "out"), "--policy-pack", str(PACK), *extra],
+            [sys.executable, "-m", "infra.tooling.render", "aws-dev", "--out", str(tmp_path / "out"), "--policy-pack", str(PACK), *extra],
             cwd=ROOT, capture_output=True, text=True, check=False,
         )  # fmt: skip
 

@@ -20,9 +20,9 @@ from components.charts import CHART_PINS
 from components.node_pools import system_labels
 from components.observability import PROMETHEUS_URL
 from components.progressive_delivery import ProgressiveDelivery, ProgressiveDeliveryArgs
-from infra.model_catalog import load_catalog
-from infra.render import RenderResult, run_under_mocks
-from infra.stack_config import stack_input
+from infra.program.model_catalog import load_catalog
+from infra.tooling.mock_engine import RenderResult, run_under_mocks
+from infra.program.stack_config import stack_input
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, node_selector_paths
 from tests.upstream import (
     chart_meta,
@@ -51,7 +51,7 @@ FLAGGER_CRD_KINDS = ("Canary", "MetricTemplate", "AlertProvider")
 
 def owned(result: RenderResult, type_token: str) -> list[dict[str, Any]]:
     """Resources of `type_token` that the ProgressiveDelivery component created."""
-    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/platform.py wires it)"
+    assert result.of_type(COMPONENT), f"{result.stack} installs no {COMPONENT} (infra/program/platform.py wires it)"
     return [r for r in result.of_type(type_token) if f"::{COMPONENT}$" in r["urn"]]
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import infra.stack_config
-from infra.render import PROGRAM, RenderResult, main, render_stack, write_render
-from infra.stack_config import ROOT, cli_config
+import infra.program.stack_config
+from infra.tooling.mock_engine import PROGRAM, RenderResult, render_stack
+from infra.tooling.render import main, write_render
+from infra.program.stack_config import ROOT, cli_config
 from tests.conftest import SHIPPED_STACKS, Render
 
 RECORD_KEYS = {"urn", "type", "name", "custom", "parent", "provider", "dependencies", "inputs"}
@@ -76,7 +77,7 @@ def test_a_config_error_prints_every_problem_and_exits_2_without_a_traceback(
         "  gpu-platform:aws: {region: us-west-2, zoneCoutn: 2}\n"
         "  gpu-platform:gpuPools: {gpu: {gpuType: nvidia-l4, minSize: 3, maxSize: 1}}\n",
     )
-    monkeypatch.setattr(infra.stack_config, "STACKS_DIR", tmp_path)
+    monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", tmp_path)
     assert main(["broken", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "stack 'broken' has 2 configuration error(s)" in err
@@ -88,7 +89,7 @@ def test_a_config_error_prints_every_problem_and_exits_2_without_a_traceback(
 
 def test_an_unknown_stack_exits_2_and_lists_the_stacks() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "infra.render", "no-such-stack"], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "infra.tooling.render", "no-such-stack"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert done.returncode == 2
     assert "stacks: aws-dev" in done.stderr and "Traceback" not in done.stderr
@@ -100,7 +101,7 @@ def test_secure_config_and_the_kubeconfig_never_reach_the_output(
     stacks = tmp_path / "stacks"
     text = (ROOT / "stacks" / "Pulumi.aws-dev.yaml").read_text()
     _write_stack(stacks, "with-secret", text + "  aws:secretKey:\n    secure: v1:c2VjcmV0LWZyb20tc3RhY2s=\n")
-    monkeypatch.setattr(infra.stack_config, "STACKS_DIR", stacks)
+    monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", stacks)
     config, secret_keys = cli_config("with-secret")
     assert secret_keys == ["aws:secretKey"] and config["aws:secretKey"] == "[secret]"
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from infra import render_diff
-from infra.render import RenderResult, render_stack, write_render
-from infra.render_diff import (
+from infra.tooling import render_diff
+from infra.tooling.mock_engine import RenderResult, render_stack
+from infra.tooling.render import write_render
+from infra.tooling.render_diff import (
     NO_CHANGES,
     RenderDiffError,
     StackDiff,
@@ -29,7 +30,7 @@ from infra.render_diff import (
     format_markdown,
     format_text,
 )
-from infra.stack_config import ROOT
+from infra.program.stack_config import ROOT
 
 STACK_URN = "urn:pulumi:aws-dev::gpu-platform::pulumi:pulumi:Stack::gpu-platform-aws-dev"
 CLUSTER = "gpu-platform:cluster:EksGpuCluster"
@@ -295,7 +296,7 @@ def test_markdown_for_no_changes_and_a_long_diff_stays_within_a_comment(
 
 # --- the git plumbing, on a throwaway repository ----------------------------------------------
 
-# A stand-in for infra/render.py with the same command line and exit codes. Each commit's copy
+# A stand-in for infra/tooling/render.py with the same command line and exit codes. Each commit's copy
 # stamps its own RENDERER into the output, which shows whose code rendered which side.
 FAKE_RENDER = """\
 import json, sys
@@ -350,13 +351,13 @@ def demo_repo(tmp_path: Path) -> tuple[Path, list[str]]:
     _commit(repo, {"Pulumi.yaml": "name: demo\nstackConfigDir: stacks\n", "stacks/Pulumi.a.yaml": "size: 1\n"}, "v0")
     first = _commit(
         repo,
-        {"infra/__init__.py": "", "infra/render.py": FAKE_RENDER.format(renderer="v1")},
+        {"infra/__init__.py": "", "infra/tooling/render.py": FAKE_RENDER.format(renderer="v1")},
         "v1",
     )
     second = _commit(
         repo,
         {
-            "infra/render.py": FAKE_RENDER.format(renderer="v2"),
+            "infra/tooling/render.py": FAKE_RENDER.format(renderer="v2"),
             "stacks/Pulumi.a.yaml": "size: 2\n",
             "stacks/Pulumi.b.yaml": "size: 5\n",
         },
@@ -402,7 +403,7 @@ def test_an_unknown_ref_is_an_error_that_names_it(demo_repo: tuple[Path, list[st
 
 def test_a_commit_from_before_the_render_existed_cannot_be_compared(demo_repo: tuple[Path, list[str]]) -> None:
     repo, _ = demo_repo
-    with pytest.raises(RenderDiffError, match=r"at HEAD~2 \(\w{7}\) has no infra/render.py"):
+    with pytest.raises(RenderDiffError, match=r"at HEAD~2 \(\w{7}\) has no infra/tooling/render.py"):
         diff_stacks(["a"], "HEAD~2", root=repo)
     assert _worktrees(repo) == [f"worktree {repo}"]
 
@@ -422,7 +423,7 @@ def test_a_failing_render_is_reported_with_its_side_and_the_worktree_is_still_re
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infra.render_diff", *args],
+        [sys.executable, "-m", "infra.tooling.render_diff", *args],
         check=False,
         cwd=ROOT,
         capture_output=True,
@@ -453,7 +454,7 @@ def test_cli_unknown_ref_and_unknown_stack_exit_2_without_a_traceback() -> None:
 
 
 def _history_commits() -> tuple[str, str]:
-    """The first commit with infra/render.py and the commit that added the GKE cluster component."""
+    """The first commit with infra/render.py (the render before the infra/ split) and the commit that added the GKE cluster component."""
     _require_git_history()
 
     def git(*args: str) -> list[str]:
@@ -500,7 +501,7 @@ def test_two_real_commits_through_the_api_give_the_changed_urns() -> None:
 def test_render_diff_option_reuses_the_render_it_has_just_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # What `python -m infra.render STACK --diff REF` calls: only REF is rendered again.
+    # What `python -m infra.tooling.render STACK --diff REF` calls: only REF is rendered again.
     _require_git_history()
     out = tmp_path / "local"
     write_render(render_stack("local"), out)
@@ -513,4 +514,4 @@ def test_render_diff_option_reuses_the_render_it_has_just_written(
 
 def test_the_module_documents_its_command_line() -> None:
     usage = textwrap.dedent(render_diff.__doc__ or "")
-    assert "python -m infra.render_diff STACK [STACK ...] REF [--to REF2] [--format text|markdown]" in usage
+    assert "python -m infra.tooling.render_diff STACK [STACK ...] REF [--to REF2] [--format text|markdown]" in usage

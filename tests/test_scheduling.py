@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from infra.render import RenderResult
+from infra.tooling.mock_engine import RenderResult
 from tests.conftest import SHIPPED_STACKS, Render
 
 # chart (as the release names it) -> value paths that place its controllers: a nodeSelector map, or an

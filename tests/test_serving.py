@@ -12,9 +12,9 @@ from components.charts import CHART_PINS
 from components.mesh import GATEWAY_LABELS
 from components.node_pools import system_labels
 from components.serving import KNATIVE_SERVING_VERSION, KNATIVE_WORKLOADS
-from infra.render import RenderResult
-from infra.settings import TIER_DEFAULTS
-from infra.stack_config import stack_input
+from infra.tooling.mock_engine import RenderResult
+from infra.program.settings import TIER_DEFAULTS
+from infra.program.stack_config import stack_input
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of, rendered
 from tests.upstream import SHARED, check_pin_values, requires_shared, validate_custom_resource
 
@@ -292,7 +292,7 @@ def test_a_cluster_with_its_own_knative_gets_only_kserve(render: Render) -> None
 
 
 def test_without_knative_and_kserve_there_is_no_serving_layer(render: Render) -> None:
-    # Without KServe the stack can serve no `kserve` models (infra/settings.py model_problems).
+    # Without KServe the stack can serve no `kserve` models (infra/program/settings.py model_problems).
     result = render("local", {"platform": {"knative": {"enabled": False}, "kserve": {"enabled": False}}, "models": {}})
     assert result.of_type(COMPONENT) == []
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from infra.settings import AwsStack, ConfigError, ExistingStack, GcpStack, load_settings
-from infra.stack_config import stack_input
+from infra.program.settings import AwsStack, ConfigError, ExistingStack, GcpStack, load_settings
+from infra.program.stack_config import stack_input
 from tests.conftest import SHIPPED_STACKS
 
 

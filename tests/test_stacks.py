@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.render import RenderResult
+from infra.tooling.mock_engine import RenderResult
 from tests.conftest import SHIPPED_STACKS, Render
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

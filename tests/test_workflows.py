@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.stack_config import ROOT
+from infra.program.stack_config import ROOT
 from tests.conftest import AWS_STACKS, GCP_STACKS, SHIPPED_STACKS
 
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
@@ -248,7 +248,7 @@ def test_pull_requests_test_render_every_stack_and_preview_every_cloud_stack() -
     assert _matrix(render) == sorted(SHIPPED_STACKS)
     runs = "\n".join(step.get("run", "") for step in render["steps"])
     assert 'render "$STACK" --policy-pack policies' in runs
-    assert '-m infra.render_diff "$STACK" "origin/${BASE_REF}" --format markdown' in runs
+    assert '-m infra.tooling.render_diff "$STACK" "origin/${BASE_REF}" --format markdown' in runs
     assert render["env"]["BASE_REF"] == "${{ github.base_ref }}"
     assert _uses(render, "actions/checkout")[0]["with"]["fetch-depth"] == 0, "the diff needs the base branch"
     # no secrets and no cloud: the offline render runs for forks as well

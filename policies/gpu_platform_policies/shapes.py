@@ -3,7 +3,7 @@
 Every validator reads resources through this module: pods and their containers for every
 pod-bearing kind (including KServe predictors), GPU requests, tolerations and node selection; node
 pools on EKS and GKE (including pulumi-eks components); Helm charts and their values. Inputs are
-the engine's: camelCase, as `python -m infra.render STACK` writes them to build/STACK/resources.json.
+the engine's: camelCase, as `python -m infra.tooling.render STACK` writes them to build/STACK/resources.json.
 
 Which resources the engine sends at all (pulumi/pulumi `pkg/resource/deploy/step_generator.go`,
 `generateSteps`): every registration that reaches the step generator is analyzed, custom resources
@@ -47,7 +47,7 @@ CAPACITY_LABEL = f"{LABEL_PREFIX}/capacity-type"
 TIME_SLICING_LABEL = f"{LABEL_PREFIX}/time-slicing-replicas"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 SPOT_TAINT_KEY = f"{LABEL_PREFIX}/spot"
-ENVIRONMENT_TAG = f"{LABEL_PREFIX}-environment"  # provider default tags / labels, see infra/clusters.py
+ENVIRONMENT_TAG = f"{LABEL_PREFIX}-environment"  # provider default tags / labels, see infra/program/clusters.py
 
 # Node labels the clouds add themselves, usable in a pod's node selection.
 EKS_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"

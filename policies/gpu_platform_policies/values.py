@@ -42,7 +42,7 @@ from pulumi_policy.proxy import (
     UnknownValueError,
 )
 
-# How the offline render (infra/render.py) and `pulumi stack export` show a secret.
+# How the offline render (infra/tooling/render.py) and `pulumi stack export` show a secret.
 SECRET_PLACEHOLDER = "[secret]"
 
 _UNKNOWN_SENTINELS = frozenset(

@@ -9,7 +9,7 @@ import jsonschema
 import yaml
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy, StackValidationPolicy
 
-from infra.stack_config import ROOT
+from infra.program.stack_config import ROOT
 from policies.gpu_platform_policies.pack import ENFORCEMENT_LEVEL, INITIAL_CONFIG, PACK_NAME, POLICIES
 
 PACK_DIR = ROOT / "policies"
@@ -68,7 +68,7 @@ def test_the_engines_launcher_serves_every_policy():
     """Started as `pulumi-analyzer-policy-python` starts it, the pack announces all its policies."""
     from google.protobuf import empty_pb2
 
-    from infra.policy_check import served_pack
+    from infra.tooling.policy_check import served_pack
     from policies.gpu_platform_policies.pack import PACK_NAME, POLICIES
 
     with served_pack(PACK_DIR) as analyzer:

@@ -1,7 +1,7 @@
-"""Every shipped stack, rendered as `python -m infra.render` does, passes every policy in-process.
+"""Every shipped stack, rendered as `python -m infra.tooling.render` does, passes every policy in-process.
 
 (The same check over the analyzer gRPC protocol, with the pack in its own process, is
-`python -m infra.render STACK --policy-pack policies`.)
+`python -m infra.tooling.render STACK --policy-pack policies`.)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 import pytest
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
-from infra.render import RenderResult
+from infra.tooling.mock_engine import RenderResult
 from policies.gpu_platform_policies.pack import POLICIES
 from policies.gpu_platform_policies.shapes import environment_of_provider
 from policies.gpu_platform_policies.stack import no_time_sliced_gpus_in_prod

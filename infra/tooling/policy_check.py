@@ -22,8 +22,8 @@ import jsonschema
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from infra.render import RenderResult
-from infra.stack_config import SECRET_PLACEHOLDER
+from infra.tooling.mock_engine import RenderResult
+from infra.program.stack_config import SECRET_PLACEHOLDER
 
 # How the engine marks a secret value on the wire (pulumi.runtime.rpc): the pack sees it as secret.
 _SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}

@@ -1,4 +1,4 @@
-"""Settings + cluster + platform -> what runs on the platform: the catalog models (infra/models.py),
+"""Settings + cluster + platform -> what runs on the platform: the catalog models (infra/program/models.py),
 alert rules and dashboards."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pulumi
 from components.alerting import Alerting, AlertingArgs
 from components.cluster import KubernetesCluster, gpu_pools
 from components.dashboards import Dashboards, DashboardsArgs
-from infra.models import Models, deploy_models
-from infra.platform import Platform
-from infra.settings import AwsStack, ExistingStack, GcpStack
+from infra.program.models import Models, deploy_models
+from infra.program.platform import Platform
+from infra.program.settings import AwsStack, ExistingStack, GcpStack
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 

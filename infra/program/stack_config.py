@@ -14,9 +14,9 @@ from typing import Any, Mapping
 import pulumi
 import yaml
 
-from infra.settings import PROJECT, ConfigError, load_settings
+from infra.program.settings import PROJECT, ConfigError, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILE = ROOT / "Pulumi.yaml"
 STACKS_DIR = ROOT / "stacks"
 SECRET_PLACEHOLDER = "[secret]"

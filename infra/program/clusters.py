@@ -13,7 +13,7 @@ from components.eks_cluster import EksGpuCluster, EksGpuClusterArgs
 from components.existing_cluster import ExistingCluster, ExistingClusterArgs, ExistingGpuPoolSpec
 from components.gke_cluster import GkeGpuCluster, GkeGpuClusterArgs
 from components.node_pools import GpuPoolSpec, SystemPoolSpec, Taint
-from infra.settings import AwsStack, ExistingStack, GcpStack, ManagedGpuPool, SystemPool
+from infra.program.settings import AwsStack, ExistingStack, GcpStack, ManagedGpuPool, SystemPool
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 

@@ -17,7 +17,7 @@ from components.model_store import ModelStore, ModelStoreArgs
 from components.observability import PROMETHEUS_URL, Observability, ObservabilityArgs
 from components.progressive_delivery import ProgressiveDelivery, ProgressiveDeliveryArgs
 from components.serving import Serving, ServingArgs
-from infra.settings import AwsStack, ExistingStack, GcpStack
+from infra.program.settings import AwsStack, ExistingStack, GcpStack
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -116,7 +116,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
     cluster_autoscaler = None
     if isinstance(settings, AwsStack) and settings.platform.cluster_autoscaler.enabled:
         if not isinstance(cluster, EksGpuCluster) or cluster.aws_provider is None:
-            raise TypeError("an aws stack's cluster is an EksGpuCluster with its own aws provider (infra/clusters.py)")
+            raise TypeError("an aws stack's cluster is an EksGpuCluster with its own aws provider (infra/program/clusters.py)")
         autoscaler = settings.platform.cluster_autoscaler
         cluster_autoscaler = ClusterAutoscaler(
             f"{name}-cluster-autoscaler",

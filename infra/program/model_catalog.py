@@ -3,7 +3,7 @@
 A catalog entry says how a model is served everywhere (format, runtime, storage path, resources,
 autoscaling, an optional canary). A stack chooses which models it runs under `gpu-platform:models`
 and overrides only what differs there (replicas, GPU type, scale to zero, canary share): see
-`ModelOverride` in infra/settings.py and `resolve` below, which merges the two.
+`ModelOverride` below and `resolve` below, which merges the two.
 
 Errors name the file and the field, e.g.
 `manifests/models/sentiment.yaml: canary.trafficPercent: Input should be less than or equal to 99 (got 120)`.
@@ -14,18 +14,16 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from components.gpu_catalog import GPU_TYPES
+from components.models import ModelCanary, ModelSpec
 
-if TYPE_CHECKING:
-    from infra.settings import ModelOverride
-
-CATALOG_DIR = Path(__file__).resolve().parent.parent / "manifests" / "models"
+CATALOG_DIR = Path(__file__).resolve().parents[2] / "manifests" / "models"
 
 # KServe serving runtimes a catalog entry may name: catalog name -> (ClusterServingRuntime that
 # kserve-runtime-configs installs, its key under kserve.servingruntime in that chart's values.yaml).
@@ -160,43 +158,34 @@ def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogModel]:
     return models
 
 
+class ModelOverride(_Entry):
+    """What one environment changes about a catalog model (manifests/models/<name>.yaml)."""
+
+    min_replicas: Optional[int] = Field(default=None, ge=0, le=100, description="Fewest replicas.")
+    max_replicas: Optional[int] = Field(default=None, ge=1, le=100, description="Most replicas.")
+    scale_to_zero: bool = Field(
+        default=False, description="Scale to zero when idle (minReplicas 0); only where `platform.knative.scaleToZero`."
+    )
+    gpu_type: Optional[GpuTypeName] = Field(default=None, description="Run on this GPU type instead of the catalog's.")
+    canary_traffic_percent: Optional[int] = Field(
+        default=None, ge=0, le=99, description="Canary share for a model whose catalog entry has a canary; 0 turns it off."
+    )
+
+
 # --- a model as one stack runs it ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A catalog entry with a stack's overrides applied: what the workloads layer deploys."""
-
-    name: str
-    task: str
-    serving: str  # kserve | deployment
-    model_format: str
-    runtime: Optional[str]  # ClusterServingRuntime name (kserve)
-    image: Optional[str]  # server image (deployment)
-    port: int
-    health_path: str
-    storage_path: str
-    args: tuple[str, ...]
-    cpu: str
-    memory: str
-    gpu: int
-    gpu_type: Optional[str]
-    min_replicas: int
-    max_replicas: int
-    target_concurrency: int
-    canary: Optional[Canary]
-
-
-def resolve(model: CatalogModel, override: "ModelOverride") -> ModelSpec:
-    """`model` with a stack's override applied (infra/settings.py has already checked the override)."""
+def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
+    """`model` with a stack's override applied (infra/program/settings.py has already checked the override)."""
     minimum = 0 if override.scale_to_zero else model.autoscaling.min_replicas
     if override.min_replicas is not None:
         minimum = override.min_replicas
-    canary = model.canary
-    if override.canary_traffic_percent == 0:
-        canary = None  # this environment serves the current version only
-    elif canary is not None and override.canary_traffic_percent is not None:
-        canary = canary.model_copy(update={"traffic_percent": override.canary_traffic_percent})
+    canary = None  # with a traffic share of 0 this environment serves the current version only
+    if model.canary is not None and override.canary_traffic_percent != 0:
+        canary = ModelCanary(
+            storage_path=model.canary.storage_path,
+            traffic_percent=override.canary_traffic_percent or model.canary.traffic_percent,
+        )
     return ModelSpec(
         name=model.name,
         task=model.task,

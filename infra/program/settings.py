@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.gpu_catalog import GPU_TYPES
-from infra.model_catalog import CatalogError, CatalogModel, load_catalog
+from infra.program.model_catalog import CatalogError, CatalogModel, ModelOverride, load_catalog
 
 PROJECT = "gpu-platform"
 
@@ -453,20 +453,6 @@ class AwsPlatformSettings(PlatformSettings):
 
 
 # --- models ---------------------------------------------------------------------------------
-
-
-class ModelOverride(_Model):
-    """What one environment changes about a catalog model (manifests/models/<name>.yaml)."""
-
-    min_replicas: Optional[int] = Field(default=None, ge=0, le=100, description="Fewest replicas.")
-    max_replicas: Optional[int] = Field(default=None, ge=1, le=100, description="Most replicas.")
-    scale_to_zero: bool = Field(
-        default=False, description="Scale to zero when idle (minReplicas 0); only where `platform.knative.scaleToZero`."
-    )
-    gpu_type: Optional[GpuTypeName] = Field(default=None, description="Run on this GPU type instead of the catalog's.")
-    canary_traffic_percent: Optional[int] = Field(
-        default=None, ge=0, le=99, description="Canary share for a model whose catalog entry has a canary; 0 turns it off."
-    )
 
 
 # --- whole stacks -------------------------------------------------------------------------

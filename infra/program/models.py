@@ -10,9 +10,9 @@ import pulumi
 from components.cluster import KubernetesCluster, gpu_pools
 from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage
 from components.observability import PROMETHEUS_URL
-from infra.model_catalog import ModelSpec, load_catalog, resolve
-from infra.platform import Platform
-from infra.settings import AwsStack, ExistingStack, GcpStack
+from infra.program.model_catalog import ModelSpec, load_catalog, resolve
+from infra.program.platform import Platform
+from infra.program.settings import AwsStack, ExistingStack, GcpStack
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -28,7 +28,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
     if not settings.models:
         return Models(kserve=(), canaries=(), canary_metrics=None)
     store = platform.model_store
-    assert store is not None, "infra/settings.py model_problems requires the model store for models"
+    assert store is not None, "infra/program/settings.py model_problems requires the model store for models"
     on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     storage = ModelStorage(
         namespace=store.namespaces[0],
@@ -67,7 +67,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
     canary_models: tuple[CanaryModel, ...] = ()
     metrics = None
     if plain:
-        assert delivery is not None, "infra/settings.py model_problems requires Flagger for deployment models"
+        assert delivery is not None, "infra/program/settings.py model_problems requires Flagger for deployment models"
         flagger = (delivery.release, delivery.loadtester)
         metrics = CanaryMetrics(
             f"{settings.cluster_name}-canary-metrics", storage.namespace, PROMETHEUS_URL, flagger, on_cluster

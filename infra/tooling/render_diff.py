@@ -1,8 +1,8 @@
 """Render diff: what a change does to what the stack declares, offline, as a readable report.
 
-    python -m infra.render_diff STACK [STACK ...] REF [--to REF2] [--format text|markdown]
+    python -m infra.tooling.render_diff STACK [STACK ...] REF [--to REF2] [--format text|markdown]
 
-Renders each STACK twice with `python -m infra.render` (the same interpreter): once from a
+Renders each STACK twice with `python -m infra.tooling.render` (the same interpreter): once from a
 temporary `git worktree` of REF, with that commit's own render code, so an old commit renders the
 way it rendered then, and once from the working tree (or from REF2 with `--to`). Then it compares
 the two `resources.json` by URN and prints what is added, what is removed (Pulumi deletes it), and
@@ -33,9 +33,9 @@ from typing import Any, Optional
 
 import yaml
 
-# Not imported from infra.stack_config: that pulls in the Pulumi SDK, and this module only
+# Not imported from infra.program.stack_config: that pulls in the Pulumi SDK, and this module only
 # drives git and two render processes.
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HELM_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 # Record fields besides `inputs` whose change matters to Pulumi: a new parent or provider can
 # mean a replacement, and dropping `protect` allows a delete. `dependencies` is compared as a set.
@@ -262,7 +262,7 @@ def _manifest_label(relative: str) -> str:
 
 
 def compare_render_dirs(old_dir: Path, new_dir: Path) -> RenderDiff:
-    """Compare two `python -m infra.render --out` folders (resources, Helm values, manifests, outputs)."""
+    """Compare two `python -m infra.tooling.render --out` folders (resources, Helm values, manifests, outputs)."""
     old_dir, new_dir = Path(old_dir), Path(new_dir)
     old_resources = json.loads((old_dir / "resources.json").read_text())
     new_resources = json.loads((new_dir / "resources.json").read_text())
@@ -456,15 +456,24 @@ def _require_stack(tree: Path, stack: str, side: str) -> None:
     )
 
 
+def render_module(tree: Path) -> Optional[str]:
+    """The render's module in `tree`: infra/tooling/render.py, or infra/render.py in trees before the split."""
+    for module in ("infra.tooling.render", "infra.render"):
+        if (tree / (module.replace(".", "/") + ".py")).exists():
+            return module
+    return None
+
+
 def render_tree(tree: Path, stack: str, out: Path, side: str) -> Path:
-    """Run `tree`'s own `python -m infra.render STACK --out OUT` with this interpreter."""
-    if not (tree / "infra" / "render.py").exists():
-        raise RenderDiffError(f"{side} has no infra/render.py, so it cannot be rendered")
+    """Run `tree`'s own render (`python -m infra.tooling.render STACK --out OUT`) with this interpreter."""
+    module = render_module(tree)
+    if module is None:
+        raise RenderDiffError(f"{side} has no infra/tooling/render.py, so it cannot be rendered")
     # The tree's own code must win over any checkout on PYTHONPATH (CI or an IDE may set one).
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "infra.render", stack, "--out", str(out)],
+            [sys.executable, "-m", module, stack, "--out", str(out)],
             check=False,
             cwd=tree,
             env=env,
@@ -535,7 +544,7 @@ def diff_stacks(
 
 
 def diff_against(stack: str, ref: str, current: Optional[Path] = None, output_format: str = "text") -> int:
-    """For `python -m infra.render STACK --diff REF`: print the diff of `current` against REF; 0 or 2."""
+    """For `python -m infra.tooling.render STACK --diff REF`: print the diff of `current` against REF; 0 or 2."""
     try:
         results = diff_stacks([stack], ref, current={stack: current} if current else None)
     except RenderDiffError as error:
@@ -547,8 +556,8 @@ def diff_against(stack: str, ref: str, current: Optional[Path] = None, output_fo
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.render_diff", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stacks", nargs="+", metavar="STACK", help="stack name(s), as for python -m infra.render")
+    parser = argparse.ArgumentParser(prog="python -m infra.tooling.render_diff", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stacks", nargs="+", metavar="STACK", help="stack name(s), as for python -m infra.tooling.render")
     parser.add_argument("ref", metavar="REF", help="git ref to compare against, e.g. origin/main or HEAD~1")
     parser.add_argument("--to", metavar="REF2", help="compare with this ref instead of the working tree")
     parser.add_argument("--format", choices=("text", "markdown"), default="text", help="markdown: for a PR comment")

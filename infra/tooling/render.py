@@ -1,0 +1,165 @@
+"""Offline render: run infra/__main__.py under Pulumi's mocks (infra/tooling/mock_engine.py) and write what it would deploy.
+
+    python -m infra.tooling.render STACK [--out DIR] [--policy-pack DIR [--policy-pack-config FILE]] [--diff REF]
+
+The program and its config are exactly what `pulumi up` uses (same entry point, Pulumi.yaml
+defaults plus stacks/Pulumi.STACK.yaml); only the engine is replaced by a mock monitor that records
+every registration. Values a cloud would assign (IDs, ARNs, endpoints) become `<name.property>`
+placeholders; secrets become "[secret]".
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from infra.program.stack_config import ROOT, InvalidStackConfig, stack_names
+from infra.tooling.mock_engine import STACK_TYPE, RenderResult, render_stack
+
+
+# --- writing what it would deploy -----------------------------------------------------------
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", part)
+
+
+def write_render(result: RenderResult, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "resources.json").write_text(json.dumps(result.resources, indent=2, sort_keys=True) + "\n")
+    (out_dir / "outputs.json").write_text(json.dumps(result.outputs, indent=2, sort_keys=True) + "\n")
+
+    for resource in result.kubernetes_objects:
+        manifest = resource["inputs"]
+        metadata = manifest.get("metadata") or {}
+        path = (
+            out_dir
+            / "manifests"
+            / _safe(metadata.get("namespace") or "_cluster")
+            / _safe(manifest["kind"])
+            / f"{_safe(metadata.get('name') or resource['name'])}.yaml"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+
+    for release in result.helm_releases:
+        inputs = release["inputs"]
+        document = {
+            "release": inputs.get("name") or release["name"],
+            "type": release["type"],
+            "chart": inputs.get("chart"),
+            "repository": (inputs.get("repositoryOpts") or {}).get("repo"),
+            "version": inputs.get("version"),
+            "namespace": inputs.get("namespace"),
+            "values": inputs.get("values") or {},
+        }
+        path = out_dir / "helm" / _safe(inputs.get("namespace") or "default") / f"{_safe(release['name'])}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    (out_dir / "graph.mmd").write_text(mermaid_graph(result))
+
+
+def mermaid_graph(result: RenderResult) -> str:
+    """Parent links as solid arrows, explicit dependencies as dotted ones."""
+    ids = {r["urn"]: f"r{index}" for index, r in enumerate(result.resources)}
+    lines = ["graph TD"]
+    for resource in result.resources:
+        label = f"{resource['type']}<br/>{resource['name']}".replace('"', "'")
+        lines.append(f'  {ids[resource["urn"]]}["{label}"]')
+    for resource in result.resources:
+        parent = resource["parent"] or (None if resource["type"] == STACK_TYPE else result.resources[0]["urn"])
+        if parent in ids:
+            lines.append(f"  {ids[parent]} --> {ids[resource['urn']]}")
+        for dependency in resource["dependencies"]:
+            if dependency in ids and dependency != parent:
+                lines.append(f"  {ids[resource['urn']]} -.-> {ids[dependency]}")
+    return "\n".join(lines) + "\n"
+
+
+def summary(result: RenderResult) -> str:
+    """A tree of what would be created, in the shape of `pulumi preview`."""
+    children: dict[Optional[str], list[dict[str, Any]]] = {}
+    root = result.resources[0]
+    for resource in result.resources[1:]:
+        children.setdefault(resource["parent"] or root["urn"], []).append(resource)
+
+    rows: list[tuple[str, str]] = [(root["type"], root["name"])]
+
+    def walk(urn: str, prefix: str) -> None:
+        kids = children.get(urn, [])
+        for index, kid in enumerate(kids):
+            last = index == len(kids) - 1
+            rows.append((f"{prefix}{'└─ ' if last else '├─ '}{kid['type']}", kid["name"]))
+            walk(kid["urn"], prefix + ("   " if last else "│  "))
+
+    walk(root["urn"], "")
+    width = max(len(type_) for type_, _ in rows) + 2
+    lines = [f"Previewing update ({result.stack}), offline under Pulumi mocks:", "", f"     {'Type':<{width}}Name"]
+    lines += [f" +   {type_:<{width}}{name}" for type_, name in rows]
+    lines += ["", "Outputs:"]
+    lines += [f"    {key}: {json.dumps(value)}" for key, value in sorted(result.outputs.items())]
+    lines += ["", "Resources:", f"    + {len(result.resources)} to create"]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.tooling.render", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", help=f"stack name, one of: {', '.join(stack_names())}")
+    parser.add_argument("--out", type=Path, help="output directory (default: build/STACK)")
+    parser.add_argument("--policy-pack", type=Path, help="serve this CrossGuard pack and check the stack against it")
+    parser.add_argument("--policy-pack-config", type=Path, help="policy config JSON, as for `pulumi preview`")
+    parser.add_argument("--diff", metavar="REF", help="also render git REF and print what changes (infra/tooling/render_diff.py)")
+    args = parser.parse_args(argv)
+
+    try:
+        result = render_stack(args.stack)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except InvalidStackConfig as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out_dir = args.out or ROOT / "build" / args.stack
+    write_render(result, out_dir)
+    print(summary(result))
+    print(
+        f"\nWrote {out_dir}: resources.json, {len(result.kubernetes_objects)} manifests, "
+        f"{len(result.helm_releases)} Helm releases, graph.mmd"
+    )
+    if args.diff:
+        from infra.tooling.render_diff import diff_against  # git and a second render only when asked for
+
+        if diff_against(args.stack, args.diff, current=out_dir) != 0:
+            return 2
+    if args.policy_pack is None:
+        return 0
+
+    from infra.tooling.policy_check import PolicyPackError, check_policies, report  # grpc only when asked for
+
+    try:
+        violations = check_policies(result, args.policy_pack, args.policy_pack_config)
+    except PolicyPackError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n" + report(violations))
+    return 1 if any(v.enforcement == "mandatory" for v in violations) else 0
+
+
+if __name__ == "__main__":
+    # A one-shot process: without these the collector rescans the cloud SDKs' many import-time
+    # objects during the run and again at exit, which is a third of a cold render (docs/benchmarks.md).
+    gc.disable()
+    status = main()
+    gc.freeze()
+    sys.exit(status)
