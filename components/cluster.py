@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Mapping, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -35,6 +35,9 @@ class KubernetesCluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]  # always a secret
     identity: ClusterIdentity
     node_pools: tuple[NodePoolDescription, ...]
+    # Pool name -> the node group (EKS) or node pool (GKE) behind it, for `depends_on`. Empty on an
+    # existing cluster, whose nodes are its owner's.
+    node_pool_resources: Mapping[str, pulumi.Resource]
 
 
 def system_pool(cluster: KubernetesCluster) -> NodePoolDescription:
@@ -43,6 +46,15 @@ def system_pool(cluster: KubernetesCluster) -> NodePoolDescription:
 
 def gpu_pools(cluster: KubernetesCluster) -> tuple[NodePoolDescription, ...]:
     return tuple(pool for pool in cluster.node_pools if pool.role == "gpu")
+
+
+def pool_resources(cluster: KubernetesCluster, pools: Iterable[NodePoolDescription]) -> list[pulumi.Resource]:
+    """The resources behind `pools`, for the `depends_on` of what runs on them: Pulumi deletes a
+    resource's dependents first (https://www.pulumi.com/docs/iac/concepts/resources/options/dependson/),
+    so pods go before their nodes. None on an existing cluster: nothing there to wait for."""
+    if not cluster.node_pool_resources:
+        return []
+    return [cluster.node_pool_resources[pool.name] for pool in pools]
 
 
 def system_node_selector(cluster: KubernetesCluster) -> dict[str, str]:

@@ -232,20 +232,27 @@ class EksGpuCluster(KubernetesCluster):
         # without them never joins.
         group_opts = pulumi.ResourceOptions(parent=self, depends_on=[cluster, *attachments])
         self._node_groups: list[aws.eks.NodeGroup] = []
-        self._node_group(
+        system_group = self._node_group(
             name, args, system, group_opts, node_role.arn, network.private_subnet_ids,
             ami_type=SYSTEM_AMI_TYPE, desired_size=args.system_pool.desired_size,
             disk_size_gb=args.system_pool.disk_size_gb, capacity_type="onDemand",
         )  # fmt: skip
+        groups: dict[str, pulumi.Resource] = {system.name: system_group}
         for spec, pool in gpu_pools:
-            self._node_group(
+            groups[pool.name] = self._node_group(
                 name, args, pool, group_opts, node_role.arn, network.private_subnet_ids,
                 ami_type=args.gpu_ami_type, desired_size=spec.min_size, disk_size_gb=spec.disk_size_gb,
                 capacity_type=spec.capacity_type,
             )  # fmt: skip
 
+        # Waits for the system node group: every release and object uses this provider, and the engine
+        # counts a resource's provider as a dependency, so `pulumi destroy` removes them all while the
+        # controllers that clear their finalizers still have nodes
+        # (pulumi/pulumi pkg/resource/graph/dependency_graph.go, DependenciesOf).
         self.provider = k8s.Provider(
-            f"{name}-k8s", kubeconfig=pulumi.Output.secret(cluster.kubeconfig_json), opts=child
+            f"{name}-k8s",
+            kubeconfig=pulumi.Output.secret(cluster.kubeconfig_json),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_group]),
         )
         self._block_storage(name, args, cluster, group_opts)
         self.cluster_name = cluster.kubeconfig_json.apply(lambda _: args.cluster_name)
@@ -259,6 +266,7 @@ class EksGpuCluster(KubernetesCluster):
             oidc_issuer_url=cluster.oidc_provider_url,
         )
         self.node_pools = (system, *(pool for _, pool in gpu_pools))
+        self.node_pool_resources = groups
         self.register_outputs({"clusterName": self.cluster_name, "endpoint": self.endpoint})
 
     def _block_storage(

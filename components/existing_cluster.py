@@ -83,5 +83,8 @@ class ExistingCluster(KubernetesCluster):
         self.identity = ClusterIdentity(cloud="existing", cluster_name=args.cluster_name)
         system = NodePoolDescription(name="system", role="system", labels=dict(args.system_node_labels))
         self.node_pools = (system, *(pool.describe() for pool in args.gpu_pools))
+        # The owner's nodes are no resource of this program: nothing for the provider or the GPU
+        # workloads to wait for, so `pulumi destroy` only ever removes what runs on them.
+        self.node_pool_resources = {}
 
         self.register_outputs({"clusterName": self.cluster_name, "endpoint": self.endpoint})

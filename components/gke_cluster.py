@@ -256,7 +256,7 @@ class GkeGpuCluster(KubernetesCluster):
         ]
 
         system_description = args.system_pool.describe()
-        self._node_pool(
+        system_pool = self._node_pool(
             f"{name}-{args.system_pool.name}",
             args,
             cluster,
@@ -270,6 +270,7 @@ class GkeGpuCluster(KubernetesCluster):
             max_nodes=args.system_pool.max_size,
         )
 
+        pools: dict[str, pulumi.Resource] = {system_description.name: system_pool}
         gpu_descriptions = []
         for pool in args.gpu_pools:
             # No nvidia.com/device-plugin.config label: GKE runs its own device plugin, which ignores it.
@@ -285,7 +286,7 @@ class GkeGpuCluster(KubernetesCluster):
                 if pool.time_slicing_replicas > 1
                 else None
             )
-            self._node_pool(
+            pools[pool.name] = self._node_pool(
                 f"{name}-gpu-{pool.name}",
                 args,
                 cluster,
@@ -314,7 +315,15 @@ class GkeGpuCluster(KubernetesCluster):
                 lambda values: kubeconfig_yaml(args.cluster_name, context, values[0], values[1])
             )
         )
-        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
+        # Waits for the system pool: every release and object uses this provider, and the engine counts
+        # a resource's provider as a dependency, so `pulumi destroy` removes them all while the
+        # controllers that clear their finalizers still have nodes
+        # (pulumi/pulumi pkg/resource/graph/dependency_graph.go, DependenciesOf).
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=self.kubeconfig,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system_pool]),
+        )
         self.identity = ClusterIdentity(
             cloud="gcp",
             cluster_name=self.cluster_name,
@@ -323,6 +332,7 @@ class GkeGpuCluster(KubernetesCluster):
             gcp_project=args.project,
         )
         self.node_pools = (system_description, *gpu_descriptions)
+        self.node_pool_resources = pools
 
         self.register_outputs(
             {"clusterName": self.cluster_name, "endpoint": self.endpoint, "kubeconfig": self.kubeconfig}

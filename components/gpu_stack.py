@@ -175,8 +175,9 @@ class GpuStack(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GpuStackArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:platform:GpuStack", name, {}, opts)
-        # The caller's depends_on (the monitoring release, whose CRDs the ServiceMonitor needs) is not
-        # recorded on a component's children, so the releases carry it themselves.
+        # The caller's depends_on (the monitoring release, whose CRDs the ServiceMonitor needs, and the
+        # GPU pools the DaemonSets run on) is not recorded on a component's children, so the releases
+        # carry it themselves.
         release_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
 
         if args.cloud == "gcp":

@@ -7,8 +7,8 @@ from typing import Optional, Sequence, Union
 
 import pulumi
 
-from components.cluster import KubernetesCluster, gpu_pools
-from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage
+from components.cluster import KubernetesCluster, gpu_pools, pool_resources
+from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage, pools_for
 from components.observability import PROMETHEUS_URL
 from infra.program.model_catalog import ModelSpec, load_catalog, resolve
 from infra.program.platform import Platform
@@ -44,13 +44,15 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
     specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
 
     def args_for(spec: ModelSpec, releases: Sequence[pulumi.Resource], loadtester_url: str = "") -> ModelArgs:
-        # Every model waits for the releases serving its kind and for the store's ServiceAccounts.
+        # Every model waits for the releases serving its kind and for the store's ServiceAccounts, a GPU
+        # model also for the pools it can land on, so `pulumi destroy` removes it before its nodes.
+        nodes = pool_resources(cluster, pools_for(spec, pools)) if spec.gpu else []
         return ModelArgs(
             spec=spec,
             environment=settings.environment,
             storage=storage,
             gpu_pools=pools,
-            depends_on=(*releases, *accounts),
+            depends_on=(*releases, *accounts, *nodes),
             loadtester_url=loadtester_url,
         )
 

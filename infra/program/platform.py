@@ -8,7 +8,7 @@ from typing import Optional, Union
 import pulumi
 
 from components.cert_manager import CertManager, CertManagerArgs
-from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, system_node_selector
+from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, pool_resources, system_node_selector
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.eks_cluster import EksGpuCluster
 from components.gpu_stack import GpuStack, GpuStackArgs
@@ -73,8 +73,15 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 service_monitor=True,
             ),
             # The DCGM ServiceMonitor needs the Prometheus Operator's CRDs from the monitoring release.
+            # The GPU pools: its DaemonSets run on every GPU node, so it is removed before them.
             pulumi.ResourceOptions.merge(
-                on_cluster, pulumi.ResourceOptions(depends_on=[monitoring.release] if monitoring else [])
+                on_cluster,
+                pulumi.ResourceOptions(
+                    depends_on=[
+                        *([monitoring.release] if monitoring else []),
+                        *pool_resources(cluster, gpu_pools(cluster)),
+                    ]
+                ),
             ),
         )
 
