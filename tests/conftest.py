@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import pytest
 
 from components.charts import ChartPin
-from infra.tooling.mock_engine import RenderResult, render_stack
 from infra.program.stack_config import stack_names
+from infra.tooling.mock_engine import RenderResult, render_stack
+from infra.tooling.objects import ObjectSet, expand_objects
+
+# Tests never reach a chart repository: charts come from ../shared/upstream or are reported missing.
+os.environ["GPU_PLATFORM_CHART_PULL"] = "0"
 
 SHIPPED_STACKS = stack_names()
 AWS_STACKS = [s for s in SHIPPED_STACKS if s.startswith("aws-")]
@@ -27,6 +32,17 @@ def rendered(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> Rende
     if key not in _RENDERS:
         _RENDERS[key] = render_stack(stack, overrides)
     return _RENDERS[key]
+
+
+_OBJECTS: dict[str, ObjectSet] = {}
+
+
+def expanded(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> ObjectSet:
+    """Every object of `stack` (charts expanded), once per test session."""
+    key = f"{stack}:{json.dumps(overrides, sort_keys=True)}"
+    if key not in _OBJECTS:
+        _OBJECTS[key] = expand_objects(rendered(stack, overrides))
+    return _OBJECTS[key]
 
 
 @pytest.fixture(scope="session")

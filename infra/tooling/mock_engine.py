@@ -25,6 +25,7 @@ from infra.program.stack_config import ROOT, SECRET_PLACEHOLDER, cli_config, sta
 PROGRAM = ROOT / "infra" / "__main__.py"
 HELM_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 STACK_TYPE = "pulumi:pulumi:Stack"
+DEFAULT_KUBERNETES_VERSION = "1.35"
 
 
 @dataclass
@@ -33,6 +34,8 @@ class RenderResult:
     resources: list[dict[str, Any]]
     outputs: dict[str, Any]
     secret_outputs: set[str] = field(default_factory=set)
+    # The stack's `kubernetesVersion`: charts render and objects validate for it.
+    kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
 
     def of_type(self, type_token: str) -> list[dict[str, Any]]:
         return [r for r in self.resources if r["type"] == type_token]
@@ -201,7 +204,9 @@ def render_stack(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> R
     if not stack_file(stack).exists():
         raise FileNotFoundError(f"no stack file {stack_file(stack)}; stacks: {', '.join(stack_names())}")
     config, secret_keys = cli_config(stack, overrides)
-    return run_under_mocks(stack, lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), config, secret_keys)
+    result = run_under_mocks(stack, lambda: runpy.run_path(str(PROGRAM), run_name="__main__"), config, secret_keys)
+    result.kubernetes_version = config.get(f"{PROJECT}:kubernetesVersion", DEFAULT_KUBERNETES_VERSION)
+    return result
 
 
 def run_under_mocks(

@@ -15,15 +15,16 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import grpc
 import jsonschema
 from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
-from infra.tooling.mock_engine import RenderResult
 from infra.program.stack_config import SECRET_PLACEHOLDER
+from infra.tooling.mock_engine import RenderResult
+from infra.tooling.objects import KubeObject
 
 # How the engine marks a secret value on the wire (pulumi.runtime.rpc): the pack sees it as secret.
 _SECRET_SIG = {"4dabf18193072939515e22adb298388d": "1b47061264138c4ac30d75fd1eb44270"}
@@ -148,10 +149,41 @@ def load_policy_config(config_file: Optional[Path]) -> dict[str, Any]:
     return json.loads(config_file.read_text()) if config_file else {}
 
 
+def chart_object_records(result: RenderResult, objects: Sequence[KubeObject]) -> list[dict[str, Any]]:
+    """Objects a Helm release creates, as the resource records `pulumi up` would register had the chart
+    been a `helm.v4.Chart`: typed `kubernetes:<group>/<version>:<Kind>`, parented by the release, on its
+    provider. The pack's Kubernetes rules then see them as they see our own objects."""
+    releases = {r["urn"]: r for r in result.helm_releases}
+    records = []
+    for obj in objects:
+        release = releases.get(obj.urn)
+        if release is None or not obj.source.startswith("helm:"):
+            continue  # declared objects are in result.resources already
+        group, _, version = obj.api_version.rpartition("/")
+        type_token = f"kubernetes:{group or 'core'}/{version}:{obj.kind}"
+        release_type = release["type"]
+        records.append(
+            {
+                "urn": f"{release['urn'].rsplit('::', 2)[0]}::{release_type}${type_token}::{obj.key}",
+                "type": type_token,
+                "name": obj.key,
+                "parent": release["urn"],
+                "provider": release.get("provider"),
+                "dependencies": [release["urn"]],
+                "protect": False,
+                "inputs": obj.manifest,
+            }
+        )
+    return records
+
+
 def analyze(
-    analyzer: analyzer_pb2_grpc.AnalyzerStub, result: RenderResult, user_config: Mapping[str, Any]
+    analyzer: analyzer_pb2_grpc.AnalyzerStub,
+    result: RenderResult,
+    user_config: Mapping[str, Any],
+    chart_objects: Sequence[KubeObject] = (),
 ) -> list[Violation]:
-    """Configure a served pack and send it every resource, then the whole stack."""
+    """Configure a served pack and send it every resource (and every chart object), then the whole stack."""
     try:
         analyzer.Handshake(analyzer_pb2.AnalyzerHandshakeRequest(root_directory=str(Path.cwd())))
     except grpc.RpcError as error:  # older packs do not implement it; the engine tolerates that too
@@ -163,7 +195,7 @@ def analyze(
     # (diagnostic, URN of the resource analysed): a resource policy's diagnostic names no URN itself.
     diagnostics: list[tuple[analyzer_pb2.AnalyzeDiagnostic, str]] = []
     stack_resources = []
-    for resource in result.resources:
+    for resource in [*result.resources, *chart_object_records(result, chart_objects)]:
         request = dict(
             type=resource["type"],
             properties=_struct(resource["inputs"]),
@@ -189,11 +221,16 @@ def analyze(
     ]
 
 
-def check_policies(result: RenderResult, pack_dir: Path, config_file: Optional[Path] = None) -> list[Violation]:
+def check_policies(
+    result: RenderResult,
+    pack_dir: Path,
+    config_file: Optional[Path] = None,
+    chart_objects: Sequence[KubeObject] = (),
+) -> list[Violation]:
     """Every violation the pack reports for the rendered stack, resource by resource and as a whole."""
     user_config = load_policy_config(config_file)
     with served_pack(pack_dir.resolve()) as analyzer:
-        return analyze(analyzer, result, user_config)
+        return analyze(analyzer, result, user_config, chart_objects)
 
 
 def report(violations: list[Violation]) -> str:

@@ -22,7 +22,10 @@ from typing import Any, Optional
 import yaml
 
 from infra.program.stack_config import ROOT, InvalidStackConfig, stack_names
+from infra.tooling.chart_cache import ChartCache
 from infra.tooling.mock_engine import STACK_TYPE, RenderResult, render_stack
+from infra.tooling.object_checks import NO_CRD, Problem, pod_problems, schema_problems, secret_problems
+from infra.tooling.objects import ObjectSet, expand_objects, report_lines, write_objects
 
 
 # --- writing what it would deploy -----------------------------------------------------------
@@ -32,7 +35,9 @@ def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", part)
 
 
-def write_render(result: RenderResult, out_dir: Path) -> None:
+def write_render(result: RenderResult, out_dir: Path, objects: Optional[ObjectSet] = None) -> ObjectSet:
+    """Write everything under `out_dir`; `objects` are expanded here unless the caller already has them."""
+    objects = objects if objects is not None else expand_objects(result)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -67,7 +72,36 @@ def write_render(result: RenderResult, out_dir: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(document, sort_keys=False))
 
+    write_objects(objects, out_dir)
     (out_dir / "graph.mmd").write_text(mermaid_graph(result))
+    return objects
+
+
+def object_problems(objects: ObjectSet, kubernetes_version: str) -> list[Problem]:
+    """Every check on every object (infra/tooling/object_checks.py).
+
+    With a release not expanded, its CRDs are unknown: custom resources of those kinds stay unchecked
+    (the report already names the release) instead of failing as kinds no CRD serves.
+    """
+    schema = schema_problems(objects.objects, kubernetes_version)
+    if objects.skipped:
+        schema = [p for p in schema if not p.message.startswith(NO_CRD)]
+    return [*schema, *pod_problems(objects.objects), *secret_problems(objects.objects)]
+
+
+def objects_report(objects: ObjectSet, problems: list[Problem]) -> str:
+    releases = sorted({o.source for o in objects.objects if o.source.startswith("helm:")})
+    lines = [
+        f"Objects: {len(objects.objects)} ({sum(o.source.startswith('helm:') for o in objects.objects)} from "
+        f"{len(releases)} expanded Helm releases, engine {objects.engine or 'none'}), written to objects/"
+    ]
+    lines += [f"    {line}" for line in report_lines(objects)]
+    if problems:
+        lines.append(f"Object checks: {len(problems)} problem(s):")
+        lines += [f"    {problem}" for problem in problems]
+    else:
+        lines.append("Object checks: schemas, requests, images and secrets all pass.")
+    return "\n".join(lines)
 
 
 def mermaid_graph(result: RenderResult) -> str:
@@ -120,6 +154,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--policy-pack", type=Path, help="serve this CrossGuard pack and check the stack against it")
     parser.add_argument("--policy-pack-config", type=Path, help="policy config JSON, as for `pulumi preview`")
     parser.add_argument("--diff", metavar="REF", help="also render git REF and print what changes (infra/tooling/render_diff.py)")
+    parser.add_argument(
+        "--chart-dir",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder holding pinned charts (<chart>/ or <chart>-<version>/), searched first; repeatable",
+    )
+    parser.add_argument(
+        "--no-pull", action="store_true", help="never pull a missing chart from its repository into the cache"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -131,29 +175,33 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out_dir = args.out or ROOT / "build" / args.stack
-    write_render(result, out_dir)
+    objects = expand_objects(result, charts=ChartCache(args.chart_dir, pull=not args.no_pull))
+    write_render(result, out_dir, objects)
+    problems = object_problems(objects, result.kubernetes_version)
     print(summary(result))
     print(
         f"\nWrote {out_dir}: resources.json, {len(result.kubernetes_objects)} manifests, "
-        f"{len(result.helm_releases)} Helm releases, graph.mmd"
+        f"{len(result.helm_releases)} Helm releases, {len(objects.objects)} objects, graph.mmd"
     )
+    print("\n" + objects_report(objects, problems))
+    status = 1 if problems or objects.duplicates else 0
     if args.diff:
         from infra.tooling.render_diff import diff_against  # git and a second render only when asked for
 
         if diff_against(args.stack, args.diff, current=out_dir) != 0:
             return 2
     if args.policy_pack is None:
-        return 0
+        return status
 
     from infra.tooling.policy_check import PolicyPackError, check_policies, report  # grpc only when asked for
 
     try:
-        violations = check_policies(result, args.policy_pack, args.policy_pack_config)
+        violations = check_policies(result, args.policy_pack, args.policy_pack_config, objects.objects)
     except PolicyPackError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n" + report(violations))
-    return 1 if any(v.enforcement == "mandatory" for v in violations) else 0
+    return 1 if status or any(v.enforcement == "mandatory" for v in violations) else 0
 
 
 if __name__ == "__main__":

@@ -69,10 +69,26 @@ def check_gpu_limits_and_tolerations(resource_type: str, props: Mapping[str, Any
 # --- pinned images ------------------------------------------------------------------------------
 
 
+# Istio's gateway chart renders `image: auto` under the pod annotation `inject.istio.io/templates:
+# gateway`; Istio's injector replaces it at admission with the proxy image istiod pins
+# (https://istio.io/latest/docs/setup/additional-setup/gateway/#deploying-a-gateway).
+ISTIO_INJECTED_IMAGE = "auto"
+ISTIO_INJECTION_TEMPLATE = "inject.istio.io/templates"
+
+
+def _istio_injects_image(props: Mapping[str, Any], pod_path: str) -> bool:
+    if not pod_path.endswith(".spec"):
+        return False
+    annotations = get(props, f"{pod_path[: -len('.spec')]}.metadata.annotations")
+    return isinstance(annotations, Mapping) and annotations.get(ISTIO_INJECTION_TEMPLATE) == "gateway"
+
+
 def check_images_pinned(resource_type: str, props: Mapping[str, Any]) -> Iterator[str]:
     for pod in pods_of(resource_type, props):
         for container in pod.containers:
             image = container.spec.get("image")
+            if image == ISTIO_INJECTED_IMAGE and _istio_injects_image(props, pod.path):
+                continue
             problem = image_pinning_problem(image)
             if problem:
                 name = image.split("@", 1)[0]

@@ -91,6 +91,17 @@ def test_latest_or_untagged_images_fail_including_init_containers(kind):
     assert "initContainers[0].image 'busybox' (container fetch) has no tag" in messages[1]
 
 
+def test_istio_gateway_image_auto_passes_only_where_istio_injects_the_proxy():
+    # The Istio gateway chart's Deployment: `image: auto`, replaced by Istio's injector at admission.
+    gateway = workload("Deployment", pod_spec(container("istio-proxy", image="auto")))
+    assert len(run(container_images_pinned, TYPES["Deployment"], gateway)) == 1
+    gateway["spec"]["template"]["metadata"]["annotations"] = {"inject.istio.io/templates": "gateway"}
+    assert run(container_images_pinned, TYPES["Deployment"], gateway) == []
+    # Any other unpinned image in that pod is still caught.
+    gateway["spec"]["template"]["spec"]["containers"].append(container("helper", image="busybox"))
+    assert len(run(container_images_pinned, TYPES["Deployment"], gateway)) == 1
+
+
 def test_inference_service_images_in_model_and_containers():
     assert run(container_images_pinned, ISVC, inference_service()) == []  # the runtime supplies the image
     isvc = inference_service()
