@@ -87,7 +87,7 @@ def rendered() -> str:
 def test_docs_configuration_md_is_current(rendered: str) -> None:
     assert DOC.exists() and DOC.read_text() == rendered, (
         "docs/configuration.md is out of date with infra/program/settings.py, Pulumi.yaml or the GPU catalog; "
-        "run `python -m infra.tooling.config_reference --write` and commit the result"
+        "run `infra/run config-reference --write` and commit the result"
     )
 
 
