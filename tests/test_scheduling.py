@@ -13,7 +13,9 @@ from typing import Any, Mapping
 import pytest
 
 from infra.tooling.mock_engine import RenderResult
-from tests.conftest import SHIPPED_STACKS, Render
+from infra.tooling.object_checks import pod_spec
+from tests.conftest import SHIPPED_STACKS, Render, expanded
+from tests.upstream import requires_shared
 
 # chart (as the release names it) -> value paths that place its controllers: a nodeSelector map, or an
 # `affinity` whose required node terms must select the system pool.
@@ -166,3 +168,46 @@ def test_no_cpu_workload_tolerates_a_gpu_taint(render: Render, stack: str) -> No
         limits = [c.get("resources", {}).get("limits", {}) for c in pod["containers"]]
         if not any("nvidia.com/gpu" in limit for limit in limits):
             assert not any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations") or []), deployment["name"]
+
+
+# --- on the objects the charts render -------------------------------------------------------------
+
+
+def _places_on(pod: Mapping[str, Any], system: Mapping[str, str]) -> bool:
+    selector = pod.get("nodeSelector") or {}
+    if all(selector.get(k) == v for k, v in system.items()):
+        return True
+    affinity = pod.get("affinity") or {}
+    return bool(affinity.get("nodeAffinity")) and affinity_selects(affinity, system)
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_chart_pod_that_is_not_a_daemonset_runs_on_the_system_pool(render: Render, stack: str) -> None:
+    # What the placement values above promise, checked on what the charts really render from them.
+    system = system_selector(render(stack))
+    checked = 0
+    for obj in expanded(stack).objects:
+        pod = pod_spec(obj)
+        if pod is None or obj.kind == "DaemonSet" or not obj.source.startswith("helm:"):
+            continue
+        checked += 1
+        if system:
+            assert _places_on(pod, system), f"{obj.key} ({obj.source}) may land on a GPU node"
+        assert not any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations") or []), obj.key
+    assert checked >= 10
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_chart_daemonset_tolerates_every_gpu_pool_taint(render: Render, stack: str) -> None:
+    # The DaemonSets our charts render (NFD's worker, the DCGM exporter) exist for every node, GPU
+    # nodes above all.
+    taints = gpu_taints(render(stack))
+    daemonsets = [o for o in expanded(stack).objects if o.kind == "DaemonSet" and o.source.startswith("helm:")]
+    for daemonset in daemonsets:
+        tolerations = pod_spec(daemonset).get("tolerations") or []
+        for key, effect in taints:
+            assert tolerates(tolerations, key, effect), f"{daemonset.key} misses {key}:{effect}"
+    if taints:
+        assert daemonsets, "a GPU stack runs GPU DaemonSets"
