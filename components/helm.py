@@ -11,9 +11,10 @@
   the Knative and MinIO operators before the KnativeServing and Tenant;
 - one atomic, awaited unit: a failed install or upgrade rolls back as a whole, and what depends on
   a release starts only once all its pods are ready.
-The cost is that previews and policies see the release's values, not each object it renders; the
-policy pack checks those values (policies/gpu_platform_policies/helm.py), and tests check every value
-against the chart's upstream values.yaml.
+The cost is that `pulumi preview` and its policies see the release's values, not each object it
+renders. The offline render closes that gap: it expands every release with the same pinned chart
+(infra/tooling/objects.py), checks the objects and hands them to the policy pack; tests also check
+every value against the chart's upstream values.yaml.
 """
 
 from __future__ import annotations
