@@ -1,7 +1,8 @@
 """The render diff: what a change does to what a stack declares, before anyone runs `pulumi preview`.
 
-Three layers: the comparison on a hand-made pair of render folders (no git), the git plumbing on a
-throwaway repository whose "render" is a tiny script (so it always runs), and two real commits of
+Four layers: the comparison on a hand-made pair of render folders (no git), with hand-made `objects/`
+trees for the per-object report; one chart value changed in the real program; the git plumbing on a
+throwaway repository whose "render" is a tiny script (so it always runs); and two real commits of
 this repository's own history (skipped on a shallow clone).
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from infra.tooling import render_diff
 from infra.tooling.mock_engine import RenderResult, render_stack
@@ -31,6 +35,8 @@ from infra.tooling.render_diff import (
     format_text,
 )
 from infra.program.stack_config import ROOT
+from tests.conftest import Render
+from tests.upstream import requires_shared
 
 STACK_URN = "urn:pulumi:aws-dev::gpu-platform::pulumi:pulumi:Stack::gpu-platform-aws-dev"
 CLUSTER = "gpu-platform:cluster:EksGpuCluster"
@@ -121,8 +127,11 @@ def _deployment(containers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _write(directory: Path, resources: list[dict[str, Any]], outputs: dict[str, Any]) -> Path:
-    # Written by the render's own writer, so the folders have exactly the layout a render has.
+    # Written by the render's own writer, so the folders have exactly the layout a render has. These
+    # pairs test the resource, Helm and manifest sections; the objects/ trees of the per-object tests
+    # are made by hand below, so the writer's own (from the declared objects here) is left out.
     write_render(RenderResult(stack="aws-dev", resources=resources, outputs=outputs), directory)
+    shutil.rmtree(directory / "objects", ignore_errors=True)
     return directory
 
 
@@ -259,7 +268,7 @@ def test_text_report_calls_out_deletion_and_protection(render_pair: tuple[Path, 
     text = format_text(_labelled(compare_render_dirs(*render_pair)))
     lines = text.splitlines()
     assert lines[0] == "Render diff for aws-dev: origin/main (abc1234) -> working tree (def5678)"
-    assert lines[1] == "+1 ~4 -1  (1 to add, 4 to change, 1 to delete)"
+    assert lines[1] == "Pulumi resources: +1 ~4 -1  (1 to add, 4 to change, 1 to delete)"
     assert "Removed (1): Pulumi deletes these on the next `pulumi up`" in text
     assert "  - aws:kms/key:Key  gpu-aws-dev-secrets  (protected: `pulumi up` fails until it is unprotected)" in lines
     assert "  + aws:ec2/subnet:Subnet  gpu-aws-dev-private-2" in lines
@@ -270,7 +279,7 @@ def test_text_report_calls_out_deletion_and_protection(render_pair: tuple[Path, 
 def test_markdown_report_is_a_comment_with_a_summary_and_collapsible_details(render_pair: tuple[Path, Path]) -> None:
     markdown = format_markdown(_labelled(compare_render_dirs(*render_pair)))
     assert markdown.startswith("### Render diff: `aws-dev`\n")
-    assert "**+1 ~4 -1** (1 to add, 4 to change, 1 to delete)" in markdown
+    assert "Pulumi resources: **+1 ~4 -1** (1 to add, 4 to change, 1 to delete)" in markdown
     assert "> [!WARNING]\n> 1 resource(s) would be **deleted** by Pulumi" in markdown
     assert markdown.count("<details>") == markdown.count("</details>") == 6
     assert "<summary>Helm values changed (1 release(s))</summary>" in markdown
@@ -292,6 +301,299 @@ def test_markdown_for_no_changes_and_a_long_diff_stays_within_a_comment(
     assert len(markdown) <= 20_000
     assert "(truncated)</summary>" in markdown and "The full report is in the workflow's artifact" in markdown
     assert markdown.count("<details>") == markdown.count("</details>") and markdown.count("```") % 2 == 0
+
+
+# --- Kubernetes objects (objects/), on hand-made trees ----------------------------------------
+
+AUTOSCALER = "helm:kube-system/cluster-autoscaler"
+AUTOSCALER_NAME = "cluster-autoscaler-aws-cluster-autoscaler"
+AUTOSCALER_TITLE = "Objects of release kube-system/cluster-autoscaler, chart cluster-autoscaler 9.59.0"
+AUTOSCALER_CONTAINER = "spec.template.spec.containers[name=aws-cluster-autoscaler]"
+
+
+def _object(kind: str, name: str, source: str | None, namespace: str | None = None, **body: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    if source:
+        metadata["annotations"] = {render_diff.SOURCE_ANNOTATION: source}
+    return {"apiVersion": "v1", "kind": kind, "metadata": metadata, **body}
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", part)
+
+
+def _objects_render(directory: Path, objects: list[dict[str, Any]], releases: dict[str, dict[str, Any]]) -> Path:
+    """A render folder as the render writes it: resources.json, helm/<ns>/<release>.yaml, objects/."""
+    directory.mkdir(parents=True)
+    (directory / "resources.json").write_text(json.dumps([_stack_record()]))
+    for source, values in releases.items():
+        namespace, release = source.removeprefix("helm:").split("/")
+        chart = {"kube-system": ("cluster-autoscaler", "9.59.0")}.get(namespace, ("kube-prometheus-stack", "88.5.3"))
+        document = {"release": release, "chart": chart[0], "version": chart[1], "namespace": namespace}
+        document["values"] = values
+        (directory / "helm" / namespace).mkdir(parents=True, exist_ok=True)
+        (directory / "helm" / namespace / f"{release}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    for manifest in objects:
+        metadata = manifest["metadata"]
+        path = directory / "objects" / _safe(metadata.get("namespace") or "_cluster") / _safe(manifest["kind"])
+        path.mkdir(parents=True, exist_ok=True)
+        (path / f"{_safe(metadata['name'])}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return directory
+
+
+def _autoscaler_deployment(expander: str, cpu: str, extra_flags: list[str]) -> dict[str, Any]:
+    command = [
+        "./cluster-autoscaler",
+        "--cloud-provider=aws",
+        "--namespace=kube-system",
+        "--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,k8s.io/cluster-autoscaler/gpu-aws-dev",
+        f"--expander={expander}",
+        "--logtostderr=true",
+        "--v=4",
+        *extra_flags,
+    ]
+    container = {"name": "aws-cluster-autoscaler", "command": command, "resources": {"requests": {"cpu": cpu}}}
+    deployment = _object("Deployment", AUTOSCALER_NAME, AUTOSCALER, "kube-system")
+    return {**deployment, "apiVersion": "apps/v1", "spec": {"template": {"spec": {"containers": [container]}}}}
+
+
+def _ingress_config(gateway: str) -> str:
+    # A ConfigMap value is a whole JSON document; the gateway sits past the first MAX_VALUE_CHARS.
+    return json.dumps(
+        {
+            "ingressClassName": "istio",
+            "ingressDomain": "models.example.com",
+            "localGateway": "knative-serving/knative-local-gateway",
+            "localGatewayService": "knative-local-gateway.istio-system.svc.cluster.local",
+            "ingressGateway": gateway,
+            "urlScheme": "https",
+        },
+        indent=2,
+    )
+
+
+@pytest.fixture
+def objects_pair(tmp_path: Path) -> tuple[Path, Path]:
+    """Cluster Autoscaler's chart objects and some declared ones, before and after a change."""
+    role_rule = {"apiGroups": [""], "resources": ["nodes"]}
+    old = _objects_render(
+        tmp_path / "old",
+        [
+            _autoscaler_deployment("least-waste", "100m", []),
+            _object("ClusterRole", AUTOSCALER_NAME, AUTOSCALER,
+                    rules=[{**role_rule, "verbs": ["get", "list", "watch"]}]),  # fmt: skip
+            _object("Service", AUTOSCALER_NAME, AUTOSCALER, "kube-system", spec={"ports": [{"port": 8085}]}),
+            _object("ConfigMap", "inferenceservice-config", "pulumi:kserve-inferenceservice-config", "kserve",
+                    data={"ingress": _ingress_config("knative-serving/knative-ingress-gateway")}),  # fmt: skip
+            _object("Secret", "model-store-s3", "pulumi:model-store-s3", "models",
+                    data={"AWS_SECRET_ACCESS_KEY": "b2xkLXNlY3JldA=="}),  # fmt: skip
+        ],
+        {AUTOSCALER: {"extraArgs": {"expander": "least-waste"}}},
+    )
+    new = _objects_render(
+        tmp_path / "new",
+        [
+            _autoscaler_deployment("most-pods", "200m", ["--balance-similar-node-groups=true"]),
+            _object("ClusterRole", AUTOSCALER_NAME, AUTOSCALER,
+                    rules=[{**role_rule, "verbs": ["get", "list", "patch", "watch"]}]),  # fmt: skip
+            _object("PodDisruptionBudget", AUTOSCALER_NAME, AUTOSCALER, "kube-system", spec={"maxUnavailable": 1}),
+            _object("ConfigMap", "inferenceservice-config", "pulumi:kserve-inferenceservice-config", "kserve",
+                    data={"ingress": _ingress_config("istio-system/gpu-platform-gateway")}),  # fmt: skip
+            _object("Secret", "model-store-s3", "pulumi:model-store-s3", "models",
+                    data={"AWS_SECRET_ACCESS_KEY": "bmV3LXNlY3JldA==", "AWS_ACCESS_KEY_ID": "bW9kZWxz"}),  # fmt: skip
+            # a name with colons (RBAC's convention) lives in a sanitised file name
+            _object("ClusterRoleBinding", "system:gpu-platform:model-readers", "pulumi:model-readers"),
+            _object("Namespace", "scratch", None),
+        ],
+        {AUTOSCALER: {"extraArgs": {"expander": "most-pods"}}},
+    )
+    return old, new
+
+
+def _entries(entries: list[render_diff.ObjectChange]) -> list[tuple[str, str]]:
+    return [(e.label, e.source) for e in entries]
+
+
+def test_objects_are_matched_by_namespace_kind_and_name_and_carry_their_source(
+    objects_pair: tuple[Path, Path],
+) -> None:
+    objects = compare_render_dirs(*objects_pair).objects
+    assert objects.compared and objects.summary == "+3 ~4 -1"
+    assert sorted(_entries(objects.added)) == [
+        ("ClusterRoleBinding system:gpu-platform:model-readers", "pulumi:model-readers"),
+        ("Namespace scratch", ""),
+        (f"PodDisruptionBudget kube-system/{AUTOSCALER_NAME}", AUTOSCALER),
+    ]
+    assert _entries(objects.removed) == [(f"Service kube-system/{AUTOSCALER_NAME}", AUTOSCALER)]
+    assert sorted(_entries(objects.changed)) == [
+        (f"ClusterRole {AUTOSCALER_NAME}", AUTOSCALER),
+        ("ConfigMap kserve/inferenceservice-config", "pulumi:kserve-inferenceservice-config"),
+        (f"Deployment kube-system/{AUTOSCALER_NAME}", AUTOSCALER),
+        ("Secret models/model-store-s3", "pulumi:model-store-s3"),
+    ]
+    # Grouped by source: each release by namespace/name, then the program's own, then the unannotated.
+    assert [group for group, _ in objects.by_source()] == [AUTOSCALER, "pulumi", ""]
+
+
+def test_changed_objects_list_each_changed_field_as_a_dotted_path_old_to_new(objects_pair: tuple[Path, Path]) -> None:
+    objects = compare_render_dirs(*objects_pair).objects
+    assert _described(objects.change_of(f"Deployment kube-system/{AUTOSCALER_NAME}")) == [
+        # a long command is compared flag by flag: a flag changed in place, one added at the end
+        f'{AUTOSCALER_CONTAINER}.command[4]: "--expander=least-waste" -> "--expander=most-pods"',
+        f'{AUTOSCALER_CONTAINER}.command: +"--balance-similar-node-groups=true"',
+        f'{AUTOSCALER_CONTAINER}.resources.requests.cpu: "100m" -> "200m"',
+    ]
+    assert _described(objects.change_of(f"ClusterRole {AUTOSCALER_NAME}")) == [
+        'rules[0].verbs: ["get","list","watch"] -> ["get","list","patch","watch"]'
+    ]
+    # A config file held in one string is shown around what changed, not cut off before it.
+    (ingress,) = _described(objects.change_of("ConfigMap kserve/inferenceservice-config"))
+    assert ingress.startswith('data.ingress: "…') and len(ingress) < 2 * render_diff.MAX_VALUE_CHARS + 40
+    assert "knative-serving/knative-ingress-gateway" in ingress and "istio-system/gpu-platform-gateway" in ingress
+
+
+def test_a_secrets_changed_data_is_named_but_never_shown(objects_pair: tuple[Path, Path]) -> None:
+    diff = compare_render_dirs(*objects_pair)
+    assert _described(diff.objects.change_of("Secret models/model-store-s3")) == [
+        "data.AWS_ACCESS_KEY_ID: (absent) -> (secret value)",
+        "data.AWS_SECRET_ACCESS_KEY: (secret value) -> (secret value)",
+    ]
+    report = format_text(_labelled(diff)) + format_markdown(_labelled(diff))
+    assert "bmV3LXNlY3JldA" not in report and "b2xkLXNlY3JldA" not in report and "bW9kZWxz" not in report
+
+
+def test_reports_put_objects_first_grouped_by_source_release(objects_pair: tuple[Path, Path]) -> None:
+    diff = compare_render_dirs(*objects_pair)
+    text = format_text(_labelled(diff))
+    lines = text.splitlines()
+    assert lines[2] == "Kubernetes objects: +3 ~4 -1  (3 to create, 4 to change, 1 to delete)"
+    release = lines.index(f"{AUTOSCALER_TITLE} (1 added, 2 changed, 1 removed):")
+    assert lines[release + 1 :][:9] == [
+        f"  ~ ClusterRole {AUTOSCALER_NAME}",
+        '      rules[0].verbs: ["get","list","watch"] -> ["get","list","patch","watch"]',
+        f"  ~ Deployment kube-system/{AUTOSCALER_NAME}",
+        f'      {AUTOSCALER_CONTAINER}.command[4]: "--expander=least-waste" -> "--expander=most-pods"',
+        f'      {AUTOSCALER_CONTAINER}.command: +"--balance-similar-node-groups=true"',
+        f'      {AUTOSCALER_CONTAINER}.resources.requests.cpu: "100m" -> "200m"',
+        f"  + PodDisruptionBudget kube-system/{AUTOSCALER_NAME}",
+        f"  - Service kube-system/{AUTOSCALER_NAME}",
+        "",
+    ]
+    program = lines.index("Objects the program declares directly (1 added, 2 changed):")
+    assert "  + ClusterRoleBinding system:gpu-platform:model-readers  (resource model-readers)" in lines[program:]
+    assert "  ~ ConfigMap kserve/inferenceservice-config  (resource kserve-inferenceservice-config)" in lines[program:]
+    unannotated = lines.index(f"Objects with no {render_diff.SOURCE_ANNOTATION} annotation (1 added):")
+    helm_values = lines.index("Helm values changed (1 release(s)):")
+    assert release < program < unannotated < helm_values, "objects first, the existing sections after them"
+    assert '      values.extraArgs.expander: "least-waste" -> "most-pods"' in lines[helm_values:]
+
+    markdown = format_markdown(_labelled(diff))
+    assert "Kubernetes objects: **+3 ~4 -1** (3 to create, 4 to change, 1 to delete)" in markdown
+    summaries = re.findall(r"<summary>(.*?)</summary>", markdown)
+    assert summaries == [
+        f"{AUTOSCALER_TITLE} (1 added, 2 changed, 1 removed)",
+        "Objects the program declares directly (1 added, 2 changed)",
+        f"Objects with no {render_diff.SOURCE_ANNOTATION} annotation (1 added)",
+        "Helm values changed (1 release(s))",
+    ]
+    assert f"```diff\n~ ClusterRole {AUTOSCALER_NAME}\n" in markdown and markdown.count("```") % 2 == 0
+
+
+@pytest.mark.parametrize("side", ["old", "new"])
+def test_a_side_rendered_before_objects_existed_says_object_comparison_is_unavailable(
+    objects_pair: tuple[Path, Path], side: str
+) -> None:
+    old, new = objects_pair
+    shutil.rmtree((old if side == "old" else new) / "objects")
+    diff = compare_render_dirs(old, new)
+    assert diff.objects.missing == (side,) and diff.objects.entries == [], "no object shows as all added or removed"
+    label = {"old": "origin/main (abc1234)", "new": "working tree (def5678)"}[side]
+    unavailable = f"Object-level comparison unavailable: `{label}` rendered no objects/ (its render code predates them)"
+    text = format_text(_labelled(diff))
+    assert text.splitlines()[2].startswith(unavailable) and "Kubernetes objects:" not in text
+    assert "Helm values changed (1 release(s)):" in text, "the rest of the diff still works"
+    markdown = format_markdown(_labelled(diff))
+    assert f"> [!NOTE]\n> {unavailable}" in markdown and "<summary>Objects" not in markdown
+
+
+def test_a_release_expanded_on_one_side_only_is_not_reported_as_added(tmp_path: Path) -> None:
+    # Both sides install kube-prometheus-stack, but the old side's render had no copy of its chart.
+    monitoring = "helm:monitoring/kube-prometheus-stack"
+    releases = {AUTOSCALER: {}, monitoring: {}}
+    grafana = _object("ConfigMap", "grafana-dashboards", monitoring, "monitoring", data={"a": "b"})
+    old = _objects_render(tmp_path / "old", [_autoscaler_deployment("least-waste", "100m", [])], releases)
+    new = _objects_render(tmp_path / "new", [_autoscaler_deployment("least-waste", "200m", []), grafana], releases)
+    diff = compare_render_dirs(old, new)
+    assert diff.objects.one_sided == {monitoring: "new"}
+    assert _entries(diff.objects.entries) == [(f"Deployment kube-system/{AUTOSCALER_NAME}", AUTOSCALER)]
+    assert (
+        "release monitoring/kube-prometheus-stack: objects rendered for `working tree (def5678)` only "
+        "(its chart was not available to the other side's render), so they are not compared."
+    ) in format_text(_labelled(diff)).splitlines()
+
+
+def test_an_object_with_many_changed_fields_lists_the_first_and_counts_the_rest(tmp_path: Path) -> None:
+    def crd(description: str) -> dict[str, Any]:
+        properties = {f"field{i:02d}": {"type": "string", "description": f"{description} {i}"} for i in range(40)}
+        return _object("CustomResourceDefinition", "servicemonitors.monitoring.coreos.com", AUTOSCALER,
+                       spec={"schema": {"properties": properties}})  # fmt: skip
+
+    old = _objects_render(tmp_path / "old", [crd("old")], {})
+    new = _objects_render(tmp_path / "new", [crd("new")], {})
+    (changed,) = compare_render_dirs(old, new).objects.changed
+    lines = changed.lines()
+    assert len(changed.changes) == 40 and len(lines) == 1 + render_diff.MAX_FIELDS_PER_OBJECT + 1
+    assert lines[-1] == f"    … {40 - render_diff.MAX_FIELDS_PER_OBJECT} more field(s)"
+
+
+def test_object_sections_of_many_releases_stay_within_a_comment(tmp_path: Path) -> None:
+    def deployments(image: str) -> list[dict[str, Any]]:
+        return [
+            _object("Deployment", f"controller-{i:02d}", f"helm:team-{i:02d}/controller", f"team-{i:02d}",
+                    spec={"template": {"spec": {"containers": [{"name": "c", "image": image}]}}})  # fmt: skip
+            for i in range(60)
+        ]
+
+    old = _objects_render(tmp_path / "old", deployments("controller:1.0"), {})
+    new = _objects_render(tmp_path / "new", deployments("controller:2.0"), {})
+    markdown = format_markdown(_labelled(compare_render_dirs(old, new)), max_chars=8_000)
+    assert len(markdown) <= 8_000
+    shown = re.findall(r"<summary>Objects of release (team-\d+)/controller", markdown)
+    assert shown[:2] == ["team-00", "team-01"] and 10 < len(shown) < 60
+    # The note names the next few sections it left out, then counts the rest.
+    (note,) = re.findall(r"_Truncated to fit a comment; not shown: (.*)\. The full report is in the workflow", markdown)
+    assert note.count("Objects of release team-") == 8 and note.endswith(f"and {60 - len(shown) - 8} more section(s)")
+    assert markdown.count("<details>") == markdown.count("</details>") and markdown.count("```") % 2 == 0
+
+
+# --- one chart value changed in the real program ------------------------------------------------
+
+
+@requires_shared  # the pinned charts the render expands
+def test_a_chart_value_change_in_the_real_program_names_the_deployment_it_changes(
+    render: Render, tmp_path: Path
+) -> None:
+    # `platform.clusterAutoscaler.expander` is a Helm value (extraArgs.expander) of the Cluster
+    # Autoscaler release; the chart turns it into a flag of its Deployment's container.
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_render(render("aws-dev"), old)
+    write_render(render("aws-dev", {"platform": {"clusterAutoscaler": {"expander": "most-pods"}}}), new)
+    diff = compare_render_dirs(old, new)
+
+    assert diff.objects.compared, "write_render writes objects/ (infra/tooling/objects.py)"
+    assert diff.objects.summary == "+0 ~1 -0", "nothing else the cluster receives moves (the expansion is repeatable)"
+    (deployment,) = diff.objects.changed
+    assert (deployment.label, deployment.source) == (f"Deployment kube-system/{AUTOSCALER_NAME}", AUTOSCALER)
+    (flag,) = deployment.changes
+    assert re.fullmatch(re.escape(AUTOSCALER_CONTAINER) + r"\.command\[\d+\]", flag.path)
+    assert (flag.old, flag.new) == ("--expander=least-waste", "--expander=most-pods")
+
+    text = format_text(StackDiff("aws-dev", "stack file", "with the override", diff))
+    section = f"{AUTOSCALER_TITLE} (1 changed):\n  ~ Deployment kube-system/{AUTOSCALER_NAME}\n      {flag.describe()}"
+    assert section in text
+    assert '      values.extraArgs.expander: "least-waste" -> "most-pods"' in text, "the Helm values section stays"
 
 
 # --- the git plumbing, on a throwaway repository ----------------------------------------------
@@ -319,6 +621,11 @@ record = {{"urn": urn, "type": "demo:index:Pool", "name": "pool", "parent": None
            "dependencies": [], "protect": False, "inputs": {{"size": size, "renderer": RENDERER}}}}
 (out / "resources.json").write_text(json.dumps([record]))
 (out / "outputs.json").write_text("{{}}")
+if size == 7:  # the real render's exit 1: everything written, and its checks found a problem in it
+    print("Object checks: 1 problem(s)")
+    sys.exit(1)
+if size == 8:
+    raise RuntimeError("crashed after writing")
 """
 
 
@@ -383,6 +690,32 @@ def test_the_new_side_is_the_working_tree_with_uncommitted_changes(demo_repo: tu
     (result,) = diff_stacks(["a"], "HEAD", root=repo)
     assert result.new_label == f"working tree ({second[:7]})"
     assert _described(result.diff.changed[0]) == ["size: 2 -> 3"]
+
+
+def test_a_render_whose_checks_fail_is_still_compared_but_a_crash_is_not(demo_repo: tuple[Path, list[str]]) -> None:
+    repo, _ = demo_repo
+    (repo / "stacks/Pulumi.a.yaml").write_text("size: 7\n")
+    (result,) = diff_stacks(["a"], "HEAD", root=repo)
+    assert _described(result.diff.changed[0]) == ["size: 2 -> 7"]
+    (repo / "stacks/Pulumi.a.yaml").write_text("size: 8\n")
+    crashed = r"rendering a in the working tree failed \(exit 1\):\n(.|\n)*RuntimeError: crashed after writing"
+    with pytest.raises(RenderDiffError, match=crashed):
+        diff_stacks(["a"], "HEAD", root=repo)
+    assert _worktrees(repo) == [f"worktree {repo}"]
+
+
+def test_a_worktree_render_uses_this_checkouts_charts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A worktree in a temporary folder has no ../shared beside it, and a relative chart folder
+    # would be looked up inside it: the render of either side gets absolute paths.
+    (tmp_path / "shared").mkdir()
+    monkeypatch.setenv("GPU_PLATFORM_SHARED_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("GPU_PLATFORM_CHART_DIRS", os.pathsep.join(["charts", str(tmp_path / "more")]))
+    monkeypatch.chdir(tmp_path)
+    env = render_diff._render_env(tmp_path / "tree")
+    assert env["PYTHONPATH"] == str(tmp_path / "tree")
+    assert env["GPU_PLATFORM_SHARED_DIR"] == str((tmp_path / "shared").resolve())
+    chart_dirs = env["GPU_PLATFORM_CHART_DIRS"].split(os.pathsep)
+    assert chart_dirs == [str((tmp_path / "charts").resolve()), str((tmp_path / "more").resolve())]
 
 
 def test_a_stack_missing_on_one_side_says_which_side(demo_repo: tuple[Path, list[str]]) -> None:

@@ -9,8 +9,15 @@ the two `resources.json` by URN and prints what is added, what is removed (Pulum
 per changed resource each changed input path, then changed Helm values (`helm/`) and changed
 Kubernetes manifest fields (`manifests/`).
 
+First comes what the cluster would see: every Kubernetes object in `objects/` (each chart expanded
+with our values, plus the objects the program declares directly), matched by namespace, kind and
+name, and grouped by the release or resource its `gpu-platform.dev/source` annotation names, so a
+chart value shows up as the Deployment, ConfigMap or RBAC field it really changes. A side rendered
+before the render wrote `objects/` is compared without them, and the report says so.
+
 A report, not a gate: exit 0 whether or not anything changed; 2 when REF is unknown, when a stack
-is missing on one side, or when a side fails to render. `--format markdown` is for a pull-request
+is missing on one side, or when a side fails to render (a render that wrote everything and exits 1
+because its own object checks found problems is compared all the same). `--format markdown` is for a pull-request
 comment: a heading per stack, a "+added ~changed -removed" line and collapsible details.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import os
 import re
@@ -25,7 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +50,19 @@ HELM_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 META_FIELDS = ("parent", "provider", "providers", "protect", "custom", "remote")
 RENDER_TIMEOUT_SECONDS = 900
 MAX_VALUE_CHARS = 100
+# A chart bump can touch hundreds of fields of one object (a CRD's schema); past this many, the
+# object's entry says how many more there are instead of listing them.
+MAX_FIELDS_PER_OBJECT = 25
 # GitHub rejects comment bodies over 65536 characters; leave room for the marker and a footer.
 MAX_MARKDOWN_CHARS = 60_000
+# The render's objects/ folder: every Kubernetes object, annotated with the Helm release
+# (`helm:<namespace>/<release>`) or Pulumi resource (`pulumi:<resource name>`) it comes from.
+OBJECTS_DIR = "objects"
+SOURCE_ANNOTATION = "gpu-platform.dev/source"
+HELM_SOURCE = "helm:"
+PULUMI_SOURCE = "pulumi:"
+SECRET_FIELDS = ("data", "stringData")
+SIGN_WORDS = (("+", "added"), ("~", "changed"), ("-", "removed"))
 
 
 class RenderDiffError(Exception):
@@ -53,6 +72,8 @@ class RenderDiffError(Exception):
 # --- comparing two render folders --------------------------------------------------------------
 
 _ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "(absent)"})()
+# A Secret's data in a report that may become a public pull-request comment.
+_HIDDEN: Any = type("Hidden", (), {"__repr__": lambda self: "(secret value)"})()
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -60,7 +81,8 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 class Change:
     """One changed value at `path`; `old` or `new` is absent when the key was added or removed.
 
-    For set-valued fields (`dependencies`) `old` lists what was dropped and `new` what was added.
+    For set-valued fields (`dependencies`, or a list of strings too long to show whole, such as a
+    container's command) `old` lists what was dropped and `new` what was added.
     """
 
     path: str
@@ -70,8 +92,11 @@ class Change:
 
     def describe(self) -> str:
         if self.is_set:
-            parts = [f"-{_short_urn(u)}" for u in self.old] + [f"+{_short_urn(u)}" for u in self.new]
+            parts = [f"-{_compact(u)}" for u in self.old] + [f"+{_compact(u)}" for u in self.new]
             return f"{self.path}: {' '.join(parts)}"
+        if isinstance(self.old, str) and isinstance(self.new, str):
+            old, new = _differing_parts(self.old, self.new)
+            return f"{self.path}: {old} -> {new}"
         return f"{self.path}: {_compact(self.old)} -> {_compact(self.new)}"
 
 
@@ -88,6 +113,111 @@ class ObjectDiff:
         return [f"~ {self.label}"] + [f"    {c.describe()}" for c in self.changes] + [f"    ({n})" for n in self.notes]
 
 
+@dataclass(frozen=True)
+class KubernetesObject:
+    """One file of a render's `objects/`: `<namespace or _cluster>/<Kind>/<name>.yaml`."""
+
+    key: str  # the path under objects/
+    kind: str
+    namespace: str  # "" for a cluster-scoped object
+    name: str
+    source: str  # the gpu-platform.dev/source annotation: "helm:<namespace>/<release>" or "pulumi:<resource>"
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+
+@dataclass
+class ObjectChange:
+    """An object added (`+`), removed (`-`) or changed (`~`, with its changed fields)."""
+
+    sign: str
+    object: KubernetesObject
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.object.label
+
+    @property
+    def source(self) -> str:
+        return self.object.source
+
+    def lines(self) -> list[str]:
+        # A directly declared object whose Pulumi resource is named otherwise says which resource it is.
+        resource = self.source.removeprefix(PULUMI_SOURCE)
+        declared = self.source.startswith(PULUMI_SOURCE) and resource != self.object.name
+        named = f"  (resource {resource})" if declared else ""
+        shown = self.changes[:MAX_FIELDS_PER_OBJECT]
+        more = len(self.changes) - len(shown)
+        return (
+            [f"{self.sign} {self.label}{named}"]
+            + [f"    {c.describe()}" for c in shown]
+            + ([f"    … {more} more field(s)"] if more > 0 else [])
+        )
+
+
+@dataclass
+class ObjectsDiff:
+    """The Kubernetes objects of two renders, compared by namespace, kind and name."""
+
+    entries: list[ObjectChange] = field(default_factory=list)
+    # Sides ("old", "new") that wrote no objects/: rendered by code from before objects existed.
+    missing: tuple[str, ...] = ()
+    # Releases rendered into objects on one side only although both install them (a chart that
+    # was not available to one side's render): source -> the side that has objects.
+    one_sided: dict[str, str] = field(default_factory=dict)
+    charts: dict[str, str] = field(default_factory=dict)  # source -> "chart version", for titles
+
+    @property
+    def compared(self) -> bool:
+        return not self.missing
+
+    @property
+    def added(self) -> list[ObjectChange]:
+        return [e for e in self.entries if e.sign == "+"]
+
+    @property
+    def removed(self) -> list[ObjectChange]:
+        return [e for e in self.entries if e.sign == "-"]
+
+    @property
+    def changed(self) -> list[ObjectChange]:
+        return [e for e in self.entries if e.sign == "~"]
+
+    @property
+    def summary(self) -> str:
+        return f"+{len(self.added)} ~{len(self.changed)} -{len(self.removed)}"
+
+    def change_of(self, label: str) -> ObjectChange:
+        return next(e for e in self.entries if e.label == label)
+
+    def by_source(self) -> list[tuple[str, list[ObjectChange]]]:
+        """Entries grouped by source: Helm releases by namespace/name, then the program's own, then unknown."""
+        groups: dict[str, list[ObjectChange]] = {}
+        for entry in self.entries:
+            group = entry.source if entry.source.startswith(HELM_SOURCE) else entry.source.split(":", 1)[0]
+            groups.setdefault(group, []).append(entry)
+        order = {"pulumi": (1, ""), "": (2, "")}
+        ordered = sorted(groups, key=lambda g: order.get(g, (0, g)))
+        return [(group, sorted(groups[group], key=lambda e: (e.label, e.sign))) for group in ordered]
+
+    def title(self, group: str, entries: Sequence[ObjectChange]) -> str:
+        """The heading of one group of `by_source`, with what it holds in words."""
+        signs = [e.sign for e in entries]
+        counts = [f"{signs.count(sign)} {word}" for sign, word in SIGN_WORDS if sign in signs]
+        if group.startswith(HELM_SOURCE):
+            chart = self.charts.get(group)
+            where = f"release {group.removeprefix(HELM_SOURCE)}" + (f", chart {chart}" if chart else "")
+            heading = f"Objects of {where}"
+        elif group == "pulumi":
+            heading = "Objects the program declares directly"
+        else:
+            heading = f"Objects with no {SOURCE_ANNOTATION} annotation" if not group else f"Objects of {group}"
+        return f"{heading} ({', '.join(counts)})"
+
+
 @dataclass
 class RenderDiff:
     added: list[dict[str, Any]] = field(default_factory=list)
@@ -96,6 +226,7 @@ class RenderDiff:
     helm: list[ObjectDiff] = field(default_factory=list)
     manifests: list[ObjectDiff] = field(default_factory=list)
     outputs: list[Change] = field(default_factory=list)
+    objects: ObjectsDiff = field(default_factory=ObjectsDiff)
 
     @property
     def summary(self) -> str:
@@ -103,7 +234,8 @@ class RenderDiff:
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed or self.helm or self.manifests or self.outputs)
+        resources = self.added or self.removed or self.changed or self.outputs
+        return not (resources or self.helm or self.manifests or self.objects.entries)
 
     @property
     def changed_urns(self) -> list[str]:
@@ -156,7 +288,9 @@ def diff_values(old: Any, new: Any, path: str = "") -> list[Change]:
                 changes.append(Change(f"{path} (order)", [i["name"] for i in old], [i["name"] for i in new]))
             return changes
         if all(not isinstance(i, (dict, list)) for i in old + new):
-            return [Change(path, old, new)]  # a list of scalars reads best whole: ["a","b"] -> ["a","c"]
+            if max(len(_compact(old)), len(_compact(new))) < MAX_VALUE_CHARS:
+                return [Change(path, old, new)]  # a short list of scalars reads best whole: ["a","b"] -> ["a","c"]
+            return _diff_scalar_list(old, new, path)
         changes = []
         for index in range(max(len(old), len(new))):
             a = old[index] if index < len(old) else _ABSENT
@@ -168,9 +302,55 @@ def diff_values(old: Any, new: Any, path: str = "") -> list[Change]:
     return [Change(path or "(value)", old, new)]
 
 
+def _diff_scalar_list(old: list[Any], new: list[Any], path: str) -> list[Change]:
+    """A long list of scalars (a container's command) by element, so the one changed flag is not cut off.
+
+    An element replaced in place is `path[i]: a -> b` (i in the new list); elements inserted or
+    dropped are one `path: -a +b` entry, so an insertion does not "change" every element after it.
+    """
+    changes: list[Change] = []
+    dropped: list[Any] = []
+    gained: list[Any] = []
+    # autojunk off: it would treat repeated elements of a list over 200 long as noise.
+    matcher = difflib.SequenceMatcher(a=[json.dumps(i) for i in old], b=[json.dumps(i) for i in new], autojunk=False)
+    for operation, i1, i2, j1, j2 in matcher.get_opcodes():
+        if operation == "replace" and i2 - i1 == j2 - j1:
+            changes += [Change(_join(path, j1 + k), old[i1 + k], new[j1 + k]) for k in range(i2 - i1)]
+        elif operation != "equal":
+            dropped += old[i1:i2]
+            gained += new[j1:j2]
+    if dropped or gained:
+        changes.append(Change(path, dropped, gained, is_set=True))
+    if not changes:  # the same elements, in another order
+        changes.append(Change(f"{path} (order)", old, new))
+    return changes
+
+
+def _differing_parts(old: str, new: str) -> tuple[str, str]:
+    """Two strings for `old -> new`; when either is too long, the part around where they differ.
+
+    A ConfigMap holds whole config files in one string: cutting it at MAX_VALUE_CHARS from the
+    start would hide the line that changed.
+    """
+    if max(len(json.dumps(old, ensure_ascii=False)), len(json.dumps(new, ensure_ascii=False))) <= MAX_VALUE_CHARS:
+        return _compact(old), _compact(new)
+    prefix = len(os.path.commonprefix([old, new]))
+    suffix = len(os.path.commonprefix([old[prefix:][::-1], new[prefix:][::-1]]))
+    start, tail = max(0, prefix - 20), max(0, suffix - 20)  # some context either side of the difference
+
+    def window(text: str) -> str:
+        middle = json.dumps(text[start : len(text) - tail], ensure_ascii=False)[1:-1]
+        shown = ("…" if start else "") + middle[: MAX_VALUE_CHARS - 4]
+        return f'"{shown}{"…" if len(middle) > MAX_VALUE_CHARS - 4 or tail else ""}"'
+
+    return window(old), window(new)
+
+
 def _compact(value: Any) -> str:
     if value is _ABSENT:
         return "(absent)"
+    if value is _HIDDEN:
+        return "(secret value)"
     if isinstance(value, str) and value.startswith("urn:pulumi:"):
         return _short_urn(value)
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -250,6 +430,112 @@ def _yaml_files(directory: Path) -> dict[str, Any]:
     return {path.relative_to(directory).as_posix(): yaml.safe_load(path.read_text()) for path in files}
 
 
+# --- Kubernetes objects (objects/) ----------------------------------------------------------------
+
+# libyaml's loader where PyYAML has it: a chart's CRDs alone are megabytes of YAML.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _object_files(directory: Path) -> dict[str, str]:
+    """objects/<namespace or _cluster>/<Kind>/<name>.yaml -> the file's text.
+
+    Only what differs is parsed: a stack has hundreds of objects, megabytes of them CRDs.
+    """
+    files = {}
+    for path in sorted(directory.rglob("*.yaml")):
+        key = path.relative_to(directory).as_posix()
+        if key.count("/") == 2:  # the layout has exactly three levels; anything else is not an object
+            files[key] = path.read_text()
+    return files
+
+
+def _parse_object(key: str, text: str) -> tuple[KubernetesObject, dict[str, Any]]:
+    """An object file as (its identity, its document)."""
+    document = yaml.load(text, Loader=_YAML_LOADER)
+    document = document if isinstance(document, dict) else {}
+    metadata = document.get("metadata") or {}
+    scope, kind, file_name = key.split("/")
+    identity = KubernetesObject(
+        key=key,
+        kind=str(document.get("kind") or kind),
+        namespace="" if scope == "_cluster" else str(metadata.get("namespace") or scope),
+        # The file name is sanitised for a path (`system:auth-delegator` -> `system_auth-delegator`).
+        name=str(metadata.get("name") or file_name[: -len(".yaml")]),
+        source=str((metadata.get("annotations") or {}).get(SOURCE_ANNOTATION) or ""),
+    )
+    return identity, document
+
+
+def _mentions_source(texts: Iterable[str], source: str) -> bool:
+    """Whether any object file carries `source` in its source annotation (without parsing them all)."""
+    pattern = re.compile(rf"{re.escape(SOURCE_ANNOTATION)}:\s*['\"]?{re.escape(source)}['\"]?\s*$", re.MULTILINE)
+    return any(pattern.search(text) for text in texts)
+
+
+def _hide_secret_data(kind: str, changes: list[Change]) -> list[Change]:
+    """A Secret's changed data as `(secret value)`: the path says what changed, never the value."""
+    if kind != "Secret":
+        return changes
+    return [
+        Change(c.path, c.old if c.old is _ABSENT else _HIDDEN, c.new if c.new is _ABSENT else _HIDDEN)
+        if any(_under(c.path, name) for name in SECRET_FIELDS)
+        else c
+        for c in changes
+    ]
+
+
+def _releases(helm_documents: Mapping[str, Any]) -> dict[str, str]:
+    """helm/ documents -> {"helm:<namespace>/<release>": "<chart> <version>"}."""
+    releases = {}
+    for document in helm_documents.values():
+        if isinstance(document, dict) and document.get("release"):
+            source = f"{HELM_SOURCE}{document.get('namespace') or 'default'}/{document['release']}"
+            releases[source] = " ".join(str(p) for p in (document.get("chart"), document.get("version")) if p)
+    return releases
+
+
+def compare_objects(
+    old_dir: Path,
+    new_dir: Path,
+    old_helm: Optional[Mapping[str, Any]] = None,
+    new_helm: Optional[Mapping[str, Any]] = None,
+) -> ObjectsDiff:
+    """Compare the `objects/` of two render folders; `*_helm` are their helm/ documents, if any.
+
+    A side without objects/ (rendered before the render wrote them) leaves the comparison out and
+    is named in `missing`, rather than every object showing as added or removed.
+    """
+    old_root, new_root = Path(old_dir) / OBJECTS_DIR, Path(new_dir) / OBJECTS_DIR
+    old_releases, new_releases = _releases(old_helm or {}), _releases(new_helm or {})
+    diff = ObjectsDiff(charts={**old_releases, **new_releases})
+    diff.missing = tuple(side for side, root in (("old", old_root), ("new", new_root)) if not root.is_dir())
+    if diff.missing:
+        return diff
+    old_files, new_files = _object_files(old_root), _object_files(new_root)
+    old = {k: _parse_object(k, old_files[k]) for k in old_files.keys() - new_files.keys()}
+    new = {k: _parse_object(k, new_files[k]) for k in new_files.keys() - old_files.keys()}
+    differing = sorted(k for k in old_files.keys() & new_files.keys() if old_files[k] != new_files[k])
+
+    # A release both sides install but only one side expanded (its chart was not on that machine):
+    # its objects were not rendered there, rather than added or removed; say so instead.
+    installed_on_both = old_releases.keys() & new_releases.keys()
+    for side, found, other in (("old", old, new_files), ("new", new, old_files)):
+        for source in sorted({identity.source for identity, _ in found.values()} & installed_on_both):
+            if not _mentions_source(other.values(), source):
+                diff.one_sided[source] = side
+
+    for sign, found in (("+", new), ("-", old)):
+        for key in sorted(found):
+            if found[key][0].source not in diff.one_sided:
+                diff.entries.append(ObjectChange(sign, found[key][0]))
+    for key in differing:
+        (_, before), (identity, after) = _parse_object(key, old_files[key]), _parse_object(key, new_files[key])
+        changes = _hide_secret_data(identity.kind, diff_values(before, after))
+        if changes:
+            diff.entries.append(ObjectChange("~", identity, changes))
+    return diff
+
+
 def _helm_label(document: dict[str, Any]) -> str:
     chart = " ".join(str(part) for part in (document.get("chart"), document.get("version")) if part)
     return f"release {document.get('release')} (namespace {document.get('namespace') or 'default'}, chart {chart})"
@@ -262,7 +548,10 @@ def _manifest_label(relative: str) -> str:
 
 
 def compare_render_dirs(old_dir: Path, new_dir: Path) -> RenderDiff:
-    """Compare two `python -m infra.tooling.render --out` folders (resources, Helm values, manifests, outputs)."""
+    """Compare two `python -m infra.tooling.render --out` folders.
+
+    Resources, Kubernetes objects, Helm values, manifests and outputs, each where both sides have them.
+    """
     old_dir, new_dir = Path(old_dir), Path(new_dir)
     old_resources = json.loads((old_dir / "resources.json").read_text())
     new_resources = json.loads((new_dir / "resources.json").read_text())
@@ -274,6 +563,7 @@ def compare_render_dirs(old_dir: Path, new_dir: Path) -> RenderDiff:
     )
 
     old_helm, new_helm = _yaml_files(old_dir / "helm"), _yaml_files(new_dir / "helm")
+    diff.objects = compare_objects(old_dir, new_dir, old_helm, new_helm)
     for key in sorted(old_helm.keys() & new_helm.keys()):
         changes = diff_values(old_helm[key], new_helm[key])
         if changes:
@@ -303,8 +593,14 @@ class StackDiff:
 
 
 def _sections(diff: RenderDiff) -> list[tuple[str, list[str]]]:
-    """(title, lines) per non-empty section, shared by the text and markdown formats."""
+    """(title, lines) per non-empty section, shared by the text and markdown formats.
+
+    What the cluster would see comes first, one section per release (or the program's own objects),
+    then the Pulumi resources, Helm values and manifests those objects come from.
+    """
     sections = []
+    for group, entries in diff.objects.by_source():
+        sections.append((diff.objects.title(group, entries), [line for entry in entries for line in entry.lines()]))
     if diff.added:
         sections.append((f"Added ({len(diff.added)})", [f"+ {_label(r)}" for r in diff.added]))
     if diff.removed:
@@ -338,6 +634,28 @@ def _counts_in_words(diff: RenderDiff) -> str:
     return f"{len(diff.added)} to add, {len(diff.changed)} to change, {len(diff.removed)} to delete"
 
 
+def _object_counts_in_words(objects: ObjectsDiff) -> str:
+    return f"{len(objects.added)} to create, {len(objects.changed)} to change, {len(objects.removed)} to delete"
+
+
+def _objects_not_compared(result: StackDiff) -> list[str]:
+    """Why some or all objects were not compared, one sentence each, naming the side."""
+    objects = result.diff.objects
+    side = {"old": f"`{result.old_label}`", "new": f"`{result.new_label}`"}
+    if objects.missing:
+        which = " and ".join(side[s] for s in objects.missing)
+        whose = "its" if len(objects.missing) == 1 else "their"
+        return [
+            f"Object-level comparison unavailable: {which} rendered no objects/ ({whose} render code predates "
+            "them); resources, Helm values and manifests are compared as before."
+        ]
+    return [
+        f"release {source.removeprefix(HELM_SOURCE)}: objects rendered for {side[has]} only (its chart was "
+        f"not available to the other side's render), so they are not compared."
+        for source, has in sorted(objects.one_sided.items())
+    ]
+
+
 NO_CHANGES = "No changes: both sides declare the same resources, inputs, Helm values and manifests."
 
 
@@ -345,8 +663,11 @@ def format_text(result: StackDiff) -> str:
     diff = result.diff
     lines = [
         f"Render diff for {result.stack}: {result.old_label} -> {result.new_label}",
-        f"{diff.summary}  ({_counts_in_words(diff)})",
+        f"Pulumi resources: {diff.summary}  ({_counts_in_words(diff)})",
     ]
+    if diff.objects.compared:
+        lines.append(f"Kubernetes objects: {diff.objects.summary}  ({_object_counts_in_words(diff.objects)})")
+    lines += _objects_not_compared(result)
     if diff.empty:
         return "\n".join([*lines, NO_CHANGES])
     for title, section in _sections(diff):
@@ -368,8 +689,13 @@ def format_markdown(result: StackDiff, max_chars: int = MAX_MARKDOWN_CHARS) -> s
         "",
         f"`{result.old_label}` → `{result.new_label}`, rendered offline under Pulumi mocks",
         "",
-        f"**{diff.summary}** ({_counts_in_words(diff)})",
+        f"Pulumi resources: **{diff.summary}** ({_counts_in_words(diff)})",
     ]
+    if diff.objects.compared:
+        head += ["", f"Kubernetes objects: **{diff.objects.summary}** ({_object_counts_in_words(diff.objects)})"]
+    not_compared = _objects_not_compared(result)
+    if not_compared:
+        head += ["", "> [!NOTE]", *(f"> {line}" for line in not_compared)]
     if diff.empty:
         return "\n".join([*head, "", NO_CHANGES]) + "\n"
     if diff.removed:
@@ -380,26 +706,44 @@ def format_markdown(result: StackDiff, max_chars: int = MAX_MARKDOWN_CHARS) -> s
         ]
     text = "\n".join(head) + "\n"
     sections = _sections(diff)
-    for index, (title, lines) in enumerate(sections):
-        block = f"\n<details><summary>{title}</summary>\n\n{_fence(lines)}\n\n</details>\n"
-        if len(text) + len(block) > max_chars:
-            kept: list[str] = []
-            budget = max_chars - len(text) - 400
-            for line in lines:
-                budget -= len(line) + 1
-                if budget < 0:
-                    break
-                kept.append(line)
-            if kept:
-                kept.append(f"… {len(lines) - len(kept)} more line(s)")
-                text += f"\n<details><summary>{title} (truncated)</summary>\n\n{_fence(kept)}\n\n</details>\n"
-            skipped = [t for t, _ in sections[index + 1 :]]
-            text += "\n_Truncated to fit a comment"
-            text += f"; not shown: {', '.join(skipped)}" if skipped else ""
-            text += ". The full report is in the workflow's artifact._\n"
+    titles = [title for title, _ in sections]
+    # Whole sections while each leaves room for the note that the ones after it were cut.
+    shown = 0
+    while shown < len(sections):
+        block = _details(*sections[shown])
+        after = _truncation_footer(titles[shown + 1 :]) if shown + 1 < len(sections) else ""
+        if len(text) + len(block) + len(after) > max_chars:
             break
         text += block
-    return text
+        shown += 1
+    if shown == len(sections):
+        return text
+    # Then as much of the next section as fits, and the note (whose room is already kept).
+    title, lines = sections[shown]
+    footer = _truncation_footer(titles[shown + 1 :])
+    kept: list[str] = []
+    budget = max_chars - len(text) - len(footer) - len(title) - 200  # the <details> and fence around it
+    for line in lines:
+        budget -= len(line) + 1
+        if budget < 0:
+            break
+        kept.append(line)
+    partial = _details(f"{title} (truncated)", [*kept, f"… {len(lines) - len(kept)} more line(s)"]) if kept else ""
+    if partial and len(text) + len(partial) + len(footer) <= max_chars:
+        return text + partial + footer
+    return text + _truncation_footer(titles[shown:])
+
+
+def _details(title: str, lines: list[str]) -> str:
+    return f"\n<details><summary>{title}</summary>\n\n{_fence(lines)}\n\n</details>\n"
+
+
+def _truncation_footer(skipped: list[str], listed: int = 8) -> str:
+    """The note under a truncated comment; with one section per release, only the first few are named."""
+    more = f" and {len(skipped) - listed} more section(s)" if len(skipped) > listed else ""
+    named = ", ".join(skipped[:listed]) + more
+    not_shown = f"; not shown: {named}" if skipped else ""
+    return f"\n_Truncated to fit a comment{not_shown}. The full report is in the workflow's artifact._\n"
 
 
 # --- rendering both sides -----------------------------------------------------------------------
@@ -464,13 +808,31 @@ def render_module(tree: Path) -> Optional[str]:
     return None
 
 
+def _render_env(tree: Path) -> dict[str, str]:
+    """The environment of a render of `tree`: its own code first, and this checkout's charts.
+
+    The render finds pinned charts in `../shared` beside its repository (infra/tooling/chart_cache.py),
+    and a worktree in a temporary folder has none beside it; chart folders named relatively would
+    be taken from the worktree. Both are made absolute here, so each side expands the same charts.
+    """
+    # The tree's own code must win over any checkout on PYTHONPATH (CI or an IDE may set one).
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    shared = os.environ.get("GPU_PLATFORM_SHARED_DIR")
+    shared_dir = ROOT / shared if shared else ROOT.parent / "shared"
+    if shared_dir.is_dir():
+        env["GPU_PLATFORM_SHARED_DIR"] = str(shared_dir.resolve())
+    chart_dirs = [p for p in os.environ.get("GPU_PLATFORM_CHART_DIRS", "").split(os.pathsep) if p]
+    if chart_dirs:
+        env["GPU_PLATFORM_CHART_DIRS"] = os.pathsep.join(str(Path(p).expanduser().resolve()) for p in chart_dirs)
+    return env
+
+
 def render_tree(tree: Path, stack: str, out: Path, side: str) -> Path:
     """Run `tree`'s own render (`python -m infra.tooling.render STACK --out OUT`) with this interpreter."""
     module = render_module(tree)
     if module is None:
         raise RenderDiffError(f"{side} has no infra/tooling/render.py, so it cannot be rendered")
-    # The tree's own code must win over any checkout on PYTHONPATH (CI or an IDE may set one).
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    env = _render_env(tree)
     try:
         done = subprocess.run(
             [sys.executable, "-m", module, stack, "--out", str(out)],
@@ -483,7 +845,11 @@ def render_tree(tree: Path, stack: str, out: Path, side: str) -> Path:
         )
     except subprocess.TimeoutExpired:
         raise RenderDiffError(f"rendering {stack} {side} took over {RENDER_TIMEOUT_SECONDS}s") from None
-    if done.returncode != 0 or not (out / "resources.json").exists():
+    # Exit 1 is the render's verdict on what it wrote in full (object checks, a duplicated object);
+    # the render job reports that, and the diff of what was written is still wanted. A crash exits
+    # 1 as well, with a traceback and possibly half a folder.
+    findings = done.returncode == 1 and "Traceback (most recent call last)" not in done.stderr
+    if not (done.returncode == 0 or findings) or not (out / "resources.json").exists():
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise RenderDiffError(f"rendering {stack} {side} failed (exit {done.returncode}):\n{tail}")
     return out
