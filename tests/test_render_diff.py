@@ -299,7 +299,7 @@ def test_markdown_for_no_changes_and_a_long_diff_stays_within_a_comment(
     big = _write(tmp_path / "big", [_stack_record(), *many], {})
     markdown = format_markdown(StackDiff("aws-dev", "a", "b", compare_render_dirs(old, big)), max_chars=20_000)
     assert len(markdown) <= 20_000
-    assert "(truncated)</summary>" in markdown and "The full report is in the workflow's artifact" in markdown
+    assert "(truncated)</summary>" in markdown and "The whole report: `infra/run diff STACK REF`" in markdown
     assert markdown.count("<details>") == markdown.count("</details>") and markdown.count("```") % 2 == 0
 
 
@@ -563,7 +563,7 @@ def test_object_sections_of_many_releases_stay_within_a_comment(tmp_path: Path) 
     shown = re.findall(r"<summary>Objects of release (team-\d+)/controller", markdown)
     assert shown[:2] == ["team-00", "team-01"] and 10 < len(shown) < 60
     # The note names the next few sections it left out, then counts the rest.
-    (note,) = re.findall(r"_Truncated to fit a comment; not shown: (.*)\. The full report is in the workflow", markdown)
+    (note,) = re.findall(r"_Truncated to fit a comment; not shown: (.*)\. The whole report", markdown)
     assert note.count("Objects of release team-") == 8 and note.endswith(f"and {60 - len(shown) - 8} more section(s)")
     assert markdown.count("<details>") == markdown.count("</details>") and markdown.count("```") % 2 == 0
 

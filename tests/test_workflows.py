@@ -41,6 +41,7 @@ FIRST_SUPPORTED_MAJOR = {
     "actions/github-script": 8,
     "actions/upload-artifact": 6,  # v5 still ran on node20 by default
     "actions/download-artifact": 7,  # v5 and v6 still ran on node20 by default
+    "actions/cache": 5,  # v5.0.0 moved to node24 (actions/cache release notes)
     "pulumi/actions": 7,  # v6.x is node20
     "aws-actions/configure-aws-credentials": 6,  # v5.x is node20
     "google-github-actions/auth": 3,
@@ -247,8 +248,7 @@ def test_pull_requests_test_render_every_stack_and_preview_every_cloud_stack() -
     render = jobs["render"]
     assert _matrix(render) == sorted(SHIPPED_STACKS)
     runs = "\n".join(step.get("run", "") for step in render["steps"])
-    assert 'render "$STACK" --policy-pack policies' in runs
-    assert '-m infra.tooling.render_diff "$STACK" "origin/${BASE_REF}" --format markdown' in runs
+    assert 'infra/run diff "$STACK" "origin/${BASE_REF}" --format markdown' in runs
     assert render["env"]["BASE_REF"] == "${{ github.base_ref }}"
     assert _uses(render, "actions/checkout")[0]["with"]["fetch-depth"] == 0, "the diff needs the base branch"
     # no secrets and no cloud: the offline render runs for forks as well

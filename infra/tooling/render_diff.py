@@ -743,7 +743,7 @@ def _truncation_footer(skipped: list[str], listed: int = 8) -> str:
     more = f" and {len(skipped) - listed} more section(s)" if len(skipped) > listed else ""
     named = ", ".join(skipped[:listed]) + more
     not_shown = f"; not shown: {named}" if skipped else ""
-    return f"\n_Truncated to fit a comment{not_shown}. The full report is in the workflow's artifact._\n"
+    return f"\n_Truncated to fit a comment{not_shown}. The whole report: `infra/run diff STACK REF` on your machine; both renders are in the workflow's `render-STACK` artifacts._\n"
 
 
 # --- rendering both sides -----------------------------------------------------------------------
