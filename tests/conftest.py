@@ -10,6 +10,8 @@ import pytest
 
 from components.charts import ChartPin
 from infra.program.stack_config import stack_names
+from components.charts import CHART_PINS
+from infra.tooling.chart_cache import ChartCache, ChartUnavailable
 from infra.tooling.mock_engine import RenderResult, render_stack
 from infra.tooling.objects import ObjectSet, expand_objects
 
@@ -32,6 +34,43 @@ def rendered(stack: str, overrides: Optional[Mapping[str, Any]] = None) -> Rende
     if key not in _RENDERS:
         _RENDERS[key] = render_stack(stack, overrides)
     return _RENDERS[key]
+
+
+def _missing_charts() -> list[str]:
+    cache = ChartCache(pull=False)
+    missing = []
+    for key, pin in CHART_PINS.items():
+        try:
+            cache.find(pin)
+        except ChartUnavailable:
+            missing.append(key)
+    return missing
+
+
+MISSING_CHARTS = _missing_charts()
+# Tests of the objects the charts render need every pinned chart on disk: ../shared/upstream here, the
+# chart cache that `infra/run charts --pull` fills anywhere else.
+requires_charts = pytest.mark.skipif(
+    bool(MISSING_CHARTS),
+    reason=f"pinned charts not on this machine ({', '.join(MISSING_CHARTS)}): run `infra/run charts --pull`",
+)
+UPSTREAM_SKIP_MARKERS = ("infra/run charts --pull", "../shared/upstream")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Say loudly how many upstream checks did not run, and how to run them."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if any(marker in str(report.longrepr) for marker in UPSTREAM_SKIP_MARKERS)
+    ]
+    if skipped:
+        terminalreporter.write_sep("!", f"{len(skipped)} upstream checks SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(
+            "Chart values, CRD schemas, pins and every chart object were not checked against upstream. "
+            "Run `infra/run charts --pull` (pulls every pinned chart into ~/.cache/gpu-platform/charts), "
+            "or put the pinned definitions in ../shared/upstream, then run the tests again."
+        )
 
 
 _OBJECTS: dict[str, ObjectSet] = {}

@@ -20,7 +20,7 @@ from infra.tooling.mock_engine import run_under_mocks
 from infra.tooling.objects import SOURCE_ANNOTATION, KubeObject, expand_objects, pin_of
 from infra.tooling.render import main as render_main
 from infra.tooling.render import object_problems
-from tests.conftest import SHIPPED_STACKS, expanded, rendered
+from tests.conftest import SHIPPED_STACKS, expanded, rendered, requires_charts
 from tests.upstream import SHARED, requires_shared
 
 # The one chart the store holds incompletely: kube-prometheus-stack 88.5.3 without its grafana,
@@ -35,7 +35,7 @@ def _obj(manifest: dict, source: str = "pulumi:test") -> KubeObject:
 # --- every stack ------------------------------------------------------------------------------
 
 
-@requires_shared
+@requires_charts
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_release_is_expanded_with_its_pinned_chart(stack: str) -> None:
     objects = expanded(stack)
@@ -53,7 +53,7 @@ def test_every_release_is_expanded_with_its_pinned_chart(stack: str) -> None:
     assert len(declared) == len(result.kubernetes_objects)
 
 
-@requires_shared
+@requires_charts
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_object_passes_its_schema(stack: str) -> None:
     objects = expanded(stack)
@@ -61,7 +61,7 @@ def test_every_object_passes_its_schema(stack: str) -> None:
     assert problems == [], "\n".join(map(str, problems))
 
 
-@requires_shared
+@requires_charts
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_container_has_cpu_and_memory_requests_and_a_pinned_image(stack: str) -> None:
     problems = object_checks.pod_problems(expanded(stack).objects)
@@ -81,7 +81,7 @@ def test_no_secret_value_or_credential_in_plain_text(stack: str) -> None:
             assert values == "[secret]" or set(values.values()) <= {"[secret]"}, secret.key
 
 
-@requires_shared
+@requires_charts
 def test_chart_crds_and_capabilities_follow_what_the_stack_installs() -> None:
     objects = expanded("aws-prod")
     crds = {o.name for o in objects.of_kind("CustomResourceDefinition")}
@@ -93,7 +93,7 @@ def test_chart_crds_and_capabilities_follow_what_the_stack_installs() -> None:
     assert objects.of_kind("ServiceMonitor")
 
 
-@requires_shared
+@requires_charts
 def test_namespaces_follow_helm_and_scope() -> None:
     objects = expanded("aws-prod")
     for obj in objects.objects:
@@ -108,7 +108,7 @@ def test_namespaces_follow_helm_and_scope() -> None:
 # --- writing --------------------------------------------------------------------------------------
 
 
-@requires_shared
+@requires_charts
 def test_render_writes_every_object_annotated_with_its_source(tmp_path: Path, capsys) -> None:
     status = render_main(["local", "--out", str(tmp_path / "local")])
     printed = capsys.readouterr().out
@@ -300,7 +300,7 @@ def test_secret_checks_find_credentials_in_env_but_not_references_to_them() -> N
 # --- the policy pack sees chart objects -----------------------------------------------------------
 
 
-@requires_shared
+@requires_charts
 def test_the_policy_pack_sees_chart_objects(tmp_path: Path) -> None:
     from infra.tooling.policy_check import chart_object_records, check_policies
 

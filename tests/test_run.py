@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from infra.tooling.images import images_of
-from tests.conftest import expanded
-from tests.upstream import requires_shared
+from tests.conftest import expanded, requires_charts
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("render", "diff", "policy", "images", "config-reference", "bench", "test")
+COMMANDS = ("render", "diff", "policy", "images", "charts", "config-reference", "bench", "test")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -39,7 +38,7 @@ def test_config_reference_runs_through_the_front_door() -> None:
     assert done.returncode == 0, done.stderr
 
 
-@requires_shared
+@requires_charts
 def test_images_lists_chart_images_with_the_objects_that_run_them() -> None:
     images = images_of(expanded("local").objects)
     webhook = [image for image, users in images.items() if "cert-manager/Deployment/cert-manager-webhook" in users]

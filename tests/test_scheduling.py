@@ -14,8 +14,7 @@ import pytest
 
 from infra.tooling.mock_engine import RenderResult
 from infra.tooling.object_checks import pod_spec
-from tests.conftest import SHIPPED_STACKS, Render, expanded
-from tests.upstream import requires_shared
+from tests.conftest import SHIPPED_STACKS, Render, expanded, requires_charts
 
 # chart (as the release names it) -> value paths that place its controllers: a nodeSelector map, or an
 # `affinity` whose required node terms must select the system pool.
@@ -181,7 +180,7 @@ def _places_on(pod: Mapping[str, Any], system: Mapping[str, str]) -> bool:
     return bool(affinity.get("nodeAffinity")) and affinity_selects(affinity, system)
 
 
-@requires_shared
+@requires_charts
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_chart_pod_that_is_not_a_daemonset_runs_on_the_system_pool(render: Render, stack: str) -> None:
     # What the placement values above promise, checked on what the charts really render from them.
@@ -198,7 +197,7 @@ def test_every_chart_pod_that_is_not_a_daemonset_runs_on_the_system_pool(render:
     assert checked >= 10
 
 
-@requires_shared
+@requires_charts
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_chart_daemonset_tolerates_every_gpu_pool_taint(render: Render, stack: str) -> None:
     # The DaemonSets our charts render (NFD's worker, the DCGM exporter) exist for every node, GPU
