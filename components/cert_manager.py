@@ -6,6 +6,7 @@ values.schema.json (../shared/upstream/cert-manager/v1.21.1/charts/cert-manager/
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -20,6 +21,22 @@ PIN = CHART_PINS["cert-manager"]
 # Every Deployment and Job the chart runs: the controller's values are top-level, the others'
 # under their own key (values.yaml sections Controller, Webhook, CA Injector, Startup API Check).
 COMPONENT_KEYS = ("webhook", "cainjector", "startupapicheck")
+
+# CPU and memory of each of those pods (`resources`, top-level for the controller, under each key for the
+# others): the chart requests nothing by default (values.yaml `resources: {}`, four times). One size for
+# every tier: cert-manager here issues a single certificate (KServe's webhook), so its load does not grow
+# with the environment (CertManagerArgs carries no tier for that reason). What grows its memory is what it
+# watches: the controller its Certificates and Secrets, the CA injector the CRDs, webhook configurations
+# and APIServices it may inject a CA into, of which this platform has many (Istio, Knative, KServe, the
+# Prometheus Operator), hence more than the chart's 10m/32Mi example. Memory limits equal the requests
+# (fixed footprints); no CPU limits, which would only throttle.
+RESOURCES: Mapping[str, Mapping[str, Any]] = {
+    "controller": {"requests": {"cpu": "10m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+    "webhook": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+    "cainjector": {"requests": {"cpu": "10m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
+    # A Job that runs once per install and upgrade (`cmctl check api`).
+    "startupapicheck": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +55,8 @@ def cert_manager_values(args: CertManagerArgs) -> dict[str, Any]:
         "crds": {"enabled": True, "keep": True},
         # Helm merges these maps into the chart's default `kubernetes.io/os: linux`, which stays.
         "nodeSelector": system,
-        **{key: {"nodeSelector": system} for key in COMPONENT_KEYS},
+        "resources": copy.deepcopy(dict(RESOURCES["controller"])),
+        **{key: {"nodeSelector": system, "resources": copy.deepcopy(dict(RESOURCES[key]))} for key in COMPONENT_KEYS},
     }
 
 

@@ -24,6 +24,7 @@ its own ServiceMonitor.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -57,6 +58,28 @@ GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 # DaemonSet of GoogleCloudPlatform/prometheus-engine examples/nvidia-dcgm/exporter.yaml.
 GKE_NVIDIA_INSTALL_DIR = "/home/kubernetes/bin/nvidia"
 CONTAINER_NVIDIA_DIR = "/usr/local/nvidia"
+
+# CPU and memory of the operands the GPU Operator runs on every GPU node, declared in its ClusterPolicy
+# (`<component>.resources` in the chart's values, copied to the ClusterPolicy's spec): the chart leaves
+# every one empty, and the operator then creates DaemonSets whose containers request nothing. The operator
+# gives a component's `resources` to every regular container of its DaemonSet (the device plugin and GFD
+# with their config-manager sidecar; NVIDIA/gpu-operator controllers/object_controls.go, Transform*),
+# not to the init containers, for which the ClusterPolicy has no field. One size for every tier: the load
+# is per GPU node and the same in dev and prod. No CPU limits; memory limits equal the requests (fixed
+# footprints), except the DCGM exporter, whose embedded host engine grows with the GPUs on the node: its
+# limit is the standalone dcgm-exporter chart's (4.8.2 values.yaml), which GKE runs.
+OPERAND_RESOURCES: Mapping[str, Mapping[str, Any]] = {
+    "devicePlugin": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+    "gfd": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+    "dcgmExporter": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+    # Runs only on nodes whose GPUs support MIG (the operator labels them nvidia.com/gpu.deploy.mig-manager).
+    "migManager": {"requests": {"cpu": "10m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+    # The validator's main container only reports the validations its init containers made.
+    "validator": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+    # Only where the toolkit runs (existing clusters, gpu_operator_values): it writes containerd's
+    # config once, then waits.
+    "toolkit": {"requests": {"cpu": "10m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,11 @@ def gpu_operator_values(args: GpuStackArgs) -> dict[str, Any]:
     """GPU Operator values (chart v26.7.0); only what differs from its values.yaml."""
     system = dict(args.system_node_selector)
     tolerations = [dict(toleration) for toleration in args.gpu_tolerations]
+    toolkit = args.cloud == "existing"
+
+    def resources(component: str) -> dict[str, Any]:
+        return copy.deepcopy(dict(OPERAND_RESOURCES[component]))
+
     return {
         # EKS *_NVIDIA AMIs ship the driver and the container toolkit, configured in containerd; the
         # operator's toolkit rewrites that config and has broken AL2023 nodes (METR/hawk#273). On an
@@ -124,14 +152,25 @@ def gpu_operator_values(args: GpuStackArgs) -> dict[str, Any]:
         # the OS. The toolkit only edits containerd's config, which needs neither, and without it the
         # operands' RuntimeClass `nvidia` has no handler unless the owner installed the toolkit too.
         "driver": {"enabled": False},
-        "toolkit": {"enabled": args.cloud == "existing"},
+        # Sized only where it runs: a disabled component's resources would change no pod.
+        "toolkit": {"enabled": True, "resources": resources("toolkit")} if toolkit else {"enabled": False},
         "operator": {"nodeSelector": system},
         "daemonsets": {"tolerations": tolerations},
-        "devicePlugin": {"config": {"name": DEVICE_PLUGIN_CONFIG_MAP, "default": default_profile(args)}},
+        "devicePlugin": {
+            "config": {"name": DEVICE_PLUGIN_CONFIG_MAP, "default": default_profile(args)},
+            "resources": resources("devicePlugin"),
+        },
         # The chart enables the ServiceMonitor by default; without the Prometheus Operator's CRD the
         # operator cannot create it. No release label: Prometheus selects every ServiceMonitor
         # (gpu-operator#305, #363, #467 were monitors Prometheus never selected).
-        "dcgmExporter": {"enabled": True, "serviceMonitor": {"enabled": args.service_monitor}},
+        "dcgmExporter": {
+            "enabled": True,
+            "serviceMonitor": {"enabled": args.service_monitor},
+            "resources": resources("dcgmExporter"),
+        },
+        "gfd": {"resources": resources("gfd")},
+        "migManager": {"resources": resources("migManager")},
+        "validator": {"resources": resources("validator")},
         # A subchart (Chart.yaml dependencies): its keys are checked against NFD's own chart, not here.
         "node-feature-discovery": {
             "master": {"nodeSelector": system},

@@ -133,19 +133,22 @@ def base_values(args: MeshArgs) -> dict[str, Any]:
 def istiod_values(args: MeshArgs) -> dict[str, Any]:
     _check(args)
     replicas = REPLICAS[args.environment]
-    highly_available = replicas > 1
-    return {
-        # With the HPA on (autoscaleEnabled, the default) the Deployment's replicas come from
-        # autoscaleMin; replicaCount is what it starts with and what applies if the HPA is turned off.
-        "replicaCount": replicas,
+    values: dict[str, Any] = {
+        # The HPA is on (autoscaleEnabled, the default), so the Deployment carries no `replicas` and the
+        # HPA holds it between these two; replicaCount only applies with the HPA off, so it is not set
+        # (templates/deployment.yaml).
         "autoscaleMin": replicas,
         "autoscaleMax": max(ISTIOD_MAX_REPLICAS, replicas),
-        # The chart creates the PDB from global.defaultPodDisruptionBudget.enabled (default true) with
-        # pdb.minAvailable (default 1): on one replica that blocks node drains, so only prod has one.
-        "global": {"defaultPodDisruptionBudget": {"enabled": highly_available}},
-        "pdb": {"minAvailable": 1},
         "nodeSelector": dict(args.system_node_selector),
     }
+    if replicas > 1:
+        # The chart's defaults, restated because prod relies on them: a PDB from
+        # global.defaultPodDisruptionBudget.enabled with pdb.minAvailable 1. The chart renders it only
+        # when autoscaleMin is above 1 (templates/poddisruptionbudget.yaml), so on one replica these
+        # would change nothing and are left out.
+        values["global"] = {"defaultPodDisruptionBudget": {"enabled": True}}
+        values["pdb"] = {"minAvailable": 1}
+    return values
 
 
 def gateway_service(args: MeshArgs) -> dict[str, Any]:
@@ -168,19 +171,22 @@ def gateway_service(args: MeshArgs) -> dict[str, Any]:
 def gateway_values(args: MeshArgs) -> dict[str, Any]:
     _check(args)
     replicas = REPLICAS[args.environment]
-    return {
+    values: dict[str, Any] = {
         "labels": dict(GATEWAY_LABELS),
         "service": gateway_service(args),
-        "replicaCount": replicas,
+        # The HPA is on (autoscaling.enabled, the default), so the Deployment carries no `replicas` and
+        # replicaCount would change nothing (templates/deployment.yaml): the HPA's bounds size it.
         "autoscaling": {
             "minReplicas": replicas,
             "maxReplicas": max(GATEWAY_MAX_REPLICAS, replicas),
         },
-        # The chart creates a PDB only when this is non-empty (values.yaml podDisruptionBudget: {}), and
-        # documents it for more than one replica only.
-        "podDisruptionBudget": {"minAvailable": 1} if replicas > 1 else {},
         "nodeSelector": dict(args.system_node_selector),
     }
+    if replicas > 1:
+        # The chart creates a PDB only when this is non-empty (values.yaml podDisruptionBudget: {}) and
+        # the HPA's minimum is above 1 (templates/poddisruptionbudget.yaml), so one replica gets none.
+        values["podDisruptionBudget"] = {"minAvailable": 1}
+    return values
 
 
 def mesh_wide_mtls(args: MeshArgs) -> Optional[dict[str, Any]]:

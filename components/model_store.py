@@ -51,6 +51,7 @@ KServe password must also be set in MinIO (`mc admin user add`).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
@@ -99,9 +100,23 @@ CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-# Model weights are read when a model pod starts, not per request: modest requests, so the store shares
-# the system pool with the controllers.
-POOL_RESOURCES: Mapping[str, Any] = {"requests": {"cpu": "250m", "memory": "1Gi"}}
+# The MinIO container of each server, per tier. Model weights are read when a model pod starts, not per
+# request: modest requests, so the store shares the system pool with the controllers; prod serves more
+# models from four servers. No limits: MinIO sizes its caches from the memory it sees, and a limit would
+# turn a burst of model starts into a restart of the store.
+POOL_RESOURCES: Mapping[str, Mapping[str, Any]] = {
+    "dev": {"requests": {"cpu": "100m", "memory": "512Mi"}},
+    "staging": {"requests": {"cpu": "250m", "memory": "1Gi"}},
+    "prod": {"requests": {"cpu": "500m", "memory": "2Gi"}},
+}
+# The operator's own containers in every MinIO pod: the `sidecar` (it reloads the configuration) and the
+# `validate-arguments` init container. The operator gives both `spec.sideCars.resources`, and without it
+# neither requests anything (getSideCarContainer and getInitContainer in minio/operator
+# pkg/resources/statefulsets/minio-statefulset.go). Small and the same in every tier.
+OPERATOR_SIDECAR_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "10m", "memory": "64Mi"},
+    "limits": {"memory": "64Mi"},
+}
 
 # Every pod of the tenant carries `v1.min.io/tenant: <tenant name>` (TenantLabel, MinIOPodLabels in
 # pkg/apis/minio.min.io/v2/labels.go).
@@ -252,7 +267,7 @@ def tenant_manifest(args: ModelStoreArgs) -> dict[str, Any]:
         },
         # MinIO is not a GPU workload: the system pool, untainted, never the GPU pools.
         "nodeSelector": dict(args.system_node_selector),
-        "resources": dict(POOL_RESOURCES),
+        "resources": copy.deepcopy(dict(POOL_RESOURCES[args.environment])),
         "securityContext": dict(POD_SECURITY_CONTEXT),
         "containerSecurityContext": dict(CONTAINER_SECURITY_CONTEXT),
     }
@@ -279,6 +294,8 @@ def tenant_manifest(args: ModelStoreArgs) -> dict[str, Any]:
         "users": [{"name": KSERVE_USER_SECRET}],
         "buckets": [{"name": BUCKET}],
         "pools": [pool],
+        # Sizes the operator's containers only: `containers` (our own sidecars) stays unset.
+        "sideCars": {"resources": copy.deepcopy(dict(OPERATOR_SIDECAR_RESOURCES))},
         "requestAutoCert": TLS,
         "mountPath": MOUNT_PATH,
         "subPath": SUB_PATH,

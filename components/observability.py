@@ -8,6 +8,7 @@ Only the values we change are set here, written against the chart's 88.5.3 value
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -30,6 +31,50 @@ PIN = CHART_PINS["kube-prometheus-stack"]
 # scrape load and a 200Gi volume per replica without another failure it survives; dev and staging
 # accept a gap while their single replica restarts.
 REPLICAS: Mapping[str, int] = {"dev": 1, "staging": 1, "prod": 2}
+
+# CPU and memory of every container the release runs, per tier: the chart and its subcharts request
+# nothing by default, and the Prometheus Operator gives the Prometheus and Alertmanager pods and their
+# config-reloader sidecars none either, so without these they are the first evicted under node pressure
+# and the scheduler packs the system pool blind. Requests follow what each needs at the tier's scale (dev
+# runs on one small system node or a laptop); no CPU limits, which would only throttle. Memory limits
+# equal the request where the footprint is fixed (controllers, sidecars, exporters, hook Jobs), and
+# twice it where memory grows with the data (Prometheus with series, Grafana with queries,
+# kube-state-metrics with the cluster's objects), so a spike restarts that pod instead of starving the node.
+RESOURCES: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
+    "dev": {
+        "prometheus": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "alertmanager": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+        "operator": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+        "config_reloader": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "admission_jobs": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "grafana": {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "grafana_sidecar": {"requests": {"cpu": "10m", "memory": "96Mi"}, "limits": {"memory": "96Mi"}},
+        "kube_state_metrics": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "node_exporter": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+    },
+    "staging": {
+        "prometheus": {"requests": {"cpu": "250m", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+        "alertmanager": {"requests": {"cpu": "10m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+        "operator": {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "192Mi"}},
+        "config_reloader": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "admission_jobs": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "grafana": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "grafana_sidecar": {"requests": {"cpu": "10m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+        "kube_state_metrics": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}},
+        "node_exporter": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+    },
+    "prod": {
+        "prometheus": {"requests": {"cpu": "500m", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
+        "alertmanager": {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
+        "operator": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}},
+        "config_reloader": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "admission_jobs": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "32Mi"}},
+        "grafana": {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "grafana_sidecar": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+        "kube_state_metrics": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        "node_exporter": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "64Mi"}},
+    },
+}
 
 # Size-based retention as a share of the Prometheus volume. Time retention alone lets a cardinality
 # spike fill the volume, after which Prometheus crash-loops on WAL writes ("no space left on device");
@@ -95,6 +140,9 @@ def observability_values(args: ObservabilityArgs, grafana_admin_secret: pulumi.I
     # default) is fine for one replica.
     anti_affinity = "hard" if highly_available else "soft"
 
+    def resources(container: str) -> dict[str, Any]:
+        return copy.deepcopy(dict(RESOURCES[args.environment][container]))
+
     # By default the chart makes Prometheus select only monitors and rules labelled
     # `release: <this release>`, so the DCGM exporter's ServiceMonitor (GPU Operator chart, another
     # namespace) is ignored and no GPU metric arrives (NVIDIA/gpu-operator#305, #363, #467).
@@ -119,6 +167,7 @@ def observability_values(args: ObservabilityArgs, grafana_admin_secret: pulumi.I
                 "replicas": replicas,
                 "podAntiAffinity": anti_affinity,
                 "nodeSelector": system,
+                "resources": resources("prometheus"),
             },
             # A PDB on a single replica would block every node drain; with two it keeps one running.
             "podDisruptionBudget": {"enabled": highly_available},
@@ -129,29 +178,51 @@ def observability_values(args: ObservabilityArgs, grafana_admin_secret: pulumi.I
                 "replicas": replicas,
                 "podAntiAffinity": anti_affinity,
                 "nodeSelector": system,
+                "resources": resources("alertmanager"),
             },
             "podDisruptionBudget": {"enabled": highly_available},
         },
         "prometheusOperator": {
             "nodeSelector": system,
+            "resources": resources("operator"),
             # The Helm hook Jobs that create the admission webhook's certificate and patch it into the
             # webhook configurations (prometheusOperator.admissionWebhooks.patch in values.yaml).
-            "admissionWebhooks": {"patch": {"nodeSelector": system}},
+            "admissionWebhooks": {"patch": {"nodeSelector": system, "resources": resources("admission_jobs")}},
+            # The config-reloader sidecar and init container the operator adds to every Prometheus and
+            # Alertmanager pod: the chart turns these into the operator's --config-reloader-{cpu,memory}-
+            # {request,limit} flags, "0" (none) when unset (templates/prometheus-operator/deployment.yaml).
+            "prometheusConfigReloader": {"resources": resources("config_reloader")},
         },
         # Subchart kube-state-metrics (prometheus-community/helm-charts charts/kube-state-metrics/values.yaml).
         # It also exports InferenceService readiness and the node-pool labels (components/state_metrics.py).
-        "kube-state-metrics": {"nodeSelector": system, **kube_state_metrics_values()},
+        # `resources` is the chart's own key (values.yaml `resources: {}`, none by default).
+        "kube-state-metrics": {
+            "nodeSelector": system,
+            "resources": resources("kube_state_metrics"),
+            **kube_state_metrics_values(),
+        },
         # Subchart prometheus-node-exporter (charts/prometheus-node-exporter/values.yaml): a DaemonSet that
         # must run on GPU nodes too, or GPU hosts have no node metrics. The chart's default toleration
         # covers NoSchedule taints only, and setting the list replaces it, so each GPU-pool taint is
         # tolerated by name (an existing cluster's pool may use NoExecute) and the default is kept.
         "prometheus-node-exporter": {
             "tolerations": [*(dict(t) for t in args.gpu_tolerations), dict(NODE_EXPORTER_DEFAULT_TOLERATION)],
+            # The chart's `resources: {}`: none by default; one pod per node, GPU nodes included.
+            "resources": resources("node_exporter"),
         },
         # Subchart grafana (grafana-community/helm-charts charts/grafana/values.yaml, chart 12.11.1 per
         # kube-prometheus-stack's Chart.yaml dependencies).
         "grafana": {
             "nodeSelector": system,
+            # Grafana's own container; `sidecar.resources` is shared by every k8s-sidecar container the chart
+            # adds, here the dashboards and datasources sidecars (grafana chart values.yaml and
+            # templates/_pod.tpl). Not `initChownData.resources`: that init container exists only with
+            # persistence enabled, which kube-prometheus-stack leaves off for Grafana.
+            "resources": resources("grafana"),
+            # The chart's `helm test` Pod (a test-success hook, templates/tests/test.yaml): a Pulumi Release
+            # never runs `helm test`, so it would never start; off rather than sized, so the release
+            # carries no Pod without requests.
+            "testFramework": {"enabled": False},
             # The admin login comes from a Secret we create, so no credential is in these values (the
             # Helm release secret and the Pulumi state keep values in plain text).
             "admin": {
@@ -161,6 +232,7 @@ def observability_values(args: ObservabilityArgs, grafana_admin_secret: pulumi.I
             },
             # Dashboards shipped with each component (GPU, serving) live in that component's namespace.
             "sidecar": {
+                "resources": resources("grafana_sidecar"),
                 "dashboards": {
                     "enabled": True,
                     "label": DASHBOARD_LABEL,

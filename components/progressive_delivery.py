@@ -118,6 +118,12 @@ def _check(args: ProgressiveDeliveryArgs) -> None:
         raise ValueError(f"metrics_server {args.metrics_server!r} is not an http(s) URL")
 
 
+def pod_disruption_budget(enabled: bool) -> dict[str, Any]:
+    """Both charts' `podDisruptionBudget` (off by default): minAvailable only where a PDB is rendered, since
+    each chart reads it inside `if podDisruptionBudget.enabled` and it would otherwise change nothing."""
+    return {"enabled": True, "minAvailable": 1} if enabled else {"enabled": False}
+
+
 def flagger_values(args: ProgressiveDeliveryArgs) -> dict[str, Any]:
     _check(args)
     replicas = REPLICAS[args.environment]
@@ -138,7 +144,7 @@ def flagger_values(args: ProgressiveDeliveryArgs) -> dict[str, Any]:
         "podMonitor": {"enabled": args.pod_monitor, "honorLabels": True},
         "serviceMonitor": {"enabled": False},
         "leaderElection": {"enabled": highly_available, "replicaCount": replicas},
-        "podDisruptionBudget": {"enabled": highly_available, "minAvailable": 1},
+        "podDisruptionBudget": pod_disruption_budget(highly_available),
         "nodeSelector": dict(args.system_node_selector),
     }
 
@@ -150,7 +156,7 @@ def loadtester_values(args: ProgressiveDeliveryArgs) -> dict[str, Any]:
     values: dict[str, Any] = {
         "replicaCount": replicas,
         "service": {"port": LOADTESTER_SERVICE_PORT},
-        "podDisruptionBudget": {"enabled": highly_available, "minAvailable": 1},
+        "podDisruptionBudget": pod_disruption_budget(highly_available),
         "nodeSelector": dict(args.system_node_selector),
     }
     if highly_available:

@@ -80,6 +80,12 @@ KNATIVE_WORKLOADS = (
     "net-istio-controller",
     "net-istio-webhook",
 )
+# The memory request of the queue-proxy sidecar Knative adds to every model pod (config-deployment
+# `queue-sidecar-memory-request`): Knative sets none unless told ("If omitted, no value is specified",
+# knative.dev/docs serving/configuration/deployment), while its CPU request defaults to 25m. The proxy
+# buffers requests in flight to one model replica, so its need follows that replica's concurrency, not
+# the tier. No memory limit: an OOM-killed queue-proxy drops every request the replica holds.
+QUEUE_PROXY_MEMORY_REQUEST = "64Mi"
 # Replicas of those Deployments per tier (spec.high-availability). Prod runs two of each, so a node
 # drain never stops the activator, which is on the request path of every model scaled to zero or bursting.
 HIGH_AVAILABILITY_REPLICAS: Mapping[str, int] = {"dev": 1, "staging": 1, "prod": 2}
@@ -165,6 +171,7 @@ def knative_serving(args: ServingArgs) -> dict[str, Any]:
                 # GPU node scaling up from zero plus a multi-GB image pull (kserve/kserve#1247, #2882).
                 "progress-deadline": args.progress_deadline,
                 "registries-skipping-tag-resolving": REGISTRIES_SKIPPING_TAG_RESOLVING,
+                "queue-sidecar-memory-request": QUEUE_PROXY_MEMORY_REQUEST,
             },
             # The one domain every Route gets (config-domain: `<domain>: ""` with no selector).
             "domain": {args.domain: ""},

@@ -6,11 +6,20 @@ from typing import Any
 
 import pytest
 
+from components.cert_manager import COMPONENT_KEYS, RESOURCES
 from components.charts import CHART_PINS
 from components.node_pools import system_labels
 from infra.tooling.mock_engine import RenderResult
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, node_selector_paths
-from tests.upstream import chart_values, check_pin_values, requires_shared, values_schema, values_schema_errors
+from tests.upstream import (
+    chart_values,
+    check_pin_values,
+    containers_without_requests,
+    render_chart,
+    requires_shared,
+    values_schema,
+    values_schema_errors,
+)
 
 PIN = CHART_PINS["cert-manager"]
 PROJECT, _, VERSION = PIN.upstream.partition("/")
@@ -85,3 +94,30 @@ def test_pods_follow_the_system_nodes_of_an_existing_cluster(render: Render) -> 
     chart = values(render("local", {"systemPool": {"nodeLabels": labels}}))
     for path in POD_NODE_SELECTORS:
         assert at(chart, path) == labels, path
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_container_the_chart_runs_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    objects = render_chart(PIN, values(render(stack)))
+    # The controller, webhook and CA injector Deployments and the startupapicheck hook Job.
+    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] in ("Deployment", "Job")) == [
+        "cert-manager",
+        "cert-manager-cainjector",
+        "cert-manager-startupapicheck",
+        "cert-manager-webhook",
+    ]
+    assert containers_without_requests(objects) == []
+
+
+@requires_shared
+def test_the_chart_requests_nothing_by_default() -> None:
+    # Why the test above matters: each of the four pods would run unrequested.
+    assert len(containers_without_requests(render_chart(PIN, {}))) == 4
+
+
+def test_sizes_set_memory_limits_but_no_cpu_limits() -> None:
+    assert set(RESOURCES) == {"controller", *COMPONENT_KEYS}
+    for name, resources in RESOURCES.items():
+        assert "cpu" not in resources["limits"], f"{name}: a CPU limit only throttles"
+        assert resources["limits"]["memory"] == resources["requests"]["memory"], name

@@ -18,7 +18,14 @@ from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS, ClusterAutoscalerAddon, ConfigError, load_settings
 from infra.program.stack_config import stack_input
 from tests.conftest import AWS_STACKS, GCP_STACKS, Render, assert_pinned_release_on_cluster, at
-from tests.upstream import SHARED, chart_values, check_pin_values, requires_shared
+from tests.upstream import (
+    SHARED,
+    chart_values,
+    check_pin_values,
+    containers_without_requests,
+    render_chart,
+    requires_shared,
+)
 
 PIN = CHART_PINS["cluster-autoscaler"]
 PROJECT, _, VERSION = PIN.upstream.partition("/")
@@ -350,3 +357,14 @@ def test_prod_runs_a_leader_elected_standby_in_another_zone(render: Render, stac
         }
     else:
         assert spread == []
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_every_container_the_chart_renders_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    # The chart requests nothing by default; ours are upstream's example requests (RESOURCE_REQUESTS).
+    inputs = release(render(stack))["inputs"]
+    objects = render_chart(PIN, inputs["values"], release=inputs["name"])
+    assert [o for o in objects if o["kind"] == "Deployment"]
+    assert containers_without_requests(objects) == []
+    assert containers_without_requests(render_chart(PIN, {**inputs["values"], "resources": {}})) != []

@@ -18,6 +18,7 @@ import yaml
 from components.charts import CHART_PINS, ChartPin
 from components.gpu_stack import (
     DEVICE_PLUGIN_CONFIG_MAP,
+    OPERAND_RESOURCES,
     GpuStack,
     GpuStackArgs,
     default_profile,
@@ -37,7 +38,15 @@ from components.node_pools import (
 )
 from infra.tooling.mock_engine import RenderResult, run_under_mocks
 from tests.conftest import AWS_STACKS, GCP_STACKS, Render
-from tests.upstream import SHARED, check_pin_values, requires_shared
+from tests.upstream import (
+    SHARED,
+    check_pin_values,
+    containers_without_requests,
+    missing_requests,
+    render_chart,
+    requires_shared,
+    validate_custom_resource,
+)
 
 OPERATOR = CHART_PINS["gpu-operator"]
 DCGM = CHART_PINS["dcgm-exporter"]
@@ -103,7 +112,7 @@ def test_eks_runs_the_operator_without_driver_or_toolkit(render: Render, stack: 
 def test_existing_cluster_keeps_the_owners_driver_and_gets_the_toolkit(render: Render) -> None:
     values = the_release(render("local", LOCAL_H100), OPERATOR)["values"]
     assert values["driver"] == {"enabled": False}
-    assert values["toolkit"] == {"enabled": True}
+    assert values["toolkit"]["enabled"] is True
 
 
 @pytest.mark.parametrize("stack", GCP_STACKS)
@@ -250,7 +259,7 @@ def test_dcgm_metrics_get_a_service_monitor(render: Render, stack: str) -> None:
         assert the_release(result, DCGM)["values"]["serviceMonitor"] == {"enabled": True}
     else:
         exporter = the_release(result, OPERATOR)["values"]["dcgmExporter"]
-        assert exporter == {"enabled": True, "serviceMonitor": {"enabled": True}}
+        assert (exporter["enabled"], exporter["serviceMonitor"]) == (True, {"enabled": True})
 
 
 @pytest.mark.parametrize("stack", [*AWS_STACKS, *GCP_STACKS])
@@ -275,6 +284,73 @@ def test_every_value_we_set_is_a_value_of_the_pinned_chart(render: Render, stack
             assert check_pin_values(pin, release["values"]) == []
             checked += 1
     assert checked == 1
+
+
+# Hook Jobs of the GPU Operator chart whose container takes no resources from any value
+# (templates/upgrade_crd.yaml, a pre-upgrade hook, and templates/cleanup_gpucluster.yaml, pre-delete): they
+# run for seconds on an upgrade or an uninstall. Listed so that any other container without requests fails.
+OPERATOR_HOOKS_WITHOUT_RESOURCE_VALUES = (
+    "Job/gpu-operator-cleanup-gpucluster containers[cleanup-gpucluster]: no cpu or memory request",
+    "Job/gpu-operator-upgrade-crd containers[upgrade-crd]: no cpu or memory request",
+)
+# The ClusterPolicy components whose DaemonSets run on our GPU nodes (`enabled` and not sandbox-only);
+# the toolkit only where the chart deploys it (existing clusters).
+RUNNING_OPERANDS = ("devicePlugin", "gfd", "dcgmExporter", "migManager", "validator")
+
+
+def cluster_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (policy,) = [o for o in objects if o["kind"] == "ClusterPolicy"]
+    return policy
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
+def test_every_container_of_the_operator_chart_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    release = the_release(render(stack, LOCAL_H100 if stack == "local" else None), OPERATOR)
+    objects = render_chart(OPERATOR, release["values"], release=release["name"])
+    assert containers_without_requests(objects) == list(OPERATOR_HOOKS_WITHOUT_RESOURCE_VALUES)
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
+def test_every_operand_on_a_gpu_node_requests_cpu_and_memory_through_the_cluster_policy(
+    render: Render, stack: str
+) -> None:
+    # The operator creates the DaemonSets from the ClusterPolicy the chart renders; each component's
+    # `resources` is what their containers get.
+    release = the_release(render(stack, LOCAL_H100 if stack == "local" else None), OPERATOR)
+    policy = cluster_policy(render_chart(OPERATOR, release["values"], release=release["name"]))
+    assert validate_custom_resource(policy) == []
+    operands = [*RUNNING_OPERANDS, *(["toolkit"] if policy["spec"]["toolkit"]["enabled"] else [])]
+    assert (stack == "local") == ("toolkit" in operands)
+    for operand in operands:
+        resources = policy["spec"][operand].get("resources")
+        assert missing_requests(resources) == [], operand
+        assert "cpu" not in resources.get("limits", {}), f"{operand}: a CPU limit only throttles"
+        assert operand in OPERAND_RESOURCES
+
+
+@requires_shared
+def test_the_operator_chart_leaves_its_operands_unrequested_by_default() -> None:
+    # Why the test above matters: without our values every operand would run without requests.
+    spec = cluster_policy(render_chart(OPERATOR, {}))["spec"]
+    assert [o for o in RUNNING_OPERANDS if not missing_requests(spec[o].get("resources"))] == []
+
+
+def test_disabled_operands_are_not_sized() -> None:
+    # A disabled component's resources would change no pod (EKS: the AMI brings the toolkit).
+    values = gpu_operator_values(_args("aws", _pool("l4", 1)))
+    assert values["toolkit"] == {"enabled": False}
+    assert values["driver"] == {"enabled": False}
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", GCP_STACKS)
+def test_the_standalone_dcgm_exporter_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    release = the_release(render(stack), DCGM)
+    objects = render_chart(DCGM, release["values"], release=release["name"])
+    assert [o for o in objects if o["kind"] == "DaemonSet"]
+    assert containers_without_requests(objects) == []
 
 
 # --- the component alone --------------------------------------------------------------------------

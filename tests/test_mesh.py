@@ -14,6 +14,8 @@ from infra.program.stack_config import stack_input
 from tests.conftest import AWS_STACKS, GCP_STACKS, SHIPPED_STACKS, Render
 from tests.upstream import (
     check_pin_values,
+    containers_without_requests,
+    render_chart,
     requires_shared,
     validate_custom_resource,
     values_schema,
@@ -195,15 +197,57 @@ def test_prod_runs_two_istiods_and_gateways_behind_disruption_budgets(render: Re
     result = render(stack)
     istiod, gateway = values(result, "istiod"), values(result, "gateway")
     if tier_of(stack) == "prod":
-        assert istiod["replicaCount"] >= 2 and istiod["autoscaleMin"] >= 2
+        assert istiod["autoscaleMin"] >= 2
         assert istiod["global"]["defaultPodDisruptionBudget"]["enabled"] is True
         assert istiod["pdb"]["minAvailable"] == 1
-        assert gateway["replicaCount"] >= 2 and gateway["autoscaling"]["minReplicas"] >= 2
+        assert gateway["autoscaling"]["minReplicas"] >= 2
         assert gateway["podDisruptionBudget"] == {"minAvailable": 1}
     else:
-        # A PDB of one on a single replica would block every node drain.
-        assert istiod["global"]["defaultPodDisruptionBudget"]["enabled"] is False
-        assert gateway["podDisruptionBudget"] == {}
+        # The charts render no PDB for one replica (a PDB of one would block every node drain), so no
+        # budget value is set: it would change nothing.
+        assert istiod["autoscaleMin"] == gateway["autoscaling"]["minReplicas"] == 1
+        assert "pdb" not in istiod and "global" not in istiod
+        assert "podDisruptionBudget" not in gateway
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_replica_counts_are_left_to_the_autoscalers(render: Render, stack: str) -> None:
+    # Both charts' HPAs are on, and a Deployment under an HPA carries no replicas: replicaCount would
+    # change nothing, so the HPA bounds alone size istiod and the gateway.
+    result = render(stack)
+    for role in ("istiod", "gateway"):
+        assert "replicaCount" not in values(result, role), role
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_charts_render_the_replicas_and_budgets_of_the_tier(render: Render, stack: str) -> None:
+    result = render(stack)
+    replicas = 2 if tier_of(stack) == "prod" else 1
+    for role in ("istiod", "gateway"):
+        inputs = release(result, role)["inputs"]
+        objects = render_chart(PINS[role], inputs["values"], release=inputs["name"])
+        (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+        assert "replicas" not in deployment["spec"], role
+        (autoscaler,) = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+        assert autoscaler["spec"]["minReplicas"] == replicas, role
+        budgets = [o["spec"] for o in objects if o["kind"] == "PodDisruptionBudget"]
+        assert budgets == ([] if replicas == 1 else [budgets[0]]), role
+        if budgets:
+            assert budgets[0]["minAvailable"] == 1, role
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_container_of_istiod_and_the_gateway_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    # The charts' own requests (istiod 500m/2Gi, the gateway's proxy 100m/128Mi); the injected sidecars
+    # get istiod's global.proxy.resources default, 100m/128Mi.
+    result = render(stack)
+    for role in ("istiod", "gateway"):
+        inputs = release(result, role)["inputs"]
+        objects = render_chart(PINS[role], inputs["values"], release=inputs["name"])
+        assert [o for o in objects if o["kind"] == "Deployment"], role
+        assert containers_without_requests(objects) == [], role
 
 
 # --- placement ------------------------------------------------------------------------------------------

@@ -27,7 +27,16 @@ from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of
-from tests.upstream import SHARED, chart_values, check_pin_values, requires_shared, validate_custom_resource
+from tests.upstream import (
+    SHARED,
+    chart_values,
+    check_pin_values,
+    containers_without_requests,
+    missing_requests,
+    render_chart,
+    requires_shared,
+    validate_custom_resource,
+)
 
 OPERATOR_PIN = CHART_PINS["minio-operator"]
 TENANT_PIN = CHART_PINS["minio-tenant"]
@@ -220,6 +229,35 @@ def test_the_pool_follows_the_tier(render: Render, stack: str) -> None:
     assert claim["accessModes"] == ["ReadWriteOnce"]
     # The cluster's default StorageClass (gp3 on EKS, made by components/eks_cluster.py).
     assert "storageClassName" not in claim
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_container_of_a_minio_server_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    # The operator builds each server pod from the Tenant: the MinIO container from the pool's resources,
+    # its `sidecar` and the `validate-arguments` init container from spec.sideCars.resources (nothing
+    # without it), so both are set.
+    result = render(stack)
+    found = pool(result)
+    assert found["resources"] == model_store.POOL_RESOURCES[tier_of(stack)]
+    assert missing_requests(found["resources"]) == []
+    sidecars = tenant(result)["inputs"]["spec"]["sideCars"]
+    assert sidecars == {"resources": dict(model_store.OPERATOR_SIDECAR_RESOURCES)}  # no containers of our own
+    assert missing_requests(sidecars["resources"]) == []
+
+
+def test_minio_grows_with_the_tier() -> None:
+    memory = [model_store.POOL_RESOURCES[tier]["requests"]["memory"] for tier in ("dev", "staging", "prod")]
+    assert memory == ["512Mi", "1Gi", "2Gi"]
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_container_of_the_operator_chart_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    # The chart's own requests (200m/256Mi), which our values leave in place.
+    inputs = operator_release(render(stack))["inputs"]
+    objects = render_chart(OPERATOR_PIN, inputs["values"], release=inputs["name"])
+    assert [o for o in objects if o["kind"] == "Deployment"]
+    assert containers_without_requests(objects) == []
 
 
 def test_a_stack_can_resize_the_store(render: Render) -> None:

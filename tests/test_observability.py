@@ -14,12 +14,20 @@ import pytest
 
 from components.charts import CHART_PINS
 from components.node_pools import CAPACITY_LABEL, GPU_TAINT_KEY, SPOT_TAINT_KEY, system_labels
+from components.observability import RESOURCES
 from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at
-from tests.upstream import chart_values, check_pin_values, requires_shared
+from tests.upstream import (
+    chart_values,
+    check_pin_values,
+    containers_without_requests,
+    missing_requests,
+    render_chart,
+    requires_shared,
+)
 
 PIN = CHART_PINS["kube-prometheus-stack"]
 COMPONENT = "gpu-platform:platform:Observability"
@@ -183,6 +191,109 @@ def test_prod_runs_two_prometheus_and_alertmanager_replicas_on_separate_nodes(re
         # two replicas on one node would fail together; a PDB on one replica would block node drains
         assert at(chart, f"{component}.{spec}.podAntiAffinity") == ("hard" if prod else "soft"), component
         assert at(chart, f"{component}.podDisruptionBudget.enabled") is prod, component
+
+
+# --- CPU and memory of every container ------------------------------------------------------------------------
+
+# Every container the release runs, by the value that sizes it and its entry in RESOURCES: the chart's own
+# pods, the Prometheus and Alertmanager pods the operator builds from their specs (with the config-reloader
+# the operator adds to both), and the subcharts' pods.
+RESOURCE_VALUES = {
+    "prometheus.prometheusSpec.resources": "prometheus",
+    "alertmanager.alertmanagerSpec.resources": "alertmanager",
+    "prometheusOperator.resources": "operator",
+    "prometheusOperator.prometheusConfigReloader.resources": "config_reloader",
+    "prometheusOperator.admissionWebhooks.patch.resources": "admission_jobs",
+    "grafana.resources": "grafana",
+    "grafana.sidecar.resources": "grafana_sidecar",
+    "kube-state-metrics.resources": "kube_state_metrics",
+    "prometheus-node-exporter.resources": "node_exporter",
+}
+# Only the `crds` subchart is unpacked in ../shared, so the chart is rendered without the others; their
+# sizes are checked as values above, under the keys their values.yaml defines (components/observability.py).
+WITHOUT_SUBCHARTS = ("grafana", "kubeStateMetrics", "nodeExporter", "windowsMonitoring")
+TIERS = ("dev", "staging", "prod")
+_UNITS = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def quantity(value: str) -> float:
+    for suffix, factor in _UNITS.items():
+        if value.endswith(suffix):
+            return float(value.removesuffix(suffix)) * factor
+    return float(value)
+
+
+def without_subcharts(chart: Mapping[str, Any]) -> dict[str, Any]:
+    return {**chart, **{key: {**chart.get(key, {}), "enabled": False} for key in WITHOUT_SUBCHARTS}}
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_container_is_sized_for_the_tier(render: Render, stack: str) -> None:
+    chart = values(render(stack))
+    sizes = RESOURCES[tier_of(stack)]
+    assert sorted(RESOURCE_VALUES.values()) == sorted(sizes)
+    for path, name in RESOURCE_VALUES.items():
+        resources = at(chart, path)
+        assert resources == sizes[name], path
+        assert missing_requests(resources) == [], path
+        assert "cpu" not in resources.get("limits", {}), f"{path}: a CPU limit only throttles"
+
+
+@pytest.mark.parametrize("name", sorted(RESOURCES["dev"]))
+def test_requests_never_shrink_from_dev_to_prod(name: str) -> None:
+    for resource in ("cpu", "memory"):
+        dev, staging, prod = (quantity(RESOURCES[tier][name]["requests"][resource]) for tier in TIERS)
+        assert dev <= staging <= prod, (name, resource)
+
+
+def test_prometheus_grows_the_most() -> None:
+    dev, prod = (quantity(RESOURCES[tier]["prometheus"]["requests"]["memory"]) for tier in ("dev", "prod"))
+    assert prod >= 4 * dev
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_container_the_chart_renders_requests_cpu_and_memory(render: Render, stack: str) -> None:
+    result = render(stack)
+    objects = render_chart(PIN, without_subcharts(values(result)), release=release(result)["inputs"]["name"])
+    # The operator and the admission webhook's certificate hook Jobs.
+    assert containers_without_requests(objects) == []
+    assert {o["metadata"]["name"] for o in objects if o["kind"] in ("Deployment", "Job")} == {
+        f"{PIN.chart}-operator",
+        f"{PIN.chart}-admission-create",
+        f"{PIN.chart}-admission-patch",
+    }
+    # The pods the operator builds: from the Prometheus and Alertmanager specs, each with a config-reloader
+    # sized by the operator's flags.
+    for kind in ("Prometheus", "Alertmanager"):
+        (custom,) = [o for o in objects if o["kind"] == kind]
+        assert missing_requests(custom["spec"].get("resources")) == [], kind
+    (operator,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == f"{PIN.chart}-operator"]
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    args = dict(arg.split("=", 1) for arg in container["args"] if "=" in arg)
+    reloader = RESOURCES[tier_of(stack)]["config_reloader"]["requests"]
+    assert (args["--config-reloader-cpu-request"], args["--config-reloader-memory-request"]) == (
+        reloader["cpu"],
+        reloader["memory"],
+    )
+
+
+@requires_shared
+def test_the_chart_requests_nothing_by_default() -> None:
+    # Why the tests above matter: the operator, its hook Jobs, Prometheus, Alertmanager and the
+    # config-reloaders ("0" is no request) would all run unrequested.
+    objects = render_chart(PIN, without_subcharts({}))
+    assert len(containers_without_requests(objects)) == 3
+    for kind in ("Prometheus", "Alertmanager"):
+        (custom,) = [o for o in objects if o["kind"] == kind]
+        assert missing_requests(custom["spec"].get("resources")) == ["cpu", "memory"], kind
+    (operator,) = [o for o in objects if o["kind"] == "Deployment"]
+    assert "--config-reloader-memory-request=0" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_grafanas_helm_test_pod_is_not_rendered(render: Render) -> None:
+    # A Pulumi Release never runs `helm test`; the chart's test Pod would only sit in the release unrequested.
+    assert at(values(render("aws-dev")), "grafana.testFramework") == {"enabled": False}
 
 
 # --- Grafana ------------------------------------------------------------------------------------------------

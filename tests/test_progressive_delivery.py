@@ -28,8 +28,10 @@ from tests.upstream import (
     chart_meta,
     chart_values,
     check_pin_values,
+    containers_without_requests,
     crd_file,
     crd_schema,
+    render_chart,
     requires_shared,
     validate_custom_resource,
 )
@@ -208,9 +210,25 @@ def test_prod_runs_two_flaggers_with_leader_election_and_disruption_budgets(rend
     else:
         # Two controllers without leader election would both reconcile; a PDB on one replica blocks drains.
         assert flagger["leaderElection"] == {"enabled": False, "replicaCount": 1}
-        assert flagger["podDisruptionBudget"]["enabled"] is False
         assert loadtester["replicaCount"] == 1
-        assert loadtester["podDisruptionBudget"]["enabled"] is False
+        # Without a PDB its minAvailable would change nothing (both charts read it only when enabled).
+        assert flagger["podDisruptionBudget"] == loadtester["podDisruptionBudget"] == {"enabled": False}
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_charts_render_a_budget_only_in_prod_and_every_container_requests_cpu_and_memory(
+    render: Render, stack: str
+) -> None:
+    # Requests are the charts' own (Flagger 10m/32Mi, the load tester 10m/64Mi), which our values keep.
+    result = render(stack)
+    for pin in (FLAGGER, LOADTESTER):
+        inputs = release(result, pin)["inputs"]
+        objects = render_chart(pin, inputs["values"], release=inputs["name"])
+        assert [o for o in objects if o["kind"] == "Deployment"], pin.chart
+        assert containers_without_requests(objects) == [], pin.chart
+        budgets = [o["spec"]["minAvailable"] for o in objects if o["kind"] == "PodDisruptionBudget"]
+        assert budgets == ([1] if tier_of(stack) == "prod" else []), pin.chart
 
 
 # --- alerting ---------------------------------------------------------------------------------------------

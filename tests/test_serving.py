@@ -11,12 +11,19 @@ import pytest
 from components.charts import CHART_PINS
 from components.mesh import GATEWAY_LABELS
 from components.node_pools import system_labels
-from components.serving import KNATIVE_SERVING_VERSION, KNATIVE_WORKLOADS
+from components.serving import KNATIVE_SERVING_VERSION, KNATIVE_WORKLOADS, QUEUE_PROXY_MEMORY_REQUEST
 from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of, rendered
-from tests.upstream import SHARED, check_pin_values, requires_shared, validate_custom_resource
+from tests.upstream import (
+    SHARED,
+    check_pin_values,
+    containers_without_requests,
+    render_chart,
+    requires_shared,
+    validate_custom_resource,
+)
 
 COMPONENT = "gpu-platform:platform:Serving"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -320,3 +327,29 @@ def test_knative_exports_prometheus_metrics_and_they_are_scraped(render: Render,
 def test_the_knative_pod_monitor_is_valid_against_its_crd(render: Render, stack: str) -> None:
     (monitor,) = owned(render(stack), POD_MONITOR)
     assert validate_custom_resource({k: monitor["inputs"][k] for k in ("apiVersion", "kind", "metadata", "spec")}) == []
+
+
+# --- CPU and memory requests ------------------------------------------------------------------------------
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_container_of_the_operator_and_kserve_charts_requests_cpu_and_memory(
+    render: Render, stack: str
+) -> None:
+    # The charts' own requests (the Knative operator and its webhook 100m/100Mi, KServe's manager and
+    # kube-rbac-proxy 100m/300Mi), which our values leave in place.
+    result = render(stack)
+    for role in ("knative-operator", "kserve"):
+        inputs = release(result, role)["inputs"]
+        objects = render_chart(ROLES[role], inputs["values"], release=inputs["name"])
+        assert [o for o in objects if o["kind"] == "Deployment"], role
+        assert containers_without_requests(objects) == [], role
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_model_pods_queue_proxy_requests_memory(render: Render, stack: str) -> None:
+    # Knative sets the queue-proxy's CPU request (25m) but no memory request unless config-deployment says.
+    deployment = serving_spec(render(stack))["config"]["deployment"]
+    assert deployment["queue-sidecar-memory-request"] == QUEUE_PROXY_MEMORY_REQUEST
+    assert "queue-sidecar-memory-limit" not in deployment  # an OOM-killed proxy drops the replica's requests

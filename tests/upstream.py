@@ -483,3 +483,76 @@ def check_pin_values(pin: Any, values: Mapping[str, Any], free_form: Iterable[st
     """`check_chart_values` for a `components.charts.ChartPin`, against the folder it names."""
     project, _, version = pin.upstream.strip("/").partition("/")
     return check_chart_values(project, pin.chart, version, values, free_form)
+
+
+
+# --- rendering a pinned chart -------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _helm_engine() -> Any:
+    """The render's own Helm engine (infra/tooling/helm_engine.py), created once: it caches loaded charts."""
+    from infra.tooling.helm_engine import default_engine
+
+    return default_engine()
+
+
+def chart_path(pin: Any) -> Path:
+    """Where a `components.charts.ChartPin`'s chart is unpacked: ../shared/upstream/<upstream>/chart/<chart>/."""
+    path = SHARED / pin.upstream.strip("/") / "chart" / pin.chart
+    if not (path / "Chart.yaml").exists():
+        raise UpstreamError(f"{path} holds no chart (see ../shared/upstream/INDEX.json `charts`)")
+    return path
+
+
+def render_chart(
+    pin: Any,
+    values: Mapping[str, Any],
+    *,
+    release: Optional[str] = None,
+    api_versions: Iterable[str] = ("monitoring.coreos.com/v1",),
+    kube_version: str = "1.35",
+) -> list[dict]:
+    """The objects the pinned chart of `pin` renders from `values`, as `helm install` of release `release`
+    (default: the chart's name) in the pin's namespace would on a fresh cluster: hooks included, the
+    crds/ folder left out. No network, no cluster."""
+    return _helm_engine().template(
+        chart_path(pin),
+        values,
+        release=release or pin.chart,
+        namespace=pin.namespace,
+        kube_version=kube_version,
+        api_versions=list(api_versions),
+    )
+
+
+def missing_requests(resources: Any) -> list[str]:
+    """Which of cpu and memory a container's `resources` does not request."""
+    requests = ((resources or {}).get("requests") or {}) if isinstance(resources, Mapping) else {}
+    return [name for name in ("cpu", "memory") if not requests.get(name)]
+
+
+def containers_without_requests(objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every container of a pod-carrying object in `objects` without a CPU or memory request, as
+    `<Kind>/<name> <initContainers|containers>[<container>]: no cpu or memory request`."""
+    from infra.tooling.object_checks import POD_TEMPLATE_PATHS
+
+    problems = []
+    for obj in objects:
+        path = POD_TEMPLATE_PATHS.get(str(obj.get("kind")))
+        if path is None:
+            continue
+        spec: Any = obj
+        for part in path:
+            spec = spec.get(part) if isinstance(spec, Mapping) else None
+        if not isinstance(spec, Mapping):
+            continue
+        for field in ("initContainers", "containers"):
+            for container in spec.get(field) or []:
+                missing = missing_requests(container.get("resources"))
+                if missing:
+                    problems.append(
+                        f"{obj['kind']}/{obj['metadata']['name']} {field}[{container.get('name')}]: "
+                        f"no {' or '.join(missing)} request"
+                    )
+    return problems
