@@ -226,6 +226,7 @@ def test_every_preview_and_update_runs_the_policy_pack_against_the_configured_ba
     for workflow, job, step in pulumi_steps:
         where = f"{workflow} job {job}"
         assert step["with"]["policyPacks"] == "policies", where
+        assert step["with"]["policyPackConfigs"].startswith("stacks/policy/"), where
         assert step["with"]["cloud-url"] == "${{ vars.PULUMI_BACKEND_URL }}", where
         # The CLI release that matches the SDK pinned in requirements.txt.
         assert str(step["with"]["pulumi-version"]) == requirement[1], where

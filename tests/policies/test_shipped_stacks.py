@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import pytest
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
 from infra.tooling.mock_engine import RenderResult
+from infra.tooling.policy_check import load_policy_config
 from policies.gpu_platform_policies.pack import POLICIES
 from policies.gpu_platform_policies.shapes import environment_of_provider
 from policies.gpu_platform_policies.stack import no_time_sliced_gpus_in_prod
@@ -73,3 +75,12 @@ def test_a_rendered_dev_stack_would_fail_as_prod(render):
 def test_the_tier_is_read_from_the_rendered_providers(render, stack, provider_type):
     (provider,) = render(stack).of_type(provider_type)
     assert environment_of_provider(provider_type, provider["inputs"]) == "prod"
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_stack_has_a_policy_config_naming_only_real_policies(stack):
+    # The workflows pass stacks/policy/<stack>.json to every render, preview, deploy and drift check.
+    config_file = Path(__file__).resolve().parents[2] / "stacks" / "policy" / f"{stack}.json"
+    config = load_policy_config(config_file)
+    assert isinstance(config, dict)
+    assert set(config) <= {p.name for p in POLICIES} | {"all"}
