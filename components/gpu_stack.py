@@ -209,6 +209,11 @@ def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:
     }
 
 
+# What a container in the GPU Operator's namespace requests when it asks for nothing: the hook Jobs
+# run kubectl against CRDs for seconds (an upgrade-crd apply of the operator's CRDs peaks near 100 MiB).
+HOOK_DEFAULT_REQUESTS = {"cpu": "10m", "memory": "128Mi"}
+
+
 class GpuStack(pulumi.ComponentResource):
     release: k8s.helm.v3.Release  # the GPU Operator (EKS, existing) or the DCGM exporter (GKE)
 
@@ -225,6 +230,27 @@ class GpuStack(pulumi.ComponentResource):
             )
         else:
             pin = CHART_PINS["gpu-operator"]
+            # The chart's hook Jobs (templates/upgrade_crd.yaml, pre-upgrade; cleanup_gpucluster.yaml,
+            # pre-delete) and the operands' init containers take no resources from any value or
+            # ClusterPolicy field. A LimitRange gives every container in the namespace that asks for
+            # nothing a request at admission, so the scheduler still counts them. The release waits for
+            # it, and on delete it outlives the release's pre-delete hook.
+            namespace = k8s.core.v1.Namespace(
+                f"{name}-namespace",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=pin.namespace),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            default_requests = k8s.core.v1.LimitRange(
+                f"{name}-default-requests",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name="default-requests", namespace=pin.namespace),
+                spec=k8s.core.v1.LimitRangeSpecArgs(
+                    limits=[k8s.core.v1.LimitRangeItemArgs(type="Container", default_request=HOOK_DEFAULT_REQUESTS)]
+                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+            )
+            release_opts = pulumi.ResourceOptions.merge(
+                release_opts, pulumi.ResourceOptions(depends_on=[default_requests])
+            )
             self.release = helm_release(f"{name}-operator", pin, gpu_operator_values(args), release_opts)
             # After the release, which creates the namespace. The device plugin's config manager reads
             # this ConfigMap as a mounted volume, so its pods wait for it rather than start unshared.

@@ -288,7 +288,8 @@ def test_every_value_we_set_is_a_value_of_the_pinned_chart(render: Render, stack
 
 # Hook Jobs of the GPU Operator chart whose container takes no resources from any value
 # (templates/upgrade_crd.yaml, a pre-upgrade hook, and templates/cleanup_gpucluster.yaml, pre-delete): they
-# run for seconds on an upgrade or an uninstall. Listed so that any other container without requests fails.
+# run for seconds on an upgrade or an uninstall, and get their requests from the LimitRange GpuStack declares
+# in the namespace (tests/test_objects.py checks every stack with it). Listed so that any other gap fails.
 OPERATOR_HOOKS_WITHOUT_RESOURCE_VALUES = (
     "Job/gpu-operator-cleanup-gpucluster containers[cleanup-gpucluster]: no cpu or memory request",
     "Job/gpu-operator-upgrade-crd containers[upgrade-crd]: no cpu or memory request",

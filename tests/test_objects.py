@@ -291,6 +291,20 @@ def test_pod_checks_find_missing_requests_and_unpinned_images() -> None:
     assert [p.message for p in problems] == ["containers[c]: no memory request", "containers[c]: image r/i:latest is :latest"]
 
 
+def test_a_limit_range_default_counts_as_a_request_in_its_namespace_only() -> None:
+    bare = _obj(_deployment())
+    limit_range = {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "defaults", "namespace": "n"},
+        "spec": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "10m"}, "default": {"memory": "1Gi"}}]},
+    }
+    assert object_checks.pod_problems([bare, _obj(limit_range)]) == []
+    elsewhere = copy.deepcopy(limit_range)
+    elsewhere["metadata"]["namespace"] = "other"
+    assert [p.message for p in object_checks.pod_problems([bare, _obj(elsewhere)])] == ["containers[c]: no cpu or memory request"]
+
+
 def test_secret_checks_find_credentials_in_env_but_not_references_to_them() -> None:
     leaked = _deployment(env=[{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "TOKEN_SECRET_NAME", "value": "s"}])
     (problem,) = object_checks.secret_problems([_obj(leaked)])

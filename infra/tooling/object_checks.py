@@ -4,8 +4,8 @@
   version (kubernetes-validate; strict rejects unknown fields, which the API server would drop or
   refuse), an API version that version no longer serves is an error; custom resources against their
   CRD as the stack installs it (chart crds/ folders and CRD templates).
-- `pod_problems`: what the platform promises of every container: CPU and memory requests, an image
-  with a tag or digest and never `:latest`.
+- `pod_problems`: what the platform promises of every container: CPU and memory requests (its own,
+  or its namespace's LimitRange defaults), an image with a tag or digest and never `:latest`.
 - `secret_problems`: no Secret value and no credential-named env var in plain text in what the render writes.
 """
 
@@ -148,15 +148,33 @@ def _image_problem(image: str) -> Optional[str]:
     return None
 
 
+def namespace_default_requests(objects: Sequence[KubeObject]) -> dict[str, set[str]]:
+    """Namespace -> resources a LimitRange there requests for every container that asks for none.
+
+    The API server applies `defaultRequest` (or, without it, `default`, the limit) at admission.
+    """
+    defaults: dict[str, set[str]] = {}
+    for obj in objects:
+        if obj.kind != "LimitRange" or not obj.namespace:
+            continue
+        for item in (obj.manifest.get("spec") or {}).get("limits") or []:
+            if item.get("type") == "Container":
+                given = {**(item.get("default") or {}), **(item.get("defaultRequest") or {})}
+                defaults.setdefault(obj.namespace, set()).update(given)
+    return defaults
+
+
 def pod_problems(objects: Sequence[KubeObject]) -> list[Problem]:
     problems = []
+    defaults = namespace_default_requests(objects)
     for obj in objects:
         spec = pod_spec(obj)
         if spec is None:
             continue
         for where, container in containers(spec):
             requests = (container.get("resources") or {}).get("requests") or {}
-            missing = [r for r in ("cpu", "memory") if not requests.get(r)]
+            admitted = defaults.get(obj.namespace or "", set())
+            missing = [r for r in ("cpu", "memory") if not requests.get(r) and r not in admitted]
             if missing:
                 problems.append(Problem(obj.key, obj.source, f"{where}: no {' or '.join(missing)} request"))
             image_problem = _image_problem(str(container.get("image", "")))
