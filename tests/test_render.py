@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import yaml
 
 import infra.program.stack_config
 from infra.tooling.mock_engine import PROGRAM, RenderResult, render_stack
-from infra.tooling.render import main, write_render
-from infra.program.stack_config import ROOT, cli_config
+from infra.tooling.render import COLLAPSE_REPEATS_AT, main, summary, write_render
+from infra.tooling.review import PoolRow, pool_rows
+from infra.program.settings import load_settings
+from infra.program.stack_config import ROOT, cli_config, stack_input
 from tests.conftest import SHIPPED_STACKS, Render
 
 RECORD_KEYS = {"urn", "type", "name", "custom", "parent", "provider", "dependencies", "inputs"}
@@ -151,3 +154,73 @@ def test_kubernetes_objects_and_helm_releases_are_written_by_namespace_kind_and_
     assert (release["chart"], release["version"], release["repository"]) == ("cert-manager", "v1.21.1", "https://charts.jetstack.io")
     assert release["values"] == {"crds": {"enabled": True}}
     shutil.rmtree(out)
+
+
+# --- the summary a reviewer reads ---------------------------------------------------------------
+
+
+def _table(text: str, heading: str) -> list[list[str]]:
+    """The rows of the table under `heading` (header first), cells split on runs of two spaces."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("    "):
+            break
+        rows.append(re.split(r" {2,}", line.strip()))
+    return rows
+
+
+def test_the_summary_lists_each_pool_with_machines_capacity_size_gpus_sharing_and_taints(render: Render) -> None:
+    result = render("aws-dev")
+    rows = _table(summary(result), "Node pools (2):")
+    assert rows[0] == ["Pool", "Cloud object", "Machines", "Capacity", "Nodes min/max (desired)", "GPU", "GPUs/node",
+                       "Sharing", "Taints"]  # fmt: skip
+    gpu_row = ["gpu-spot", "EKS node group gpu-aws-dev-gpu-spot", "g6.xlarge, g6.2xlarge", "spot", "0/2 (0)", "nvidia-l4",
+               "1", "time-slicing ×4 per GPU", "nvidia.com/gpu=true:NoSchedule, gpu-platform/spot=true:NoSchedule"]  # fmt: skip
+    assert rows[1:] == [["system", "EKS node group gpu-aws-dev-system", "m7i.xlarge", "on-demand", "1/3 (1)", "-", "-", "-", "-"],
+                        gpu_row]  # fmt: skip
+
+
+def test_the_pool_table_reads_gke_pools_and_an_existing_clusters_declared_pools(render: Render) -> None:
+    (gke,) = [row for row in pool_rows(render("gcp-dev")) if row.pool == "gpu-spot"]
+    assert (gke.cloud_object, gke.machines, gke.capacity, gke.nodes) == (
+        "GKE node pool gpu-spot (us-central1-a)", "g2-standard-8", "spot", "0/2 (0)")  # fmt: skip
+    assert (gke.gpu, gke.gpus_per_node, gke.sharing) == ("nvidia-l4", "1", "time-slicing ×4 per GPU")
+    # GKE taints GPU nodes itself; the pool's inputs hold only the spot taint
+    assert gke.taints == "gpu-platform/spot=true:NoSchedule, nvidia.com/gpu=present:NoSchedule (by GKE)"
+
+    # An existing cluster's pools are no resources: the table takes them from the stack's settings.
+    h100 = {"gpuPools": {"h100": {"gpuType": "nvidia-h100-80gb", "gpuCount": 8, "timeSlicingReplicas": 1}}}
+    rows = pool_rows(render("local", h100), load_settings(stack_input("local", h100), "local"))
+    assert rows == [
+        PoolRow("system", "existing nodes (any node)", "-", "-", "set by its owner", "-", "-", "-", "-"),
+        PoolRow("h100", "existing nodes (gpu-platform/pool=h100)", "-", "-", "set by its owner", "nvidia-h100-80gb", "8",
+                "whole GPUs", "nvidia.com/gpu=true:NoSchedule"),  # fmt: skip
+    ]
+
+
+def test_the_summary_lists_every_helm_chart_with_its_version_and_namespace(render: Render) -> None:
+    result = render("aws-dev")
+    rows = _table(summary(result), f"Helm charts ({len(result.helm_releases)}):")
+    assert rows[0] == ["Chart", "Version", "Namespace", "Release", "Repository"]
+    listed = {(chart, version, namespace) for chart, version, namespace, *_ in rows[1:]}
+    pinned = {
+        (r["inputs"]["chart"].rsplit("/", 1)[-1], r["inputs"]["version"], r["inputs"]["namespace"]) for r in result.helm_releases
+    }
+    assert listed == pinned and len(rows) - 1 == len(result.helm_releases)
+    assert ["gpu-operator", "v26.7.0", "gpu-operator", "gpu-operator", "https://helm.ngc.nvidia.com/nvidia"] in rows
+
+
+def test_the_tree_collapses_a_node_groups_autoscaling_tags_into_one_row_and_keeps_the_total(render: Render) -> None:
+    result = render("aws-dev")
+    text = summary(result)
+    tags = [r for r in result.of_type("aws:autoscaling/tag:Tag") if r["parent"].endswith("::gpu-aws-dev-gpu-spot")]
+    assert len(tags) >= COLLAPSE_REPEATS_AT
+    assert f"└─ aws:autoscaling/tag:Tag ×{len(tags)}" in text
+    assert "gpu-aws-dev-gpu-spot-label/" not in text, "no row per tag"
+    assert "gpu-aws-dev-system-label/gpu-platform/pool" in text, "two tags of the system group stay two rows"
+    tree = [line for line in text.splitlines() if line.startswith(" +   ")]
+    represented = sum(int(m.group(1)) if (m := re.search(r" ×(\d+)\s", line)) else 1 for line in tree)
+    assert represented == len(result.resources)
+    assert f"+ {len(result.resources)} to create" in text

@@ -283,7 +283,7 @@ def test_markdown_report_is_a_comment_with_a_summary_and_collapsible_details(ren
     assert "> [!WARNING]\n> 1 resource(s) would be **deleted** by Pulumi" in markdown
     assert markdown.count("<details>") == markdown.count("</details>") == 6
     assert "<summary>Helm values changed (1 release(s))</summary>" in markdown
-    assert "```diff\n+ aws:ec2/subnet:Subnet  gpu-aws-dev-private-2\n```" in markdown
+    assert '```diff\n+ aws:ec2/subnet:Subnet  gpu-aws-dev-private-2\n    cidrBlock: "10.0.16.0/20"\n```' in markdown
     assert markdown.count("```") % 2 == 0
 
 
@@ -301,6 +301,130 @@ def test_markdown_for_no_changes_and_a_long_diff_stays_within_a_comment(
     assert len(markdown) <= 20_000
     assert "(truncated)</summary>" in markdown and "The whole report: `infra/run diff STACK REF`" in markdown
     assert markdown.count("<details>") == markdown.count("</details>") and markdown.count("```") % 2 == 0
+
+
+# --- added resources' inputs and replacements ------------------------------------------------
+
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+
+
+def _resources_only(directory: Path, resources: list[dict[str, Any]]) -> Path:
+    """A render folder with only resources.json: all the resource comparison reads."""
+    directory.mkdir(parents=True)
+    (directory / "resources.json").write_text(json.dumps(resources))
+    return directory
+
+
+def test_an_added_resource_shows_its_inputs_as_paths_and_values_bounded_like_a_change(tmp_path: Path) -> None:
+    tags = {f"k8s.io/cluster-autoscaler/node-template/label/key-{i:02d}": "value" for i in range(12)}
+    group = _record(
+        NODE_GROUP,
+        "gpu-aws-dev-gpu-big",
+        {
+            "capacityType": "SPOT",
+            "instanceTypes": ["g6.12xlarge"],
+            "labels": {"gpu-platform/pool": "gpu-big", "gpu-platform/gpu-type": "nvidia-l4", "gpu-platform/role": "gpu",
+                       "gpu-platform/purpose": "serving", "gpu-platform/time-slicing-replicas": "1"},  # fmt: skip
+            "scalingConfig": {"minSize": 0, "maxSize": 2, "desiredSize": 0},
+            "tags": tags,
+            "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
+        },
+    )
+    secret = _record("kubernetes:core/v1:Secret", "s3-credentials",
+                     {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3", "namespace": "models"},
+                      "stringData": {"AWS_SECRET_ACCESS_KEY": "plain-text-in-a-test"}})  # fmt: skip
+    many = _record("kubernetes:core/v1:ConfigMap", "many", {f"key{i:02d}": "x" * 90 for i in range(40)})
+    old = _resources_only(tmp_path / "old", [_stack_record()])
+    new = _resources_only(tmp_path / "new", [_stack_record(), group, secret, many])
+    text = format_text(_labelled(compare_render_dirs(old, new)))
+    lines = text.splitlines()
+
+    start = lines.index(f"  + {NODE_GROUP}  gpu-aws-dev-gpu-big")
+    shown = lines[start + 1 : start + 13]
+    assert shown[:3] == ['      capacityType: "SPOT"', '      instanceTypes: ["g6.12xlarge"]', '      labels["gpu-platform/gpu-type"]: "nvidia-l4"']
+    assert '      scalingConfig: {"desiredSize":0,"maxSize":2,"minSize":0}' in shown, "a short block reads whole"
+    # a long map is cut like any long value, so the taints after it still show
+    (tag_line,) = [line for line in shown if line.startswith("      tags: ")]
+    assert len(tag_line) <= len("      tags: ") + render_diff.MAX_VALUE_CHARS and tag_line.endswith("…")
+    assert '      taints: [{"effect":"NO_SCHEDULE","key":"nvidia.com/gpu","value":"true"}]' in shown
+
+    assert '      stringData.AWS_SECRET_ACCESS_KEY: (secret value)' in lines and "plain-text-in-a-test" not in text
+    start = lines.index("  + kubernetes:core/v1:ConfigMap  many")
+    listed = lines[start + 1 : start + 1 + render_diff.MAX_FIELDS_PER_OBJECT + 1]
+    assert all(line.startswith("      key") for line in listed[:-1])
+    assert listed[-1] == f"      … {40 - render_diff.MAX_FIELDS_PER_OBJECT} more input(s)"
+    assert all(len(line) <= 6 + len("key00: ") + render_diff.MAX_VALUE_CHARS for line in listed)
+
+
+def _write_resources(directory: Path, result: RenderResult) -> Path:
+    return _resources_only(directory, result.resources)
+
+
+def test_a_capacity_type_change_replaces_the_eks_node_group_and_says_what_that_does(render: Render, tmp_path: Path) -> None:
+    # The real program: dev's spot GPU pool made on-demand. EKS cannot change a node group's capacity
+    # type in place (REPLACE_ON_CHANGES), so the group is replaced, not updated.
+    on_demand = {"gpuPools": {"gpu-spot": {"gpuType": "nvidia-l4", "capacityType": "onDemand"}}}
+    old = _write_resources(tmp_path / "old", render("aws-dev"))
+    new = _write_resources(tmp_path / "new", render("aws-dev", on_demand))
+    diff = compare_render_dirs(old, new)
+    urn = next(r["urn"] for r in render("aws-dev").of_type(NODE_GROUP) if r["name"] == "gpu-aws-dev-gpu-spot")
+
+    group = diff.change_of(urn)
+    assert group.replaced and group.replaced_by == ["capacityType"], "labels, taints and tags change in place"
+    assert [d.key for d in diff.replaced] == [urn]
+    lines = group.lines()
+    assert lines[0] == f"+- {NODE_GROUP}  gpu-aws-dev-gpu-spot  (replace)"
+    assert '    capacityType: "SPOT" -> "ON_DEMAND"  (forces replacement)' in lines
+    assert not any("taints" in line and "forces replacement" in line for line in lines)
+    (why,) = [line for line in lines if line.startswith("    (replace: ")]
+    assert "capacityType cannot change in place" in why and "draining and terminating its nodes" in why
+    assert "pods on them are evicted and restart" in why
+
+    text = format_text(_labelled(diff))
+    assert "to change (1 by replacement)" in text.splitlines()[1]
+    assert f"  +- {NODE_GROUP}  gpu-aws-dev-gpu-spot  (capacityType)" in text
+    markdown = format_markdown(_labelled(diff))
+    assert "> [!CAUTION]\n> 1 resource(s) would be **replaced**" in markdown
+    assert f"> - `{NODE_GROUP}  gpu-aws-dev-gpu-spot  (capacityType)`" in markdown
+    assert "(forces replacement)" in markdown and "pods on them are evicted and restart" in markdown
+
+
+def _node_pool(machine_type: str, shared_clients: int) -> dict[str, Any]:
+    accelerator = {"type": "nvidia-l4", "count": 1,
+                   "gpuSharingConfig": {"gpuSharingStrategy": "TIME_SHARING", "maxSharedClientsPerGpu": shared_clients}}  # fmt: skip
+    node_config = {"machineType": machine_type, "spot": True, "guestAccelerators": [accelerator]}
+    return _record(NODE_POOL, "gpu-gcp-dev-gpu-spot", {"name": "gpu-spot", "nodeConfig": node_config})
+
+
+@pytest.mark.parametrize(
+    ("new_pool", "replaced_by", "rolled_by"),
+    [
+        (_node_pool("g2-standard-24", 4), [], ["nodeConfig.machineType"]),
+        (_node_pool("g2-standard-8", 2), ["nodeConfig.guestAccelerators[0].gpuSharingConfig.maxSharedClientsPerGpu"], []),
+    ],
+    ids=["machine-type-in-place", "time-slicing-replaces"],
+)
+def test_a_gke_machine_type_recreates_the_nodes_in_place_but_gpu_sharing_replaces_the_pool(
+    tmp_path: Path, new_pool: dict[str, Any], replaced_by: list[str], rolled_by: list[str]
+) -> None:
+    old = _resources_only(tmp_path / "old", [_stack_record(), _node_pool("g2-standard-8", 4)])
+    new = _resources_only(tmp_path / "new", [_stack_record(), new_pool])
+    pool = compare_render_dirs(old, new).change_of(new_pool["urn"])
+    assert (pool.replaced_by, pool.rolled_by) == (replaced_by, rolled_by)
+    if rolled_by:
+        assert pool.lines()[0].startswith("~ ") and pool.lines()[1].endswith(render_diff.ROLL_MARK)
+        assert "GKE recreates every node of the pool" in pool.notes[0]
+    else:
+        assert pool.lines()[0].endswith("(replace)") and "GKE deletes the node pool" in pool.notes[0]
+
+
+def test_a_block_added_whole_replaces_only_when_it_carries_a_replace_field(tmp_path: Path) -> None:
+    before = _record(NODE_GROUP, "gpu-aws-dev-gpu-spot", {"capacityType": "SPOT"})
+    after = _record(NODE_GROUP, "gpu-aws-dev-gpu-spot", {"capacityType": "SPOT", "launchTemplate": {"id": "lt-1", "version": "1"}})
+    old = _resources_only(tmp_path / "old", [_stack_record(), before])
+    new = _resources_only(tmp_path / "new", [_stack_record(), after])
+    assert compare_render_dirs(old, new).change_of(after["urn"]).replaced_by == ["launchTemplate"]
 
 
 # --- Kubernetes objects (objects/), on hand-made trees ----------------------------------------

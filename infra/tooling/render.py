@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import re
 import shutil
 import sys
@@ -26,6 +27,7 @@ from infra.tooling.chart_cache import ChartCache
 from infra.tooling.mock_engine import STACK_TYPE, RenderResult, render_stack
 from infra.tooling.object_checks import NO_CRD, Problem, pod_problems, schema_problems, secret_problems
 from infra.tooling.objects import ObjectSet, expand_objects, report_lines, write_objects
+from infra.tooling.review import review_lines
 
 
 # --- writing what it would deploy -----------------------------------------------------------
@@ -121,8 +123,39 @@ def mermaid_graph(result: RenderResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary(result: RenderResult) -> str:
-    """A tree of what would be created, in the shape of `pulumi preview`."""
+# A run of this many or more childless resources of one type under one parent is one row of the
+# tree, with its count: an EKS GPU node group's ten or eleven Auto Scaling tags say nothing one by
+# one. Shorter runs (a VPC's subnets, a mesh's three releases) keep a row each.
+COLLAPSE_REPEATS_AT = 6
+
+
+def _tree_items(
+    kids: list[dict[str, Any]], children: dict[Optional[str], list[dict[str, Any]]]
+) -> list[tuple[str, str, Optional[str]]]:
+    """(type, name, urn to descend into) per row under one parent; long same-type leaf runs become one row."""
+    leaves_by_type: dict[str, list[dict[str, Any]]] = {}
+    for kid in kids:
+        if not children.get(kid["urn"]):
+            leaves_by_type.setdefault(kid["type"], []).append(kid)
+    collapsed = {type_ for type_, same in leaves_by_type.items() if len(same) >= COLLAPSE_REPEATS_AT}
+    items: list[tuple[str, str, Optional[str]]] = []
+    for kid in kids:
+        if kid["type"] not in collapsed:
+            items.append((kid["type"], kid["name"], kid["urn"]))
+        elif kid is leaves_by_type[kid["type"]][0]:
+            same = leaves_by_type[kid["type"]]
+            prefix = os.path.commonprefix([k["name"] for k in same])
+            items.append((f"{kid['type']} ×{len(same)}", f"{prefix}…" if prefix else f"({len(same)} names)", None))
+    return items
+
+
+def summary(result: RenderResult, settings: Any = None) -> str:
+    """A tree of what would be created, in the shape of `pulumi preview`, then the node pool and
+    Helm chart tables a reviewer reads first (infra/tooling/review.py).
+
+    `settings` are the stack's settings (infra.program.settings), needed only for the pools of an
+    existing cluster; by default they are loaded from the stack file.
+    """
     children: dict[Optional[str], list[dict[str, Any]]] = {}
     root = result.resources[0]
     for resource in result.resources[1:]:
@@ -131,11 +164,12 @@ def summary(result: RenderResult) -> str:
     rows: list[tuple[str, str]] = [(root["type"], root["name"])]
 
     def walk(urn: str, prefix: str) -> None:
-        kids = children.get(urn, [])
-        for index, kid in enumerate(kids):
-            last = index == len(kids) - 1
-            rows.append((f"{prefix}{'└─ ' if last else '├─ '}{kid['type']}", kid["name"]))
-            walk(kid["urn"], prefix + ("   " if last else "│  "))
+        items = _tree_items(children.get(urn, []), children)
+        for index, (type_, name, kid_urn) in enumerate(items):
+            last = index == len(items) - 1
+            rows.append((f"{prefix}{'└─ ' if last else '├─ '}{type_}", name))
+            if kid_urn is not None:
+                walk(kid_urn, prefix + ("   " if last else "│  "))
 
     walk(root["urn"], "")
     width = max(len(type_) for type_, _ in rows) + 2
@@ -143,7 +177,10 @@ def summary(result: RenderResult) -> str:
     lines += [f" +   {type_:<{width}}{name}" for type_, name in rows]
     lines += ["", "Outputs:"]
     lines += [f"    {key}: {json.dumps(value)}" for key, value in sorted(result.outputs.items())]
-    lines += ["", "Resources:", f"    + {len(result.resources)} to create"]
+    collapsed = any("×" in type_ for type_, _ in rows)
+    grouped = " (a row with ×N stands for N resources of one type under one parent)" if collapsed else ""
+    lines += ["", "Resources:", f"    + {len(result.resources)} to create{grouped}"]
+    lines += ["", *review_lines(result, settings)]
     return "\n".join(lines)
 
 

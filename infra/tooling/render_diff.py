@@ -5,9 +5,11 @@
 Renders each STACK twice with `python -m infra.tooling.render` (the same interpreter): once from a
 temporary `git worktree` of REF, with that commit's own render code, so an old commit renders the
 way it rendered then, and once from the working tree (or from REF2 with `--to`). Then it compares
-the two `resources.json` by URN and prints what is added, what is removed (Pulumi deletes it), and
-per changed resource each changed input path, then changed Helm values (`helm/`) and changed
-Kubernetes manifest fields (`manifests/`).
+the two `resources.json` by URN and prints what is added (with its inputs), what is removed (Pulumi
+deletes it), and per changed resource each changed input path, then changed Helm values (`helm/`)
+and changed Kubernetes manifest fields (`manifests/`). A change the cloud cannot make in place (a
+node group's capacity type, a node pool's accelerators: REPLACE_ON_CHANGES) marks its resource
+`+-` as replaced, with what that does to the pods running there.
 
 First comes what the cluster would see: every Kubernetes object in `objects/` (each chart expanded
 with our values, plus the objects the program declares directly), matched by namespace, kind and
@@ -53,6 +55,8 @@ MAX_VALUE_CHARS = 100
 # A chart bump can touch hundreds of fields of one object (a CRD's schema); past this many, the
 # object's entry says how many more there are instead of listing them.
 MAX_FIELDS_PER_OBJECT = 25
+# An added resource's inputs are listed by path; a map with more keys than this is one line instead.
+MAX_KEYS_OPENED = 10
 # GitHub rejects comment bodies over 65536 characters; leave room for the marker and a footer.
 MAX_MARKDOWN_CHARS = 60_000
 # The render's objects/ folder: every Kubernetes object, annotated with the Helm release
@@ -63,6 +67,116 @@ HELM_SOURCE = "helm:"
 PULUMI_SOURCE = "pulumi:"
 SECRET_FIELDS = ("data", "stringData")
 SIGN_WORDS = (("+", "added"), ("~", "changed"), ("-", "removed"))
+
+
+@dataclass(frozen=True)
+class ReplaceOnChange:
+    """The inputs of one resource type that the cloud cannot change in place, and what that means.
+
+    `replace`: input paths (as in resources.json) whose change makes the provider replace the
+    resource: Pulumi deletes it and creates it anew. `rolls_nodes`: paths updated in place, but by
+    recreating every node of the pool. `effect` and `roll_effect` say what each does to what runs there.
+    """
+
+    replace: tuple[str, ...]
+    effect: str
+    rolls_nodes: tuple[str, ...] = ()
+    roll_effect: str = ""
+
+
+_POD_RESTARTS = (
+    "pods on them are evicted and restart on other nodes, or stay Pending until the new nodes join "
+    "(GPU pods: until the new pool has scaled up)"
+)
+# Which input changes replace a resource, per type. pulumi-aws and pulumi-gcp bridge the Terraform
+# providers, whose schemas mark these fields `ForceNew` (the Python SDKs ship no schema to read them
+# from): hashicorp/terraform-provider-aws internal/service/eks/node_group.go and cluster.go;
+# hashicorp/terraform-provider-google google/services/container/resource_container_node_pool.go,
+# node_config.go and resource_container_cluster.go. Since google provider v5.10 (magic-modules#9575)
+# a node pool's machineType, diskType and diskSizeGb change in place, by GKE migrating the nodes.
+# eks:index:Cluster is pulumi-eks's component: its inputs that reach a ForceNew field of aws_eks_cluster.
+REPLACE_ON_CHANGES: Mapping[str, ReplaceOnChange] = {
+    "aws:eks/nodeGroup:NodeGroup": ReplaceOnChange(
+        replace=(
+            "amiType",
+            "capacityType",
+            "clusterName",
+            "diskSize",
+            "instanceTypes",
+            "launchTemplate.id",
+            "launchTemplate.name",
+            "nodeGroupName",
+            "nodeGroupNamePrefix",
+            "nodeRoleArn",
+            "remoteAccess",
+            "subnetIds",
+        ),
+        effect=f"EKS deletes the node group, draining and terminating its nodes, and creates a new one; {_POD_RESTARTS}",
+        rolls_nodes=("launchTemplate.version", "releaseVersion", "version"),
+        roll_effect="EKS replaces the group's nodes one by one (new node first, old one drained, "
+        "PodDisruptionBudgets respected); pods on them restart once",
+    ),
+    "gcp:container/nodePool:NodePool": ReplaceOnChange(
+        replace=(
+            "cluster",
+            "initialNodeCount",
+            "location",
+            "maxPodsPerNode",
+            "name",
+            "namePrefix",
+            "nodeConfig.bootDiskKmsKey",
+            "nodeConfig.guestAccelerators",
+            "nodeConfig.localSsdCount",
+            "nodeConfig.metadata",
+            "nodeConfig.minCpuPlatform",
+            "nodeConfig.oauthScopes",
+            "nodeConfig.preemptible",
+            "nodeConfig.serviceAccount",
+            "nodeConfig.shieldedInstanceConfig",
+            "nodeConfig.spot",
+            "placementPolicy",
+            "project",
+        ),
+        effect=f"GKE deletes the node pool with all its nodes and creates a new one; {_POD_RESTARTS}",
+        rolls_nodes=("nodeConfig.diskSizeGb", "nodeConfig.diskType", "nodeConfig.machineType"),
+        roll_effect="GKE recreates every node of the pool through its upgrade strategy (surge: a new node "
+        "first, then the old one drained); pods on them restart once",
+    ),
+    "eks:index:Cluster": ReplaceOnChange(
+        replace=("ipFamily", "kubernetesServiceIpAddressRange", "name"),
+        effect="a new, empty EKS cluster is created and the old one deleted with everything running on it; "
+        "every node group, workload and Kubernetes object starts again there and in-cluster state is lost",
+    ),
+    "aws:eks/cluster:Cluster": ReplaceOnChange(
+        replace=(
+            "accessConfig.bootstrapClusterCreatorAdminPermissions",
+            "bootstrapSelfManagedAddons",
+            "kubernetesNetworkConfig.ipFamily",
+            "kubernetesNetworkConfig.serviceIpv4Cidr",
+            "name",
+            "roleArn",
+        ),
+        effect="a new, empty EKS cluster is created and the old one deleted with everything running on it; "
+        "every node group, workload and Kubernetes object starts again there and in-cluster state is lost",
+    ),
+    "gcp:container/cluster:Cluster": ReplaceOnChange(
+        replace=(
+            "datapathProvider",
+            "ipAllocationPolicy",
+            "location",
+            "name",
+            "network",
+            "networkingMode",
+            "privateClusterConfig.masterIpv4CidrBlock",
+            "project",
+            "subnetwork",
+        ),
+        effect="a new, empty GKE cluster is created and the old one deleted with everything running on it; "
+        "every node pool, workload and Kubernetes object starts again there and in-cluster state is lost",
+    ),
+}
+REPLACE_MARK = "(forces replacement)"
+ROLL_MARK = "(recreates the nodes)"
 
 
 class RenderDiffError(Exception):
@@ -102,15 +216,31 @@ class Change:
 
 @dataclass
 class ObjectDiff:
-    """The changes of one resource, Helm release or manifest, under a readable label."""
+    """The changes of one resource, Helm release or manifest, under a readable label.
+
+    `replaced_by` and `rolled_by` name the changed inputs that make the cloud replace the resource
+    or recreate its nodes (REPLACE_ON_CHANGES); a replaced resource is shown `+-`, as `pulumi preview` does.
+    """
 
     label: str
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     key: str = ""  # the URN of a resource, the file of a Helm release or manifest
+    replaced_by: list[str] = field(default_factory=list)
+    rolled_by: list[str] = field(default_factory=list)
+
+    @property
+    def replaced(self) -> bool:
+        return bool(self.replaced_by)
+
+    def _mark(self, change: Change) -> str:
+        if change.path in self.replaced_by:
+            return f"  {REPLACE_MARK}"
+        return f"  {ROLL_MARK}" if change.path in self.rolled_by else ""
 
     def lines(self) -> list[str]:
-        return [f"~ {self.label}"] + [f"    {c.describe()}" for c in self.changes] + [f"    ({n})" for n in self.notes]
+        head = f"+- {self.label}  (replace)" if self.replaced else f"~ {self.label}"
+        return [head] + [f"    {c.describe()}{self._mark(c)}" for c in self.changes] + [f"    ({n})" for n in self.notes]
 
 
 @dataclass(frozen=True)
@@ -236,6 +366,11 @@ class RenderDiff:
     def empty(self) -> bool:
         resources = self.added or self.removed or self.changed or self.outputs
         return not (resources or self.helm or self.manifests or self.objects.entries)
+
+    @property
+    def replaced(self) -> list[ObjectDiff]:
+        """Changed resources the cloud replaces (REPLACE_ON_CHANGES)."""
+        return [d for d in self.changed if d.replaced]
 
     @property
     def changed_urns(self) -> list[str]:
@@ -411,6 +546,15 @@ def compare_resources(
         elif manifest_files and _is_manifest(a) and _is_manifest(b) and changes:
             notes.append(f"{len(changes)} field(s) changed, see manifests")
             changes = []
+        rule = REPLACE_ON_CHANGES.get(b["type"])
+        replaced_by = _touching(changes, rule.replace) if rule else []
+        rolled_by = _touching(changes, rule.rolls_nodes) if rule and not replaced_by else []
+        if rule and replaced_by:
+            notes.append(f"replace: {', '.join(replaced_by)} cannot change in place; {rule.effect}")
+            if b.get("protect"):
+                notes.append("protected: `pulumi up` fails until it is unprotected")
+        elif rule and rolled_by:
+            notes.append(f"{', '.join(rolled_by)}: updated in place, but {rule.roll_effect}")
         for name in META_FIELDS:
             if not _same(a.get(name), b.get(name)):
                 changes.append(Change(f"({name})", a.get(name, _ABSENT), b.get(name, _ABSENT)))
@@ -419,8 +563,33 @@ def compare_resources(
         if dropped or gained:
             changes.append(Change("(dependencies)", dropped, gained, is_set=True))
         if changes or notes:
-            diff.changed.append(ObjectDiff(_label(b), changes, notes, key=urn))
+            diff.changed.append(
+                ObjectDiff(_label(b), changes, notes, key=urn, replaced_by=replaced_by, rolled_by=rolled_by)
+            )
     return diff
+
+
+def _value_at(value: Any, keys: Sequence[str]) -> Any:
+    for key in keys:
+        value = value.get(key, _ABSENT) if isinstance(value, dict) else _ABSENT
+    return value
+
+
+def _touching(changes: Sequence[Change], paths: Sequence[str]) -> list[str]:
+    """The paths of `changes` that change one of `paths`: the field itself, something below it, or a
+    whole block (added, removed or replaced) whose value at the field differs."""
+    touching = []
+    for change in changes:
+        path = change.path.removesuffix(" (order)")
+        for wanted in paths:
+            inside = _under(path, wanted)
+            if not inside and path and _under(wanted, path) and wanted[len(path)] == ".":
+                keys = wanted[len(path) + 1 :].split(".")
+                inside = not _same(_value_at(change.old, keys), _value_at(change.new, keys))
+            if inside:
+                touching.append(change.path)
+                break
+    return touching
 
 
 def _yaml_files(directory: Path) -> dict[str, Any]:
@@ -602,7 +771,8 @@ def _sections(diff: RenderDiff) -> list[tuple[str, list[str]]]:
     for group, entries in diff.objects.by_source():
         sections.append((diff.objects.title(group, entries), [line for entry in entries for line in entry.lines()]))
     if diff.added:
-        sections.append((f"Added ({len(diff.added)})", [f"+ {_label(r)}" for r in diff.added]))
+        added_lines = [line for r in diff.added for line in [f"+ {_label(r)}", *_input_lines(r)]]
+        sections.append((f"Added ({len(diff.added)})", added_lines))
     if diff.removed:
         lines = []
         for resource in diff.removed:
@@ -630,8 +800,49 @@ def _sections(diff: RenderDiff) -> list[tuple[str, list[str]]]:
     return sections
 
 
+def _leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(path, value) of an added resource's inputs: each value whole where it fits MAX_VALUE_CHARS,
+    else opened up (keys, list items by name or position) until its parts do. A nested map of more
+    than MAX_KEYS_OPENED keys (a node group's autoscaler tags) stays one line, cut short, so the
+    fields after it still fit the MAX_FIELDS_PER_OBJECT lines."""
+    fits = len(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)) <= MAX_VALUE_CHARS
+    if isinstance(value, dict) and value and not fits and len(value) <= MAX_KEYS_OPENED:
+        for key in sorted(value, key=str):
+            yield from _leaves(value[key], _join(path, key))
+    elif isinstance(value, list) and value and not fits and any(isinstance(i, (dict, list)) for i in value):
+        named = _by_name(value)
+        for key, item in named.items() if named is not None else enumerate(value):
+            yield from _leaves(item, _join(path, ("name", key) if named is not None else key))
+    else:
+        yield path or "(value)", value
+
+
+def _input_lines(resource: Mapping[str, Any]) -> list[str]:
+    """An added resource's inputs, one `path: value` line each, at most MAX_FIELDS_PER_OBJECT of them."""
+    inputs = resource.get("inputs") or {}
+    secret = inputs.get("kind") == "Secret"  # its data would land in a pull-request comment: keys only
+    leaves: list[tuple[str, Any]] = []
+    for key in sorted(inputs, key=str):
+        value = inputs[key]
+        if secret and key in SECRET_FIELDS:
+            keys = sorted(value, key=str) if isinstance(value, dict) else [None]
+            leaves += [(_join(key, k) if k is not None else key, _HIDDEN) for k in keys]
+        else:
+            leaves += _leaves(value, _join("", key))
+    shown = leaves[:MAX_FIELDS_PER_OBJECT]
+    more = len(leaves) - len(shown)
+    lines = [f"    {path}: {_compact(value)}" for path, value in shown]
+    return lines + ([f"    … {more} more input(s)"] if more > 0 else [])
+
+
 def _counts_in_words(diff: RenderDiff) -> str:
-    return f"{len(diff.added)} to add, {len(diff.changed)} to change, {len(diff.removed)} to delete"
+    replaced = f" ({len(diff.replaced)} by replacement)" if diff.replaced else ""
+    return f"{len(diff.added)} to add, {len(diff.changed)} to change{replaced}, {len(diff.removed)} to delete"
+
+
+def _replacements(diff: RenderDiff) -> list[str]:
+    """One line per replaced resource: what it is and which inputs force it."""
+    return [f"{d.label}  ({', '.join(d.replaced_by)})" for d in diff.replaced]
 
 
 def _object_counts_in_words(objects: ObjectsDiff) -> str:
@@ -668,6 +879,9 @@ def format_text(result: StackDiff) -> str:
     if diff.objects.compared:
         lines.append(f"Kubernetes objects: {diff.objects.summary}  ({_object_counts_in_words(diff.objects)})")
     lines += _objects_not_compared(result)
+    if diff.replaced:
+        lines.append(f"Replaced ({len(diff.replaced)}), deleted and created again by the cloud, see Changed:")
+        lines += [f"  +- {line}" for line in _replacements(diff)]
     if diff.empty:
         return "\n".join([*lines, NO_CHANGES])
     for title, section in _sections(diff):
@@ -703,6 +917,14 @@ def format_markdown(result: StackDiff, max_chars: int = MAX_MARKDOWN_CHARS) -> s
             "",
             "> [!WARNING]",
             f"> {len(diff.removed)} resource(s) would be **deleted** by Pulumi; see Removed below.",
+        ]
+    if diff.replaced:
+        head += [
+            "",
+            "> [!CAUTION]",
+            f"> {len(diff.replaced)} resource(s) would be **replaced**, deleted and created again by the cloud "
+            "(what that does to running pods is under Changed below):",
+            *(f"> - `{line}`" for line in _replacements(diff)),
         ]
     text = "\n".join(head) + "\n"
     sections = _sections(diff)
