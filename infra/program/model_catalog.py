@@ -7,17 +7,21 @@ and overrides only what differs there (replicas, GPU type, scale to zero, canary
 
 Errors name the file and the field, e.g.
 `manifests/models/sentiment.yaml: canary.trafficPercent: Input should be less than or equal to 99 (got 120)`.
+
+Catalog files and stack files (infra/program/stack_config.py) are read with `read_yaml` below: strict YAML
+(a duplicated key is an error, not "the last one wins"), bounded in size and nesting, with every problem
+reported at its file, line and column instead of as a traceback.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from components.gpu_catalog import GPU_TYPES
@@ -34,7 +38,191 @@ KSERVE_RUNTIMES: dict[str, tuple[str, str]] = {
     "tritonserver": ("kserve-tritonserver", "tritonserver"),
 }
 
-_QUANTITY = r"^\d+(\.\d+)?(m|Ki|Mi|Gi|Ti)?$"
+# Bounds on what the program reads. They keep a mistake (a generated file, a paste gone wrong, a
+# billion-laughs alias bomb) from costing minutes and gigabytes before any error is shown. The largest
+# shipped stack file is ~1.5 KB and the deepest key ~6 levels (`config`, `gpuPools`, pool, `taints`,
+# taint); a catalog entry is ~1 KB. Each bound is far above that and far below where PyYAML's pure
+# Python reader, its recursive composer (Python's recursion limit is 1,000) or a render would suffer.
+MAX_NESTING = 16  # mappings and lists inside each other, aliases followed
+MAX_VALUES = 10_000  # scalars, mappings and lists in one document, aliases expanded (the render JSON-encodes them)
+MAX_CATALOG_FILE_BYTES = 64 * 1024
+MAX_CATALOG_MODELS = 100  # every render loads the whole catalog
+MAX_MODEL_ARGS = 64
+
+
+class YamlInputError(ValueError):
+    """A YAML file the program refuses: `problem`, and where (1-based `line` and `column`) when known."""
+
+    def __init__(self, problem: str, line: Optional[int] = None, column: Optional[int] = None, syntax: bool = False):
+        self.problem, self.line, self.column = problem, line, column
+        self.syntax = syntax  # not YAML at all, or a duplicated key; otherwise a size or nesting bound
+        super().__init__(problem)
+
+    def at(self, file: str) -> str:
+        """`file:LINE:COLUMN: problem`, the form editors and CI annotations jump to."""
+        where = f"{file}:{self.line}:{self.column}" if self.line is not None else file
+        return f"{where}: {self.problem}"
+
+
+def _marked(problem: str, mark: Optional[yaml.Mark]) -> yaml.MarkedYAMLError:
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=mark)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicated keys and bounds nesting and size, aliases included.
+
+    Checked while composing, so the error points at the line that crosses a bound: an alias reuses its
+    anchor's node, so a few lines can stand for billions of values (the render JSON-encodes them all)
+    or nest deeper than the text shows, and `&a [*a]` would be a list that contains itself.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nesting = 0  # mappings and lists open around the node being composed
+        self._values = 0  # nodes composed so far, each alias counted as everything it stands for
+        self._open_anchors: list[str] = []
+        self._extents: dict[int, tuple[int, int]] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self._open_anchors:
+                raise _marked("an alias refers to a mapping or list that contains it", event.start_mark)
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # an undefined alias is the composer's own error
+                values, depth = self._extent(target)
+                if self._nesting + depth > MAX_NESTING:
+                    problem = f"nested deeper than {MAX_NESTING} levels once this alias is followed"
+                    raise _marked(problem, event.start_mark)
+                self._count(values, event.start_mark)
+            return super().compose_node(parent, index)
+        self._count(1, event.start_mark)
+        nests = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+        if nests:
+            # The composer recurses once per level: stop long before Python's recursion limit does.
+            self._nesting += 1
+            if self._nesting > MAX_NESTING:
+                raise _marked(f"nested deeper than {MAX_NESTING} levels of mappings and lists", event.start_mark)
+            self._open_anchors.append(event.anchor or "")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nests:
+                self._nesting -= 1
+                self._open_anchors.pop()
+
+    def _count(self, values: int, mark: yaml.Mark) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _marked(f"more than {MAX_VALUES:,} values once aliases are expanded", mark)
+
+    def _extent(self, node: yaml.Node) -> tuple[int, int]:
+        """(values, nesting) of a composed node, aliases expanded; memoized, and at most MAX_NESTING deep."""
+        known = self._extents.get(id(node))
+        if known is None:
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = node.value
+            extents = [self._extent(child) for child in children]
+            nests = 0 if isinstance(node, yaml.ScalarNode) else 1
+            known = (1 + sum(v for v, _ in extents), nests + max((d for _, d in extents), default=0))
+            self._extents[id(node)] = known
+        return known
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            first_seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # a `<<` merge may override its keys; an unhashable key is SafeLoader's error
+                key = self.construct_object(key_node)
+                first = first_seen.setdefault(key, key_node.start_mark)
+                if first is not key_node.start_mark:
+                    raise _marked(
+                        f"duplicate key {key!r} (first on line {first.line + 1}, again on line "
+                        f"{key_node.start_mark.line + 1}); YAML keeps only the last one, so write it once",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path, max_bytes: int) -> Any:
+    """The one YAML document in `path`, or YamlInputError saying what is wrong and where."""
+    try:
+        if path.stat().st_size > max_bytes:
+            raise YamlInputError(
+                f"{path.stat().st_size:,} bytes, more than the {max_bytes // 1024} KiB this file may have"
+            )
+        data = path.read_bytes()
+    except OSError as error:
+        raise YamlInputError(f"cannot be read ({error.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise YamlInputError(f"not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start})") from None
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as error:
+        raise _input_error(error) from None
+    except yaml.YAMLError as error:  # unmarked: rare reader errors (e.g. a control character)
+        raise YamlInputError(str(error), syntax=True) from None
+    finally:
+        loader.dispose()
+
+
+def _input_error(error: yaml.MarkedYAMLError) -> YamlInputError:
+    mark = error.problem_mark or error.context_mark
+    problem = error.problem or error.context or "not valid YAML"
+    if "'\\t'" in problem:
+        problem += " (YAML is indented with spaces; a tab is not allowed)"
+    elif problem == "sequence entries are not allowed here":
+        problem += " (a list starts on the line after its key, one `- item` per line)"
+    if error.context and error.problem and error.problem.startswith("but "):
+        # "expected a single document in the stream, but found another document"
+        problem = f"{error.context}, {error.problem}"
+    elif error.context and error.problem and error.context_mark is not None and error.context_mark != mark:
+        problem += f" ({error.context} at line {error.context_mark.line + 1}, column {error.context_mark.column + 1})"
+    bound = problem.startswith(("nested deeper", "more than"))
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+    return YamlInputError(problem, line, column, syntax=not bound)
+
+
+# --- entries --------------------------------------------------------------------------------
+
+# Kubernetes quantities (k8s.io/apimachinery resource.Quantity), per resource: CPU is cores, whole or
+# fractional, or whole millicores (`500m`). Memory is bytes with a binary (Ki, Mi, ...) or decimal
+# (k, M, ...) suffix; Kubernetes would also take `m` there, but `512m` means 0.512 bytes, always a
+# mistake for `512Mi`.
+_CPU_QUANTITY = re.compile(r"^(\d+m|\d+(\.\d{1,3})?)$")
+_MEMORY_QUANTITY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+
+
+def _check_cpu_quantity(value: str) -> str:
+    if not _CPU_QUANTITY.match(value) or not _nonzero(value):
+        raise ValueError("a CPU quantity is cores (`1`, `0.5`) or millicores (`500m`)")
+    return value
+
+
+def _check_memory_quantity(value: str) -> str:
+    if re.match(r"^\d+(\.\d+)?m$", value):
+        number = value[:-1]
+        raise ValueError(
+            f"`m` is milli: {value} is {number} thousandths of a byte; write Mi (mebibytes), e.g. `{number}Mi`"
+        )
+    if not _MEMORY_QUANTITY.match(value) or not _nonzero(value):
+        raise ValueError("a memory quantity is bytes with a suffix Ki, Mi, Gi, Ti (or k, M, G, T), e.g. `2Gi`")
+    return value
+
+
+def _nonzero(value: str) -> bool:
+    return any(ch in "123456789" for ch in value.rstrip("mKiMGTPk"))
+
+
+CpuQuantity = Annotated[str, AfterValidator(_check_cpu_quantity)]
+MemoryQuantity = Annotated[str, AfterValidator(_check_memory_quantity)]
 _PATH = r"^[a-z0-9][-a-z0-9_.]*(/[-a-zA-Z0-9_.]+)*/?$"
 GpuTypeName = Literal[tuple(GPU_TYPES)]  # type: ignore[valid-type]
 
@@ -44,8 +232,8 @@ class _Entry(BaseModel):
 
 
 class Resources(_Entry):
-    cpu: str = Field(pattern=_QUANTITY, description="CPU request and limit, e.g. `1` or `500m`.")
-    memory: str = Field(pattern=_QUANTITY, description="Memory request and limit, e.g. `2Gi`.")
+    cpu: CpuQuantity = Field(description="CPU request and limit, e.g. `1` or `500m`.")
+    memory: MemoryQuantity = Field(description="Memory request and limit, e.g. `2Gi` (never `m`: that is millibytes).")
     gpu: int = Field(default=0, ge=0, le=8, description="Whole GPUs (or time slices, on a shared pool).")
     gpu_type: Optional[GpuTypeName] = Field(default=None, description="GPU model to run on; required with `gpu`.")
 
@@ -89,7 +277,7 @@ class CatalogModel(_Entry):
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port of the server (deployment models).")
     health_path: str = Field(default="/v2/health/ready", pattern=r"^/", description="Readiness path (deployment).")
     storage_path: str = Field(pattern=_PATH, description="Path of the model in the `models` bucket.")
-    args: tuple[str, ...] = Field(default=(), description="Extra server arguments.")
+    args: tuple[str, ...] = Field(default=(), max_length=MAX_MODEL_ARGS, description="Extra server arguments.")
     resources: Resources
     autoscaling: Autoscaling
     canary: Optional[Canary] = Field(default=None, description="The next version and its traffic share.")
@@ -137,12 +325,22 @@ def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogModel]:
     """Every model in `directory`, or CatalogError listing every problem of every file."""
     models: dict[str, CatalogModel] = {}
     problems: list[str] = []
-    for path in sorted(directory.glob("*.yaml")):
+    paths = sorted(directory.glob("*.yaml"))
+    if len(paths) > MAX_CATALOG_MODELS:
+        shown = f"{directory.parent.name}/{directory.name}/"
+        problem = f"{shown}: {len(paths)} model files, more than the {MAX_CATALOG_MODELS} a catalog may have"
+        raise CatalogError([problem])
+    for path in paths:
         file = f"{directory.parent.name}/{directory.name}/{path.name}"
         try:
-            document = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            problems.append(f"{file}: not valid YAML ({exc})")
+            document = read_yaml(path, MAX_CATALOG_FILE_BYTES)
+        except YamlInputError as error:
+            # Catalog problems all read `<file>: ...` (tests/test_model_catalog.py), now with line and column.
+            where = f"line {error.line}, column {error.column}" if error.line is not None else ""
+            if error.syntax:
+                problems.append(f"{file}: not valid YAML{' at ' + where if where else ''}: {error.problem}")
+            else:
+                problems.append(f"{file}: {error.problem}{' (' + where + ')' if where else ''}")
             continue
         try:
             model = CatalogModel.model_validate(document)

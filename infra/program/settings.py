@@ -29,7 +29,14 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.gpu_catalog import GPU_TYPES
-from infra.program.model_catalog import CatalogError, CatalogModel, ModelOverride, load_catalog
+from infra.program.model_catalog import (
+    MAX_NESTING,
+    MAX_VALUES,
+    CatalogError,
+    CatalogModel,
+    ModelOverride,
+    load_catalog,
+)
 
 PROJECT = "gpu-platform"
 
@@ -120,6 +127,61 @@ DEFAULT_GPU_POOLS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
+# --- limits ---------------------------------------------------------------------------------
+# Checked on the raw input before anything else (see `_input_problems`), so that thousands of pools
+# cost one error line and milliseconds, not a flood of errors or minutes of rendering. Nesting and
+# value counts share their bounds with the YAML reader (infra/program/model_catalog.py).
+
+# EKS: "Managed node groups per cluster", default quota 30 (adjustable), and the system pool is one of
+# them (https://docs.aws.amazon.com/eks/latest/userguide/service-quotas.html). GKE documents no
+# per-cluster cap on node pools this low (https://cloud.google.com/kubernetes-engine/quotas caps nodes:
+# 1,000 per node pool zone), so one bound serves every cloud and keeps a render at seconds.
+MAX_GPU_POOLS = 29
+# Each model is an InferenceService or Deployment with its canary, autoscaler and alerts: a render
+# grows with every one. Fifty is well past any catalog this platform ships (MAX_CATALOG_MODELS bounds
+# the catalog itself).
+MAX_MODELS = 50
+# EKS: "Public endpoint access CIDR ranges per cluster", 40, not adjustable (service quotas page above).
+MAX_EKS_API_CIDRS = 40
+# GKE authorized networks, "Limitations": public clusters can have up to 50 authorized network CIDR
+# ranges, private clusters up to 100 (https://cloud.google.com/kubernetes-engine/docs/how-to/authorized-networks).
+# components/gke_cluster.py always adds the node subnet, so 49 are left in the smaller case.
+MAX_GKE_API_CIDRS = 49
+# No cloud limit: AWS recommends flexibility across several instance types for spot capacity, and one
+# GPU type comes in a handful of sizes (components/gpu_catalog.py), so twenty is plenty.
+MAX_MACHINE_TYPES = 20
+MAX_TAINTS = 16
+# No GCP region has more than four zones (us-central1: a, b, c, f).
+MAX_GCP_ZONES = 4
+
+# --- regions --------------------------------------------------------------------------------
+# Regions offering the GPU instance families of components/gpu_catalog.py, compiled December 2026 from
+# AWS "Amazon EC2 instance types by Region"
+# (https://docs.aws.amazon.com/ec2/latest/instancetypes/ec2-instance-regions.html; g4dn/g5/g6, or
+# `aws ec2 describe-instance-type-offerings --filters Name=instance-type,Values=g5.2xlarge --region R`)
+# and GCP "GPU regions and zones availability" (https://cloud.google.com/compute/docs/gpus/gpu-regions-zones;
+# T4 and L4). Kept short on purpose: a region is added here, with its source, when a stack needs it.
+AWS_GPU_REGIONS = (
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
+    "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1",
+    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-southeast-1", "ap-southeast-2", "ap-south-1",
+)  # fmt: skip
+GCP_GPU_REGIONS = (
+    "us-central1", "us-east1", "us-east4", "us-west1", "us-west4", "northamerica-northeast1", "southamerica-east1",
+    "europe-west1", "europe-west2", "europe-west3", "europe-west4",
+    "asia-east1", "asia-northeast1", "asia-northeast3", "asia-south1", "asia-southeast1", "australia-southeast1",
+)  # fmt: skip
+
+
+def _in_region_list(region: str, regions: tuple[str, ...], cloud: str) -> str:
+    if region not in regions:
+        raise ValueError(
+            f"not an {cloud.upper()} region with GPU instances (the list {cloud.upper()}_GPU_REGIONS in "
+            f"infra/program/settings.py); one of: {', '.join(regions)}"
+        )
+    return region
+
+
 # --- field types ----------------------------------------------------------------------------
 
 
@@ -134,6 +196,44 @@ def _check_cidr(value: str) -> str:
 
 
 Cidr = Annotated[str, AfterValidator(_check_cidr)]
+
+
+def _ipv4(cidr: str) -> ipaddress.IPv4Network:
+    network = ipaddress.ip_network(cidr)
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise ValueError("must be an IPv4 CIDR block: the cloud assigns IPv6 ranges itself")
+    return network
+
+
+# Who may reach the Kubernetes API. The rule, in every tier: the allowed ranges together must not cover
+# the whole internet, 0.0.0.0/0 or ::/0, however it is written (0.0.0.0/1 plus 128.0.0.0/1 is 0.0.0.0/0
+# too: the ranges are merged before the check). In prod they may together cover at most a /8 worth of
+# IPv4 addresses: an office or VPN egress is a few /24s, and anything near a /8 is the internet in practice.
+PROD_MAX_API_ADDRESSES = 2**24
+
+
+def _check_api_allow_list(cidrs: tuple[str, ...], tier: Optional[str]) -> tuple[str, ...]:
+    networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
+    for version, everything in ((4, "0.0.0.0/0"), (6, "::/0")):
+        ranges = [n for n in networks if n.version == version]
+        merged = list(ipaddress.collapse_addresses(ranges))  # type: ignore[type-var]
+        if merged and merged[0].prefixlen == 0:
+            if any(n.prefixlen == 0 for n in ranges):
+                raise ValueError(f"{everything} opens the API server to the internet; list your office or VPN CIDRs")
+            raise ValueError(
+                f"{', '.join(map(str, ranges))} together cover {everything}, which opens the API server to the "
+                "internet; list your office or VPN CIDRs"
+            )
+    if tier == "prod":
+        ipv4 = [n for n in networks if n.version == 4]
+        covered = sum(n.num_addresses for n in ipaddress.collapse_addresses(ipv4))  # type: ignore[type-var]
+        if covered > PROD_MAX_API_ADDRESSES:
+            raise ValueError(
+                f"in prod the allowed ranges may cover at most {PROD_MAX_API_ADDRESSES:,} addresses (a /8) together; "
+                f"these cover {covered:,}: list your office or VPN CIDRs"
+            )
+    return cidrs
+
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -232,7 +332,10 @@ class GpuPoolBase(_Model):
         le=48,
         description="Pods that share one GPU through NVIDIA time-slicing; 1 means whole GPUs, no sharing.",
     )
-    purpose: Purpose = Field(default="serving", description="What the pool is for: online `serving` or `batch` work.")
+    purpose: Purpose = Field(
+        default="serving",
+        description="What the pool is for: online `serving` or `batch` work; a spot pool in prod must be `batch`.",
+    )
 
     @field_validator("gpu_type")
     @classmethod
@@ -253,6 +356,7 @@ class ManagedGpuPool(GpuPoolBase):
     machine_types: Optional[tuple[str, ...]] = Field(
         default=None,
         min_length=1,
+        max_length=MAX_MACHINE_TYPES,
         description="Instance types (AWS, several allowed for spot) or the one machine type (GCP); "
         "default from the GPU catalog for gpuType and gpuCount.",
     )
@@ -281,6 +385,17 @@ class ManagedGpuPool(GpuPoolBase):
             raise ValueError("machineTypes: a GKE node pool has exactly one machine type")
         return self
 
+    @model_validator(mode="after")
+    def _prod_spot_pools_do_not_serve(self, info: ValidationInfo) -> "ManagedGpuPool":
+        # Models land on serving pools first (components/models.py); a spot node can be reclaimed at any
+        # moment (two minutes' notice on AWS, 30 seconds on GCP), which in prod drops live requests.
+        if (info.context or {}).get("tier") == "prod" and self.capacity_type == "spot" and self.purpose == "serving":
+            raise ValueError(
+                "purpose: a spot pool in prod must not serve models (spot nodes are reclaimed with two minutes' "
+                "notice on AWS, 30 seconds on GCP); set `purpose: batch`, or `capacityType: onDemand` to serve"
+            )
+        return self
+
     def resolved_machine_types(self, cloud: str) -> tuple[str, ...]:
         if self.machine_types is not None:
             return self.machine_types
@@ -296,6 +411,7 @@ class ExistingGpuPool(GpuPoolBase):
     )
     taints: tuple[Taint, ...] = Field(
         default=(Taint(key="nvidia.com/gpu", value="true"),),
+        max_length=MAX_TAINTS,
         description="Taints the nodes carry; default `nvidia.com/gpu=true:NoSchedule`.",
     )
 
@@ -304,13 +420,18 @@ class ExistingGpuPool(GpuPoolBase):
 
 
 class AwsSettings(_Model):
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$", description="AWS region, e.g. `us-west-2`.")
-    vpc_cidr: Cidr = Field(default="10.0.0.0/16", description="CIDR of the cluster VPC.")
+    region: str = Field(
+        pattern=r"^[a-z]{2}(-[a-z]+)+-\d$",
+        description="AWS region with GPU instances (`AWS_GPU_REGIONS` in infra/program/settings.py), e.g. `us-west-2`.",
+    )
+    vpc_cidr: Cidr = Field(default="10.0.0.0/16", description="IPv4 CIDR of the cluster VPC, /16 to /22.")
     zone_count: int = Field(ge=2, le=3, description="Availability zones with private subnets (EKS needs two).")
     single_nat_gateway: bool = Field(description="One NAT gateway for all zones (cheaper) instead of one per zone.")
     api_server_allowed_cidrs: tuple[Cidr, ...] = Field(
         default=(),
-        description="CIDRs allowed to reach the public API endpoint; empty keeps the endpoint private only.",
+        max_length=MAX_EKS_API_CIDRS,
+        description="CIDRs allowed to reach the public API endpoint; empty keeps the endpoint private only. "
+        "Together never the whole internet; in prod at most a /8 worth of addresses.",
     )
     gpu_ami_type: Literal[
         "AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA"
@@ -319,19 +440,45 @@ class AwsSettings(_Model):
         description="EKS AMI of the GPU node groups; each ships the NVIDIA driver and container toolkit.",
     )
 
+    @field_validator("region")
+    @classmethod
+    def _offers_gpus(cls, region: str) -> str:
+        return _in_region_list(region, AWS_GPU_REGIONS, "aws")
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_size(cls, cidr: str) -> str:
+        prefix = _ipv4(cidr).prefixlen
+        # AWS: "The smallest VPC you can create uses a /28 netmask (16 IPv4 addresses), and the largest
+        # uses a /16 netmask (65,536 IPv4 addresses)"
+        # (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateVpc.html, and the VPC user
+        # guide's "VPC CIDR blocks").
+        if not 16 <= prefix <= 28:
+            raise ValueError("an AWS VPC is /16 (65,536 addresses) to /28 (16 addresses)")
+        # components/eks_cluster.py splits the VPC into private subnets of /N+3 and public subnets of
+        # /N+6, and an AWS subnet is /28 at smallest: N must be 22 or less.
+        if prefix > 22:
+            raise ValueError(
+                f"/{prefix} is a valid AWS VPC, but this platform splits it into public subnets of /{prefix + 6}, "
+                "smaller than AWS's smallest subnet (/28); use /22 or larger"
+            )
+        return cidr
+
     @field_validator("api_server_allowed_cidrs")
     @classmethod
-    def _no_open_endpoint(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
-        if any(ipaddress.ip_network(c).prefixlen == 0 for c in cidrs):
-            raise ValueError("0.0.0.0/0 opens the API server to the internet; list your office or VPN CIDRs")
-        return cidrs
+    def _no_open_endpoint(cls, cidrs: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return _check_api_allow_list(cidrs, (info.context or {}).get("tier"))
 
 
 class GcpSettings(_Model):
     project: str = Field(pattern=r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$", description="GCP project ID.")
-    region: str = Field(pattern=r"^[a-z]+-[a-z]+\d$", description="GCP region, e.g. `us-central1`.")
+    region: str = Field(
+        pattern=r"^[a-z]+-[a-z]+\d$",
+        description="GCP region with GPUs (`GCP_GPU_REGIONS` in infra/program/settings.py), e.g. `us-central1`.",
+    )
     zones: tuple[str, ...] = Field(
         default=(),
+        max_length=MAX_GCP_ZONES,
         description="Zones for nodes; default: the region's `-a`, `-b`, `-c` zones (a zonal cluster uses the first).",
     )
     regional: bool = Field(description="Regional control plane and nodes in every zone (zonal otherwise).")
@@ -339,11 +486,57 @@ class GcpSettings(_Model):
     subnet_cidr: Cidr = Field(default="10.10.0.0/20", description="Primary range of the node subnet.")
     pods_cidr: Cidr = Field(default="10.16.0.0/14", description="Secondary range for pods (VPC-native).")
     services_cidr: Cidr = Field(default="10.20.0.0/20", description="Secondary range for services.")
-    master_cidr: Cidr = Field(default="172.16.0.0/28", description="/28 for the private control plane endpoint.")
+    master_cidr: Cidr = Field(
+        default="172.16.0.0/28",
+        description="/28 for the private control plane endpoint. The four ranges above must not overlap.",
+    )
     api_server_allowed_cidrs: tuple[Cidr, ...] = Field(
         default=(),
-        description="Master authorized networks; empty allows only the node subnet.",
+        max_length=MAX_GKE_API_CIDRS,
+        description="Master authorized networks; empty allows only the node subnet. Together never the whole "
+        "internet; in prod at most a /8 worth of addresses.",
     )
+
+    @field_validator("region")
+    @classmethod
+    def _offers_gpus(cls, region: str) -> str:
+        return _in_region_list(region, GCP_GPU_REGIONS, "gcp")
+
+    @field_validator("subnet_cidr", "pods_cidr", "services_cidr")
+    @classmethod
+    def _ipv4_range(cls, cidr: str) -> str:
+        _ipv4(cidr)  # GKE's node subnet and its VPC-native secondary ranges are IPv4
+        return cidr
+
+    @field_validator("master_cidr")
+    @classmethod
+    def _control_plane_is_a_28(cls, cidr: str) -> str:
+        # "When you create a private cluster, you must specify a /28 CIDR range for the VMs that run the
+        # Kubernetes master components" (https://cloud.google.com/kubernetes-engine/docs/how-to/private-clusters).
+        if _ipv4(cidr).prefixlen != 28:
+            raise ValueError("the GKE control plane range of a private cluster is exactly a /28, e.g. 172.16.0.0/28")
+        return cidr
+
+    @field_validator("api_server_allowed_cidrs")
+    @classmethod
+    def _no_open_endpoint(cls, cidrs: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return _check_api_allow_list(cidrs, (info.context or {}).get("tier"))
+
+    @model_validator(mode="after")
+    def _ranges_do_not_overlap(self) -> "GcpSettings":
+        # Nodes, pods, services and the control plane each need their own addresses: an address in two
+        # ranges cannot be routed to both, and GKE refuses to create a cluster whose ranges overlap.
+        ranges = {"subnetCidr": self.subnet_cidr, "podsCidr": self.pods_cidr,
+                  "servicesCidr": self.services_cidr, "masterCidr": self.master_cidr}  # fmt: skip
+        names = list(ranges)
+        for index, first in enumerate(names):
+            for second in names[index + 1 :]:
+                if ipaddress.ip_network(ranges[first]).overlaps(ipaddress.ip_network(ranges[second])):
+                    raise ValueError(
+                        f"{second} {ranges[second]} overlaps {first} {ranges[first]}; the node subnet, pod, "
+                        "service and control-plane ranges must not overlap"
+                    )
+        return self
 
     @field_validator("zones")
     @classmethod
@@ -468,14 +661,18 @@ class _StackBase(_Model):
     platform: PlatformSettings = Field(description="The platform add-ons and their sizes.")
     models: dict[str, ModelOverride] = Field(
         default_factory=dict,
-        description="Catalog models (manifests/models/) this environment serves, each with what it overrides.",
+        max_length=MAX_MODELS,
+        description=f"Catalog models (manifests/models/) this environment serves, each with what it overrides; "
+        f"at most {MAX_MODELS}.",
     )
 
 
 class _ManagedStack(_StackBase):
     deletion_protection: bool = Field(description="Refuse to delete the cluster (and protect it in Pulumi state).")
     system_pool: SystemPool = Field(description="The CPU pool, untainted, where CoreDNS and every controller run.")
-    gpu_pools: dict[PoolName, ManagedGpuPool] = Field(description="GPU node pools by name.")
+    gpu_pools: dict[PoolName, ManagedGpuPool] = Field(
+        max_length=MAX_GPU_POOLS, description=f"GPU node pools by name, at most {MAX_GPU_POOLS}."
+    )
 
 
 class AwsStack(_ManagedStack):
@@ -498,7 +695,9 @@ class ExistingStack(_StackBase):
         default_factory=ExistingSystemPool, description="Where controllers run: the labels of the system nodes."
     )
     gpu_pools: dict[PoolName, ExistingGpuPool] = Field(
-        default_factory=dict, description="GPU node pools the cluster already has (none on a kind cluster)."
+        default_factory=dict,
+        max_length=MAX_GPU_POOLS,
+        description=f"GPU node pools the cluster already has (none on a kind cluster), at most {MAX_GPU_POOLS}.",
     )
 
 
@@ -525,10 +724,14 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
         header = _Header.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, None)) from None
+    # Size first: thousands of pools are one line here, not thousands of errors or minutes of render.
+    problems = _input_problems(raw, _STACK_MODELS[header.cloud])
+    if problems:
+        raise ConfigError(problems)
 
     merged = with_defaults(raw, header.environment, header.cloud, stack)
     try:
-        settings = _ADAPTER.validate_python(merged, context={"cloud": header.cloud})
+        settings = _ADAPTER.validate_python(merged, context={"cloud": header.cloud, "tier": header.environment})
     except ValidationError as exc:
         # The discriminated union puts the cloud tag first in every error location: drop it.
         raise ConfigError(_describe(exc, _STACK_MODELS[header.cloud], strip_tag=True)) from None
@@ -540,6 +743,82 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _input_problems(raw: Mapping[str, Any], model: type[BaseModel]) -> list[str]:
+    """Nesting, total size and list/map lengths of the raw input, before any validation or merging."""
+    values = 0
+    stack: list[tuple[Any, tuple[str, ...]]] = [(raw, ())]
+    while stack:  # iterative: deep input must not reach Python's recursion limit here either
+        value, path = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            return [f"{PROJECT}: more than {MAX_VALUES:,} values in this stack's configuration"]
+        if isinstance(value, Mapping):
+            children = [(child, (*path, str(key))) for key, child in value.items()]
+        elif isinstance(value, (list, tuple)):
+            children = [(child, (*path, str(index))) for index, child in enumerate(value)]
+        else:
+            continue
+        if len(path) >= MAX_NESTING:
+            shown = ".".join(path[:4]) + (".…" if len(path) > 4 else "")
+            return [f"{PROJECT}:{shown}: nested deeper than {MAX_NESTING} levels of mappings and lists"]
+        stack.extend(children)
+    return _too_long(model, raw, ())
+
+
+def _too_long(model: type[BaseModel], data: Any, path: tuple[str, ...]) -> list[str]:
+    """Every list or map in `data` longer than its field's `max_length` (the limits above)."""
+    if not isinstance(data, Mapping):
+        return []
+    problems = []
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if key not in data:
+            continue
+        value, here = data[key], (*path, key)
+        limit = next((m.max_length for m in info.metadata if getattr(m, "max_length", None) is not None), None)
+        if limit is not None and isinstance(value, (Mapping, list, tuple)) and len(value) > limit:
+            problems.append(
+                f"{PROJECT}:{'.'.join(here)}: at most {limit} entries, see the limits in infra/program/settings.py "
+                f"(got {len(value)})"
+            )
+            continue
+        inner = _model_inside(info.annotation)
+        if inner is None:
+            continue
+        if _is_model(_strip(info.annotation)):
+            problems += _too_long(inner, value, here)
+        elif isinstance(value, Mapping):
+            for entry, item in value.items():
+                problems += _too_long(inner, item, (*here, str(entry)))
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                problems += _too_long(inner, item, (*here, str(index)))
+    return problems
+
+
+def _strip(annotation: Any) -> Any:
+    """Optional[X] -> X."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if type(None) in getattr(annotation, "__args__", ()) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _model_inside(annotation: Any) -> Optional[type[BaseModel]]:
+    """The settings model a field holds: itself, or the values of its map or the items of its list."""
+    annotation = _strip(annotation)
+    if _is_model(annotation):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if _is_model(arg):
+            return arg
+    return None
 
 
 def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[str]:

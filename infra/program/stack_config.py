@@ -7,6 +7,7 @@ so the render feeds the program the same input `pulumi up` would.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,12 +15,29 @@ from typing import Any, Mapping
 import pulumi
 import yaml
 
+from infra.program.model_catalog import YamlInputError, read_yaml
 from infra.program.settings import PROJECT, ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILE = ROOT / "Pulumi.yaml"
 STACKS_DIR = ROOT / "stacks"
 SECRET_PLACEHOLDER = "[secret]"
+
+# A stack file states only what differs from its tier: the shipped ones are under 2 KB, and even one
+# holding `secure:` ciphertext (an encrypted kubeconfig is a few KB) stays far below this.
+MAX_STACK_FILE_BYTES = 256 * 1024
+
+# Config namespaces a stack may set: this project's, and those of the providers the program uses
+# (their keys configure the default providers, e.g. `aws:region`) or of Pulumi itself
+# (`pulumi:tags`). A namespace outside this list is almost always a misspelt `gpu-platform:`,
+# whose keys the program would otherwise never read.
+KNOWN_NAMESPACES = (PROJECT, "aws", "gcp", "kubernetes", "pulumi")
+
+# Provider keys that hold credentials: only ever as `secure:` (`pulumi config set --secret KEY`), never
+# in plain text in a file that is committed. kubernetes:kubeconfig may also be a path, which is fine;
+# its contents (what `kubectl config view --raw` prints) are a credential.
+CREDENTIAL_KEYS = ("aws:accessKey", "aws:secretKey", "aws:token", "gcp:credentials", "gcp:accessToken")
+KUBECONFIG_KEY = "kubernetes:kubeconfig"
 
 
 class InvalidStackConfig(pulumi.RunError):
@@ -57,6 +75,43 @@ def _as_cli_string(value: Any) -> str:
     return str(value)
 
 
+def _shown(path: Path) -> str:
+    """`stacks/Pulumi.<stack>.yaml` for the project's own files, the full path otherwise."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def stack_file_config(stack: str) -> dict[str, Any]:
+    """The `config:` block of `stacks/Pulumi.<stack>.yaml`, read strictly (infra/program/model_catalog.py
+    `read_yaml`: duplicated keys, size and nesting refused), or InvalidStackConfig saying where it is wrong."""
+    path = stack_file(stack)
+    shown = _shown(path)
+    try:
+        document = read_yaml(path, MAX_STACK_FILE_BYTES)
+    except YamlInputError as error:
+        raise InvalidStackConfig(stack, [error.at(shown)]) from None
+    document = {} if document is None else document
+    if not isinstance(document, dict):
+        problem = f"{shown}: must be a mapping with a `config:` block (got a {_kind(document)})"
+        raise InvalidStackConfig(stack, [problem])
+    config = document.get("config") or {}
+    if not isinstance(config, dict):
+        problem = f"{shown}: config: must be a mapping of `namespace:key: value` (got a {_kind(config)})"
+        raise InvalidStackConfig(stack, [problem])
+    bad_keys = [key for key in config if not isinstance(key, str) or not key or key.startswith(":")]
+    if bad_keys:
+        rule = f"keys are `namespace:key` strings such as {PROJECT}:models"
+        raise InvalidStackConfig(stack, [f"{shown}: config: {rule} (got {key!r})" for key in bad_keys])
+    return config
+
+
+def _kind(value: Any) -> str:
+    names = {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return names.get(type(value), type(value).__name__)
+
+
 def cli_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, str], list[str]]:
     """(config, secret keys) as the Pulumi CLI would pass them to the program for `stack`.
 
@@ -68,8 +123,7 @@ def cli_config(stack: str, overrides: Mapping[str, Any] | None = None) -> tuple[
     for key, decl in project_declarations().items():
         if "default" in decl:
             values[_full_key(key)] = decl["default"]
-    document = yaml.safe_load(stack_file(stack).read_text()) or {}
-    values.update({_full_key(k): v for k, v in (document.get("config") or {}).items()})
+    values.update({_full_key(k): v for k, v in stack_file_config(stack).items()})
     values.update({_full_key(k): v for k, v in (overrides or {}).items()})
 
     secret_keys = []
@@ -92,7 +146,46 @@ def _parse_cli_value(value: str) -> Any:
 
 def _project_keys(config: Mapping[str, str]) -> dict[str, Any]:
     prefix = f"{PROJECT}:"
-    return {key[len(prefix) :]: _parse_cli_value(value) for key, value in config.items() if key.startswith(prefix)}
+    parsed: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in config.items():
+        if not key.startswith(prefix):
+            continue
+        try:
+            parsed[key[len(prefix) :]] = _parse_cli_value(value)
+        except (ValueError, RecursionError) as error:  # only from the CLI: the render writes this JSON itself
+            problems.append(f"{key}: not a JSON object or list as the Pulumi CLI passes them ({type(error).__name__})")
+    if problems:
+        raise ConfigError(problems)
+    return parsed
+
+
+def config_key_problems(config: Mapping[str, Any], secret_keys: set[str]) -> list[str]:
+    """Keys outside the known namespaces, and provider credentials in plain text (never echoing them)."""
+    problems = []
+    for key in sorted(config):
+        namespace, _, name = key.partition(":")
+        if namespace not in KNOWN_NAMESPACES:
+            close = difflib.get_close_matches(namespace, KNOWN_NAMESPACES, n=1)
+            hint = f" (did you mean {close[0]}:{name}?)" if close else ""
+            problems.append(
+                f"{key}: unknown config namespace {namespace!r}{hint}; nothing reads this key. "
+                f"Known namespaces: {', '.join(KNOWN_NAMESPACES)}"
+            )
+        elif key in secret_keys:
+            continue
+        elif key in CREDENTIAL_KEYS or (key == KUBECONFIG_KEY and _is_kubeconfig_contents(config[key])):
+            problems.append(
+                f"{key}: a credential in plain text; store it encrypted with `pulumi config set --secret {key}` "
+                "(it becomes `secure:`), or leave it out and let the provider use the ambient credentials"
+            )
+    return problems
+
+
+def _is_kubeconfig_contents(value: Any) -> bool:
+    text = value if isinstance(value, str) else json.dumps(value)
+    # A path is one line; a kubeconfig is YAML or JSON over many lines, or at least names its apiVersion.
+    return "\n" in text or text.lstrip().startswith("{") or "apiVersion" in text
 
 
 def stack_input(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -101,17 +194,33 @@ def stack_input(stack: str, overrides: Mapping[str, Any] | None = None) -> dict[
     return _project_keys(config)
 
 
-def program_config() -> dict[str, Any]:
-    """This project's config keys (namespace stripped) as the running program received them."""
+def _received_config() -> tuple[dict[str, Any], set[str]]:
+    """Every config key the running program received (any namespace), and which of them are secrets."""
     raw: dict[str, Any] = dict(pulumi.runtime.get_config_env())
     raw.update(pulumi.runtime.config.CONFIG.get())
+    secret_keys = set(pulumi.runtime.config.get_config_secret_keys_env())
+    secret_keys |= {key for key in raw if pulumi.runtime.config.is_config_secret(key)}
+    return raw, secret_keys
+
+
+def program_config() -> dict[str, Any]:
+    """This project's config keys (namespace stripped) as the running program received them."""
+    raw, _ = _received_config()
     return _project_keys(raw)
 
 
 def load_program_settings():
-    """Settings for the running program, or InvalidStackConfig listing every problem."""
+    """Settings for the running program, or InvalidStackConfig listing every problem.
+
+    Runs under `pulumi up` and under the render alike, before any resource is registered.
+    """
     stack = pulumi.get_stack()
+    raw, secret_keys = _received_config()
+    problems = config_key_problems(raw, secret_keys)
     try:
-        return load_settings(program_config(), stack)
+        settings = load_settings(_project_keys(raw), stack)
     except ConfigError as error:
-        raise InvalidStackConfig(stack, error.problems) from None
+        problems += error.problems
+    if problems:
+        raise InvalidStackConfig(stack, problems)
+    return settings
