@@ -46,7 +46,7 @@ KSERVE_RUNTIMES: dict[str, tuple[str, str]] = {
 MAX_NESTING = 16  # mappings and lists inside each other, aliases followed
 MAX_VALUES = 10_000  # scalars, mappings and lists in one document, aliases expanded (the render JSON-encodes them)
 MAX_CATALOG_FILE_BYTES = 64 * 1024
-MAX_CATALOG_MODELS = 100  # every render loads the whole catalog
+MAX_CATALOG_MODELS = 500  # every render loads and validates the whole catalog (about 1 ms a file)
 MAX_MODEL_ARGS = 64
 
 
