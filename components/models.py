@@ -87,6 +87,16 @@ class ModelCanary:
 
 
 @dataclass(frozen=True)
+class ModelImportSource:
+    """A Hugging Face repository at a pinned revision that fills the model's storage path
+    (components/model_import.py copies it), and the Secret holding the token a gated repository needs."""
+
+    repo: str
+    revision: str
+    token_secret: str
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A catalog entry with a stack's overrides applied: what the workloads layer deploys."""
 
@@ -108,6 +118,8 @@ class ModelSpec:
     max_replicas: int
     target_concurrency: int
     canary: Optional[ModelCanary]
+    # Copied into s3://models/<storage_path> by a Job before the model is deployed; None: uploaded by hand.
+    source: Optional[ModelImportSource] = None
 
 
 @dataclass(frozen=True)

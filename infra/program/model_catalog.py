@@ -25,7 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from components.gpu_catalog import GPU_TYPES
-from components.models import ModelCanary, ModelSpec
+from components.models import ModelCanary, ModelImportSource, ModelSpec
 
 CATALOG_DIR = Path(__file__).resolve().parents[2] / "manifests" / "models"
 
@@ -263,6 +263,58 @@ class Canary(_Entry):
     traffic_percent: int = Field(ge=1, le=99, description="Share of requests the next version gets.")
 
 
+# Hugging Face repository ids as huggingface_hub 2.4.0 checks them (utils/_validators.py `validate_repo_id`:
+# 1-96 of letters, digits, `-`, `_`, `.`, no `--` or `..`, not ending in `.git`), with the namespace required:
+# an un-namespaced id is a legacy alias, and the owner is what a reviewer needs to see.
+_HF_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,94}[A-Za-z0-9])?"
+HF_REPO_PATTERN = re.compile(rf"^{_HF_NAME}/{_HF_NAME}$")
+# A revision is pinned: a full commit sha, or a tag. A branch (`main`) moves, so the same catalog entry would
+# copy different weights on different days; an abbreviated sha is not resolved by the Hub.
+HF_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+HF_TAG = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$")
+HF_BRANCHES = ("main", "master", "dev", "develop")
+
+
+def _check_hf_repo(repo: str) -> str:
+    if not HF_REPO_PATTERN.match(repo) or "--" in repo or ".." in repo or repo.endswith(".git"):
+        raise ValueError(
+            "a Hugging Face repository is `<owner>/<name>`, each 1-96 letters, digits, `-`, `_` or `.` "
+            "(no `--` or `..`), e.g. `HuggingFaceTB/SmolLM-135M-Instruct`"
+        )
+    return repo
+
+
+def _check_hf_revision(revision: str) -> str:
+    if HF_COMMIT.match(revision):
+        return revision
+    if re.match(r"^[0-9a-fA-F]{7,39}$", revision) or re.match(r"^[0-9A-F]{40}$", revision):
+        raise ValueError("a commit is its full 40-character lowercase sha; the Hub does not resolve a short one")
+    if revision.lower() in HF_BRANCHES:
+        raise ValueError(f"`{revision}` is a branch and moves; pin a 40-character commit sha or a tag")
+    if not HF_TAG.match(revision):
+        raise ValueError("a revision is a 40-character commit sha or a tag (letters, digits, `-`, `_`, `.`)")
+    return revision
+
+
+class HuggingFaceSource(_Entry):
+    repo: Annotated[str, AfterValidator(_check_hf_repo)] = Field(
+        description="Model repository on the Hugging Face Hub, `<owner>/<name>`."
+    )
+    revision: Annotated[str, AfterValidator(_check_hf_revision)] = Field(
+        description="Pinned revision: a 40-character commit sha or a tag (never a branch)."
+    )
+    token_secret: str = Field(
+        default="huggingface-token",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Secret in the model namespace whose key `token` holds a Hugging Face token; the operator "
+        "creates it for a gated or private repository, a public one needs none.",
+    )
+
+
+class ModelSource(_Entry):
+    huggingface: HuggingFaceSource = Field(description="Copy a Hugging Face repository into the model store.")
+
+
 class CatalogModel(_Entry):
     name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$", description="Model name; the file is <name>.yaml.")
     description: str = Field(min_length=1)
@@ -281,6 +333,11 @@ class CatalogModel(_Entry):
     resources: Resources
     autoscaling: Autoscaling
     canary: Optional[Canary] = Field(default=None, description="The next version and its traffic share.")
+    source: Optional[ModelSource] = Field(
+        default=None,
+        description="Where `storagePath` is filled from: a Kubernetes Job copies it into the store once "
+        "(components/model_import.py); without it the files are uploaded by hand.",
+    )
 
     @field_validator("runtime")
     @classmethod
@@ -403,5 +460,14 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
         max_replicas=override.max_replicas or model.autoscaling.max_replicas,
         target_concurrency=model.autoscaling.target_concurrency,
         canary=canary,
+        source=(
+            ModelImportSource(
+                repo=model.source.huggingface.repo,
+                revision=model.source.huggingface.revision,
+                token_secret=model.source.huggingface.token_secret,
+            )
+            if model.source is not None
+            else None
+        ),
     )
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence, Union
 
 import pulumi
 
-from components.cluster import KubernetesCluster, gpu_pools, pool_resources
+from components.cluster import KubernetesCluster, gpu_pools, pool_resources, system_node_selector
+from components.model_import import ModelImport, ModelImportArgs
 from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage, pools_for
 from components.observability import PROMETHEUS_URL
 from infra.program.model_catalog import ModelSpec, load_catalog, resolve
@@ -22,6 +23,8 @@ class Models:
     kserve: tuple[KServeModel, ...]
     canaries: tuple[CanaryModel, ...]
     canary_metrics: Optional[CanaryMetrics]
+    # Model name -> the Job copying it from Hugging Face, for models whose catalog entry has a `source`.
+    imports: Mapping[str, ModelImport] = field(default_factory=dict)
 
 
 def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Models:
@@ -43,16 +46,35 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
     catalog = load_catalog()
     specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
 
+    # A model copied from Hugging Face (components/model_import.py): its Job runs after the store's Tenant and
+    # the namespace's credentials exist, and the model waits for the Job to complete.
+    imports = {
+        spec.name: ModelImport(
+            f"{settings.cluster_name}-model-{spec.name}-import",
+            ModelImportArgs(
+                spec=spec,
+                storage=storage,
+                system_node_selector=system_node_selector(cluster),
+                depends_on=(store.tenant, *accounts),
+            ),
+            on_cluster,
+        )
+        for spec in specs
+        if spec.source is not None
+    }
+
     def args_for(spec: ModelSpec, releases: Sequence[pulumi.Resource], loadtester_url: str = "") -> ModelArgs:
         # Every model waits for the releases serving its kind and for the store's ServiceAccounts, a GPU
-        # model also for the pools it can land on, so `pulumi destroy` removes it before its nodes.
+        # model also for the pools it can land on, so `pulumi destroy` removes it before its nodes, and a
+        # model from Hugging Face for the Job that copies its weights.
         nodes = pool_resources(cluster, pools_for(spec, pools)) if spec.gpu else []
+        copied = [imports[spec.name].job] if spec.name in imports else []
         return ModelArgs(
             spec=spec,
             environment=settings.environment,
             storage=storage,
             gpu_pools=pools,
-            depends_on=(*releases, *accounts, *nodes),
+            depends_on=(*releases, *accounts, *nodes, *copied),
             loadtester_url=loadtester_url,
         )
 
@@ -82,4 +104,4 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             )
             for spec in plain
         )
-    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics)
+    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics, imports=imports)

@@ -637,6 +637,11 @@ class PlatformSettings(_Model):
     kserve: Addon = Field(default_factory=Addon, description="KServe (CRDs, controller, serving runtimes) in Knative mode.")
     model_store: ModelStoreAddon = Field(description="MinIO (operator and tenant) holding the `models` bucket.")
     flagger: Addon = Field(default_factory=Addon, description="Flagger with its load tester, for canary analysis.")
+    air_gapped: bool = Field(
+        default=False,
+        description="The cluster cannot reach the internet: catalog models copied from Hugging Face "
+        "(`source.huggingface`, manifests/models/README.md) are refused; upload their files to the store instead.",
+    )
 
 
 class AwsPlatformSettings(PlatformSettings):
@@ -852,6 +857,12 @@ def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[s
         addon, enabled = needed[model.serving]
         if not enabled:
             problems.append(f"{key}: a `{model.serving}` model needs platform.{addon}, which is off in this stack")
+        if model.source is not None and addons.air_gapped:
+            problems.append(
+                f"{key}: copied from Hugging Face ({model.source.huggingface.repo}, source.huggingface in "
+                f"manifests/models/{name}.yaml), but {PROJECT}:platform.airGapped is true and the cluster cannot "
+                "reach huggingface.co; serve a model without a source, its files uploaded to the store by hand"
+            )
         gpu_type = override.gpu_type or model.resources.gpu_type
         if model.resources.gpu and gpu_type not in pool_types:
             pools = ", ".join(pool_types) or "none"
