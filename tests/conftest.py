@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import pytest
 
 from components.charts import ChartPin
-from infra.program.stack_config import stack_names
+from infra.program.settings import ConfigError, load_settings
+from infra.program.stack_config import InvalidStackConfig, stack_input, stack_names
 from components.charts import CHART_PINS
 from infra.tooling.chart_cache import ChartCache, ChartUnavailable
 from infra.tooling.mock_engine import RenderResult, render_stack
@@ -23,6 +25,100 @@ AWS_STACKS = [s for s in SHIPPED_STACKS if s.startswith("aws-")]
 GCP_STACKS = [s for s in SHIPPED_STACKS if s.startswith("gcp-")]
 
 Render = Callable[..., RenderResult]
+
+
+# --- what each stack promises, from its own file and its tier ------------------------------------------
+# Tests never copy a stack file's contents: a test about "dev is time-sliced" reads the dev stacks,
+# whatever pools they hold, and a stack added as docs/howto.md shows is checked like the shipped ones.
+
+
+@functools.lru_cache(maxsize=None)
+def stack_settings(stack: str) -> Any:
+    """The validated settings of `stacks/Pulumi.<stack>.yaml`, as the program reads them (tier and cloud
+    defaults filled in). Raises ConfigError or InvalidStackConfig for a bad file."""
+    return load_settings(stack_input(stack), stack)
+
+
+def _loads(stack: str) -> bool:
+    try:
+        stack_settings(stack)
+    except (ConfigError, InvalidStackConfig):
+        return False
+    return True
+
+
+def stacks_where(
+    where: Optional[Callable[[Any], bool]] = None,
+    *,
+    tier: Optional[str] = None,
+    cloud: Union[str, tuple[str, ...], None] = None,
+) -> list[str]:
+    """The stacks of `tier` on `cloud` (one or several) whose settings satisfy `where(settings)`.
+
+    A stack file that does not load is in no such list: tests/test_settings.py's
+    `test_every_shipped_stack_is_valid` fails on it, naming every problem."""
+    clouds = (cloud,) if isinstance(cloud, str) else cloud
+    chosen = []
+    for stack in SHIPPED_STACKS:
+        if not _loads(stack):
+            continue
+        settings = stack_settings(stack)
+        if tier is not None and settings.environment != tier:
+            continue
+        if clouds is not None and settings.cloud not in clouds:
+            continue
+        if where is None or where(settings):
+            chosen.append(stack)
+    return chosen
+
+
+MANAGED_CLOUDS = ("aws", "gcp")  # the clouds whose clusters and node pools the program creates
+
+# What a tier promises each GPU pool of an EKS or GKE stack, for every key the stack file leaves unsaid
+# (README "How it is built", docs/configuration.md). Written out here rather than read from
+# infra/program/settings.py, so that a changed tier default fails the tests built on it instead of
+# moving with it.
+TIER_GPU_POOL: Mapping[str, Mapping[str, Any]] = {
+    tier: {"gpuCount": 1, "capacityType": capacity, "purpose": "serving", "timeSlicingReplicas": replicas,
+           "minSize": 0, "maxSize": max_size}
+    for tier, capacity, replicas, max_size in (
+        ("dev", "spot", 4, 2),  # spot GPUs, time-sliced 4 ways, scaling to zero
+        ("staging", "onDemand", 1, 3),
+        ("prod", "onDemand", 1, 4),  # whole on-demand GPUs for serving
+    )
+}  # fmt: skip
+# An existing cluster's pools are descriptions of nodes that are there: no capacity type, no sizes.
+EXISTING_POOL_KEYS = ("gpuCount", "purpose", "timeSlicingReplicas")
+# The GPU pools of an EKS or GKE stack whose file has no `gpuPools` key; a file that has it replaces
+# them all. An existing cluster has none unless its file declares them.
+TIER_GPU_POOLS: Mapping[str, Mapping[str, Mapping[str, Any]]] = {
+    "dev": {"gpu-spot": {"gpuType": "nvidia-l4"}},
+    "staging": {"gpu": {"gpuType": "nvidia-l4"}},
+    "prod": {
+        "gpu-serving": {"gpuType": "nvidia-l4", "minSize": 1, "maxSize": 6},
+        "gpu-batch": {"gpuType": "nvidia-l4", "capacityType": "spot", "purpose": "batch"},
+    },
+}
+
+
+def stated_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
+    """The GPU pools as `stack` states them: its file's `gpuPools`, or its tier's default pools."""
+    raw = stack_input(stack)
+    if "gpuPools" in raw:
+        return {name: dict(pool) for name, pool in (raw["gpuPools"] or {}).items()}
+    if raw["cloud"] not in MANAGED_CLOUDS:
+        return {}
+    return {name: dict(pool) for name, pool in TIER_GPU_POOLS[raw["environment"]].items()}
+
+
+def promised_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
+    """Each GPU pool `stack` promises, in the stack file's camelCase keys: what its file states, the rest
+    from its tier (TIER_GPU_POOL), e.g. {"gpu-spot": {"gpuType": "nvidia-l4", "capacityType": "spot", ...}}."""
+    raw = stack_input(stack)
+    tier_pool = dict(TIER_GPU_POOL[raw["environment"]])
+    if raw["cloud"] not in MANAGED_CLOUDS:
+        tier_pool = {key: tier_pool[key] for key in EXISTING_POOL_KEYS}
+    return {name: {**tier_pool, **pool} for name, pool in stated_gpu_pools(stack).items()}
 
 
 _RENDERS: dict[str, RenderResult] = {}

@@ -1,13 +1,22 @@
-"""EKS: what the rendered aws-* stacks create, checked on the resource inputs the engine would get."""
+"""EKS: what the rendered AWS stacks create, checked on the resource inputs the engine would get.
+
+What each stack should get comes from its own file and its tier (tests/conftest.py), never from a copy of
+the shipped files: the tier tables below and TIER_GPU_POOL state the promises.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+from components.gpu_catalog import GPU_TYPES
+from infra.program.stack_config import stack_input
 from infra.tooling.mock_engine import RenderResult
-from tests.conftest import AWS_STACKS, Render
+from tests.conftest import Render, promised_gpu_pools, stacks_where
+
+AWS_STACKS = stacks_where(cloud="aws")
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 CA_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
@@ -26,6 +35,21 @@ def gpu_groups(result: RenderResult) -> dict[str, dict]:
     return {name: group for name, group in node_groups(result).items() if name != "system"}
 
 
+def stated_aws(stack: str) -> dict[str, Any]:
+    """The `gpu-platform:aws` block of the stack's file."""
+    return stack_input(stack)["aws"]
+
+
+# Zones with private subnets, and whether they share one NAT gateway, per tier (a stack file may say otherwise).
+TIER_NETWORK = {"dev": (2, True), "staging": (2, False), "prod": (3, False)}
+CAPACITY_TYPES = {"spot": "SPOT", "onDemand": "ON_DEMAND"}
+
+
+def promised_deletion_protection(stack: str) -> bool:
+    raw = stack_input(stack)
+    return raw.get("deletionProtection", raw["environment"] == "prod")
+
+
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_control_plane_encrypts_secrets_with_a_rotated_kms_key_and_ships_audit_logs(render: Render, stack: str) -> None:
     result = render(stack)
@@ -39,14 +63,16 @@ def test_control_plane_encrypts_secrets_with_a_rotated_kms_key_and_ships_audit_l
     assert cluster["endpointPrivateAccess"] is True
 
 
-def test_dev_api_endpoint_is_public_only_to_configured_cidrs(render: Render) -> None:
-    cluster = eks_cluster(render("aws-dev"))["inputs"]
+@pytest.mark.parametrize("stack", stacks_where(lambda s: bool(s.aws.api_server_allowed_cidrs), cloud="aws"))
+def test_api_endpoint_is_public_only_to_configured_cidrs(render: Render, stack: str) -> None:
+    cluster = eks_cluster(render(stack))["inputs"]
     assert cluster["endpointPublicAccess"] is True
-    assert cluster["publicAccessCidrs"] == ["203.0.113.0/24"]
+    assert cluster["publicAccessCidrs"] == stated_aws(stack)["apiServerAllowedCidrs"]
 
 
-def test_prod_api_endpoint_is_private_only(render: Render) -> None:
-    cluster = eks_cluster(render("aws-prod"))["inputs"]
+@pytest.mark.parametrize("stack", stacks_where(lambda s: not s.aws.api_server_allowed_cidrs, cloud="aws"))
+def test_without_allowed_cidrs_the_api_endpoint_is_private_only(render: Render, stack: str) -> None:
+    cluster = eks_cluster(render(stack))["inputs"]
     assert cluster["endpointPublicAccess"] is False
     assert "publicAccessCidrs" not in cluster
 
@@ -56,8 +82,11 @@ def test_changing_the_allowed_cidrs_reaches_the_endpoint(render: Render) -> None
     assert eks_cluster(result)["inputs"]["publicAccessCidrs"] == ["198.51.100.0/24", "192.0.2.0/24"]
 
 
-@pytest.mark.parametrize(("stack", "zones", "nat_gateways"), [("aws-dev", 2, 1), ("aws-staging", 2, 2), ("aws-prod", 3, 3)])
-def test_private_subnets_span_the_tier_zones(render: Render, stack: str, zones: int, nat_gateways: int) -> None:
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_private_subnets_span_the_tier_zones(render: Render, stack: str) -> None:
+    tier_zones, tier_single_nat = TIER_NETWORK[stack_input(stack)["environment"]]
+    zones = stated_aws(stack).get("zoneCount", tier_zones)
+    nat_gateways = 1 if stated_aws(stack).get("singleNatGateway", tier_single_nat) else zones
     result = render(stack)
     subnets = [s["inputs"] for s in result.of_type("aws:ec2/subnet:Subnet")]
     private = [s for s in subnets if s["tags"].get("kubernetes.io/role/internal-elb") == "1"]
@@ -110,28 +139,40 @@ def test_spot_pools_are_separated_by_taint_and_label(render: Render, stack: str)
             assert group["labels"]["gpu-platform/capacity-type"] == "on-demand"
 
 
-def test_prod_serves_on_demand_and_batches_on_spot(render: Render) -> None:
-    groups = gpu_groups(render("aws-prod"))
-    assert groups["gpu-serving"]["capacityType"] == "ON_DEMAND"
-    assert groups["gpu-serving"]["labels"]["gpu-platform/purpose"] == "serving"
-    assert groups["gpu-batch"]["capacityType"] == "SPOT"
-    assert groups["gpu-batch"]["labels"]["gpu-platform/purpose"] == "batch"
-    assert groups["gpu-batch"]["instanceTypes"] == ["g6.xlarge", "g6.2xlarge", "g6.4xlarge"]
-
-
-@pytest.mark.parametrize(("stack", "replicas"), [("aws-dev", {"gpu-spot": "4"}), ("aws-staging", {"gpu": "1"}),
-                                                 ("aws-prod", {"gpu-serving": "1", "gpu-batch": "1"})])  # fmt: skip
-def test_time_slicing_exactly_where_the_tier_says(render: Render, stack: str, replicas: dict[str, str]) -> None:
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_gpu_pools_get_the_capacity_purpose_and_machines_their_stack_promises(render: Render, stack: str) -> None:
     groups = gpu_groups(render(stack))
+    promised = promised_gpu_pools(stack)
+    assert set(groups) == set(promised)
+    for name, pool in promised.items():
+        group = groups[name]
+        assert group["capacityType"] == CAPACITY_TYPES[pool["capacityType"]], name
+        assert group["labels"]["gpu-platform/purpose"] == pool["purpose"], name
+        machines = pool.get("machineTypes") or GPU_TYPES[pool["gpuType"]].machines("aws")[pool["gpuCount"]]
+        assert group["instanceTypes"] == list(machines), name
+    if stack_input(stack)["environment"] == "prod":  # spot nodes are reclaimed: never serving in prod
+        spot = [group for group in groups.values() if group["capacityType"] == "SPOT"]
+        assert all(group["labels"]["gpu-platform/purpose"] == "batch" for group in spot)
+
+
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_time_slicing_exactly_where_the_tier_says(render: Render, stack: str) -> None:
+    groups = gpu_groups(render(stack))
+    promised = promised_gpu_pools(stack)
+    replicas = {name: str(pool["timeSlicingReplicas"]) for name, pool in promised.items()}
     assert {name: g["labels"]["gpu-platform/time-slicing-replicas"] for name, g in groups.items()} == replicas
     for name, group in groups.items():
         # Cluster Autoscaler's template node must advertise what the device plugin will: GPUs x replicas
-        assert group["tags"][f"{CA_TEMPLATE}/resources/nvidia.com/gpu"] == replicas[name]
+        advertised = promised[name]["gpuCount"] * promised[name]["timeSlicingReplicas"]
+        assert group["tags"][f"{CA_TEMPLATE}/resources/nvidia.com/gpu"] == str(advertised)
 
 
-def test_dev_gpu_pool_scales_to_zero(render: Render) -> None:
-    scaling = gpu_groups(render("aws-dev"))["gpu-spot"]["scalingConfig"]
-    assert scaling == {"minSize": 0, "desiredSize": 0, "maxSize": 2}
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_gpu_pools_scale_within_their_promised_sizes_from_their_minimum(render: Render, stack: str) -> None:
+    # On dev, a pool whose file sets no minSize scales to zero (TIER_GPU_POOL).
+    for name, pool in promised_gpu_pools(stack).items():
+        scaling = gpu_groups(render(stack))[name]["scalingConfig"]
+        assert scaling == {"minSize": pool["minSize"], "desiredSize": pool["minSize"], "maxSize": pool["maxSize"]}, name
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
@@ -166,21 +207,21 @@ def test_node_groups_wait_for_the_cluster_and_their_role_policies(render: Render
         assert group["inputs"]["clusterName"] == eks_cluster(result)["inputs"]["name"]
 
 
-def test_prod_protects_the_control_plane_and_its_key_but_not_node_groups(render: Render) -> None:
-    result = render("aws-prod")
-    assert eks_cluster(result)["protect"] is True
-    assert eks_cluster(result)["inputs"]["deletionProtection"] is True
-    assert result.of_type("aws:kms/key:Key")[0]["protect"] is True
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_prod_protects_the_control_plane_and_its_key_but_not_node_groups(render: Render, stack: str) -> None:
+    result = render(stack)
+    protected = promised_deletion_protection(stack)
+    assert eks_cluster(result)["protect"] is protected
+    assert eks_cluster(result)["inputs"]["deletionProtection"] is protected
+    assert result.of_type("aws:kms/key:Key")[0]["protect"] is protected
     assert not any(group["protect"] for group in result.of_type(NODE_GROUP))
-    dev = render("aws-dev")
-    assert eks_cluster(dev)["protect"] is False and eks_cluster(dev)["inputs"]["deletionProtection"] is False
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_every_aws_resource_uses_the_stack_provider_in_the_configured_region(render: Render, stack: str) -> None:
     result = render(stack)
     (provider,) = result.of_type("pulumi:providers:aws")
-    assert provider["inputs"]["region"] == {"aws-prod": "us-east-1"}.get(stack, "us-west-2")
+    assert provider["inputs"]["region"] == stated_aws(stack)["region"]
     for resource in result.resources:
         if resource["type"].startswith("aws:"):
             assert resource["provider"].startswith(provider["urn"])

@@ -1,10 +1,19 @@
-"""Existing clusters: no cloud resources, a provider from the kubeconfig, pools as declared."""
+"""Existing clusters: no cloud resources, a provider from the kubeconfig, pools as declared.
+
+Each existing-cluster stack is checked against its own file (its kubeconfig, context and pools), never
+against a copy of the shipped `local` stack.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import Render
+import pytest
+
+from infra.program.stack_config import stack_input
+from tests.conftest import Render, stacks_where
+
+EXISTING_STACKS = stacks_where(cloud="existing")
 
 
 def cloud_resources(result) -> list[str]:
@@ -12,14 +21,17 @@ def cloud_resources(result) -> list[str]:
             or r["type"] in ("pulumi:providers:aws", "pulumi:providers:gcp")]  # fmt: skip
 
 
-def test_local_stack_creates_no_cloud_resources_and_one_kubernetes_provider(render: Render) -> None:
-    result = render("local")
+@pytest.mark.parametrize("stack", EXISTING_STACKS)
+def test_local_stack_creates_no_cloud_resources_and_one_kubernetes_provider(render: Render, stack: str) -> None:
+    result = render(stack)
+    stated = stack_input(stack)
+    existing = stated.get("existing") or {}
     assert cloud_resources(result) == []
     (provider,) = result.of_type("pulumi:providers:kubernetes")
-    assert provider["inputs"]["context"] == "kind-gpu-platform"
+    assert provider["inputs"].get("context") == existing.get("context")
     # the provider gets the path, never the file's credentials
-    assert provider["inputs"]["kubeconfig"] == str(Path("~/.kube/config").expanduser())
-    assert result.outputs["nodePools"] == ["system"]
+    assert provider["inputs"]["kubeconfig"] == str(Path(existing.get("kubeconfig", "~/.kube/config")).expanduser())
+    assert result.outputs["nodePools"] == ["system", *(stated.get("gpuPools") or {})]
     assert "kubeconfig" in result.secret_outputs
 
 

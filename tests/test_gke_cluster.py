@@ -1,8 +1,10 @@
-"""GkeGpuCluster: what the shipped GKE stacks would create, read from the offline render.
+"""GkeGpuCluster: what the GKE stacks would create, read from the offline render.
 
-gcp-dev: zonal, one spot L4 pool `gpu-spot` time-shared 4 ways, scaling to zero.
-gcp-prod: regional over three zones, on-demand L4 `gpu-serving` and spot T4 `gpu-batch`, no
-time-sharing, deletion protection.
+What each stack should get comes from its own file and its tier (tests/conftest.py and the tier tables
+below), never from a copy of the shipped files: a dev stack is zonal on the REGULAR channel with pools
+that are spot, time-shared 4 ways and scale to zero unless its file says otherwise; a prod stack is
+regional over three zones on the STABLE channel, with deletion protection, on-demand pools for serving
+and spot ones only for batch, none time-shared.
 """
 
 from __future__ import annotations
@@ -24,15 +26,46 @@ from components.node_pools import (
     GpuPoolSpec,
     SystemPoolSpec,
 )
+from infra.program.stack_config import stack_input
 from infra.tooling.mock_engine import RenderResult, run_under_mocks
-from tests.conftest import rendered
+from tests.conftest import promised_gpu_pools, rendered, stacks_where, stated_gpu_pools
 
 CLUSTER = "gcp:container/cluster:Cluster"
 NODE_POOL = "gcp:container/nodePool:NodePool"
-STACKS = ("gcp-dev", "gcp-prod")
-PROJECTS = {"gcp-dev": "acme-ml-dev", "gcp-prod": "acme-ml-prod"}
-ALLOWED_CIDR = "203.0.113.0/24"  # apiServerAllowedCidrs in both stack files
+STACKS = stacks_where(cloud="gcp")
+ALLOWED_CIDR = "203.0.113.0/24"  # for the component's own args below
 SUBNET_CIDR = "10.10.0.0/20"  # settings default for gcp.subnetCidr
+MASTER_CIDR = "172.16.0.0/28"  # settings default for gcp.masterCidr
+# Per tier, unless the stack file says otherwise: regional control plane, release channel, system pool
+# (minimum, maximum) nodes.
+TIER_REGIONAL = {"dev": False, "staging": False, "prod": True}
+TIER_CHANNEL = {"dev": "REGULAR", "staging": "REGULAR", "prod": "STABLE"}
+TIER_SYSTEM_POOL = {"dev": (1, 3), "staging": (2, 4), "prod": (3, 6)}
+
+
+def stated_gcp(stack: str) -> dict[str, Any]:
+    """The `gpu-platform:gcp` block of the stack's file."""
+    return stack_input(stack)["gcp"]
+
+
+def tier_of(stack: str) -> str:
+    return stack_input(stack)["environment"]
+
+
+def regional(stack: str) -> bool:
+    return stated_gcp(stack).get("regional", TIER_REGIONAL[tier_of(stack)])
+
+
+def node_zones(stack: str) -> list[str]:
+    """The zones the stack's nodes are in: its file's zones, or its region's -a, -b, -c; only the first when zonal."""
+    region = stated_gcp(stack)["region"]
+    zones = list(stated_gcp(stack).get("zones") or (f"{region}-{letter}" for letter in "abc"))
+    return zones if regional(stack) else zones[:1]
+
+
+def promised_deletion_protection(stack: str) -> bool:
+    raw = stack_input(stack)
+    return raw.get("deletionProtection", raw["environment"] == "prod")
 
 
 @pytest.fixture(params=STACKS)
@@ -65,7 +98,7 @@ def spot_pools_of(result: RenderResult) -> dict[str, dict[str, Any]]:
 def test_workload_identity_pool_is_the_projects(stack: str) -> None:
     result = rendered(stack)
     inputs = cluster_of(result)["inputs"]
-    assert inputs["workloadIdentityConfig"] == {"workloadPool": f"{PROJECTS[stack]}.svc.id.goog"}
+    assert inputs["workloadIdentityConfig"] == {"workloadPool": f"{stated_gcp(stack)['project']}.svc.id.goog"}
     # Pods only get their Kubernetes service account's identity through the GKE metadata server.
     for name, pool in pools_of(result).items():
         assert pool["nodeConfig"]["workloadMetadataConfig"] == {"mode": "GKE_METADATA"}, name
@@ -73,13 +106,16 @@ def test_workload_identity_pool_is_the_projects(stack: str) -> None:
 
 def test_nodes_are_private_and_the_api_server_admits_only_the_configured_cidrs(stack: str) -> None:
     inputs = cluster_of(rendered(stack))["inputs"]
+    allowed = stated_gcp(stack).get("apiServerAllowedCidrs") or []
     private = inputs["privateClusterConfig"]
     assert private["enablePrivateNodes"] is True
-    assert private["enablePrivateEndpoint"] is False  # the stacks allow a CIDR, so the public endpoint stays
-    assert private["masterIpv4CidrBlock"] == "172.16.0.0/28"
+    # A public endpoint only where the stack allows CIDRs; private only otherwise.
+    assert private["enablePrivateEndpoint"] is (len(allowed) == 0)
+    assert private["masterIpv4CidrBlock"] == stated_gcp(stack).get("masterCidr", MASTER_CIDR)
     authorized = inputs["masterAuthorizedNetworksConfig"]
     blocks = authorized["cidrBlocks"]
-    assert sorted(block["cidrBlock"] for block in blocks) == sorted([ALLOWED_CIDR, SUBNET_CIDR])
+    subnet = stated_gcp(stack).get("subnetCidr", SUBNET_CIDR)
+    assert sorted(block["cidrBlock"] for block in blocks) == sorted([*allowed, subnet])
     assert all(block.get("displayName") for block in blocks)
     assert authorized["gcpPublicCidrsAccessEnabled"] is False
 
@@ -100,31 +136,34 @@ def test_the_default_node_pool_is_removed_and_pools_are_separate_resources(stack
     assert set(pools_of(result)) >= {"system"}
 
 
-@pytest.mark.parametrize(("stack_name", "channel"), [("gcp-dev", "REGULAR"), ("gcp-prod", "STABLE")])
-def test_release_channel_per_tier(stack_name: str, channel: str) -> None:
-    inputs = cluster_of(rendered(stack_name))["inputs"]
+def test_release_channel_per_tier(stack: str) -> None:
+    inputs = cluster_of(rendered(stack))["inputs"]
+    channel = stated_gcp(stack).get("releaseChannel", TIER_CHANNEL[tier_of(stack)])
     assert inputs["releaseChannel"] == {"channel": channel}
-    assert inputs["minMasterVersion"] == "1.35"
+    assert inputs["minMasterVersion"] == stack_input(stack)["kubernetesVersion"]
 
 
-def test_dev_is_zonal() -> None:
-    result = rendered("gcp-dev")
+@pytest.mark.parametrize("stack_name", [stack for stack in STACKS if not regional(stack)])
+def test_dev_is_zonal(stack_name: str) -> None:
+    result = rendered(stack_name)
+    (zone,) = node_zones(stack_name)
     inputs = cluster_of(result)["inputs"]
-    assert inputs["location"] == "us-central1-a"
+    assert inputs["location"] == zone
     assert not inputs.get("nodeLocations")
     for name, pool in pools_of(result).items():
-        assert pool["location"] == "us-central1-a", name
-        assert pool["nodeLocations"] == ["us-central1-a"], name
+        assert pool["location"] == zone, name
+        assert pool["nodeLocations"] == [zone], name
 
 
-def test_prod_is_regional_over_three_zones() -> None:
-    result = rendered("gcp-prod")
-    zones = ["us-central1-a", "us-central1-b", "us-central1-c"]
+@pytest.mark.parametrize("stack_name", [stack for stack in STACKS if regional(stack)])
+def test_prod_is_regional_over_three_zones(stack_name: str) -> None:
+    result = rendered(stack_name)
+    zones, region = node_zones(stack_name), stated_gcp(stack_name)["region"]
     inputs = cluster_of(result)["inputs"]
-    assert inputs["location"] == "us-central1"
+    assert inputs["location"] == region
     assert inputs["nodeLocations"] == zones
     for name, pool in pools_of(result).items():
-        assert pool["location"] == "us-central1", name
+        assert pool["location"] == region, name
         assert pool["nodeLocations"] == zones, name
 
 
@@ -135,14 +174,12 @@ def test_shielded_nodes_with_secure_boot(stack: str) -> None:
         assert pool["nodeConfig"]["shieldedInstanceConfig"]["enableSecureBoot"] is True, name
 
 
-def test_cluster_is_protected_in_prod_only_and_node_pools_never() -> None:
-    prod, dev = rendered("gcp-prod"), rendered("gcp-dev")
-    assert cluster_of(prod)["protect"] is True
-    assert cluster_of(prod)["inputs"]["deletionProtection"] is True
-    assert cluster_of(dev)["protect"] is False
-    assert cluster_of(dev)["inputs"]["deletionProtection"] is False
-    for result in (prod, dev):
-        assert not any(pool["protect"] for pool in result.of_type(NODE_POOL))
+def test_cluster_is_protected_in_prod_only_and_node_pools_never(stack: str) -> None:
+    result = rendered(stack)
+    protected = promised_deletion_protection(stack)
+    assert cluster_of(result)["protect"] is protected
+    assert cluster_of(result)["inputs"]["deletionProtection"] is protected
+    assert not any(pool["protect"] for pool in result.of_type(NODE_POOL))
 
 
 # --- network and node identity -------------------------------------------------------------
@@ -168,7 +205,7 @@ def test_every_pool_runs_as_the_least_privilege_node_account(stack: str) -> None
     (account,) = result.of_type("gcp:serviceaccount/account:Account")
     grants = result.of_type("gcp:projects/iAMMember:IAMMember")
     assert sorted(g["inputs"]["role"] for g in grants) == sorted(NODE_ROLES)
-    assert all(g["inputs"]["project"] == PROJECTS[stack] for g in grants)
+    assert all(g["inputs"]["project"] == stated_gcp(stack)["project"] for g in grants)
     email = f"<{account['name']}.email>"  # the render's placeholder for the account's email
     for name, pool in pools_of(result).items():
         assert pool["nodeConfig"]["serviceAccount"] == email, name
@@ -178,9 +215,11 @@ def test_every_pool_runs_as_the_least_privilege_node_account(stack: str) -> None
 # --- node pools ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stack_name", "sizes"), [("gcp-dev", (1, 3)), ("gcp-prod", (3, 6))])
-def test_system_pool_is_untainted_on_demand_cpu(stack_name: str, sizes: tuple[int, int]) -> None:
-    pool = pools_of(rendered(stack_name))["system"]
+def test_system_pool_is_untainted_on_demand_cpu(stack: str) -> None:
+    stated = stack_input(stack).get("systemPool") or {}
+    tier_min, tier_max = TIER_SYSTEM_POOL[tier_of(stack)]
+    sizes = (stated.get("minSize", tier_min), stated.get("maxSize", tier_max))
+    pool = pools_of(rendered(stack))["system"]
     config = pool["nodeConfig"]
     assert config["labels"][ROLE_LABEL] == "system"
     assert not config.get("taints")
@@ -203,13 +242,12 @@ def test_gpu_pools_use_gke_managed_drivers_and_add_no_gpu_taint_of_their_own(sta
         assert pool["management"] == {"autoRepair": True, "autoUpgrade": True}, name
 
 
-@pytest.mark.parametrize(
-    ("stack_name", "spot", "on_demand"),
-    [("gcp-dev", {"gpu-spot"}, set()), ("gcp-prod", {"gpu-batch"}, {"gpu-serving"})],
-)
-def test_spot_pools_are_spot_tainted_and_labelled(stack_name: str, spot: set[str], on_demand: set[str]) -> None:
-    result = rendered(stack_name)
+def test_spot_pools_are_spot_tainted_and_labelled(stack: str) -> None:
+    result = rendered(stack)
+    promised = promised_gpu_pools(stack)
+    spot = {name for name, pool in promised.items() if pool["capacityType"] == "spot"}
     assert set(spot_pools_of(result)) == spot
+    assert set(gpu_pools_of(result)) == set(promised)
     spot_taint = {"key": SPOT_TAINT.key, "value": SPOT_TAINT.value, "effect": "NO_SCHEDULE"}
     for name, pool in gpu_pools_of(result).items():
         config = pool["nodeConfig"]
@@ -218,39 +256,41 @@ def test_spot_pools_are_spot_tainted_and_labelled(stack_name: str, spot: set[str
             assert config["taints"] == [spot_taint], name
             assert config["labels"][CAPACITY_LABEL] == "spot", name
         else:
-            assert name in on_demand
+            assert promised[name]["capacityType"] == "onDemand"
             assert not config.get("spot"), name
             assert not config.get("taints"), name
             assert config["labels"][CAPACITY_LABEL] == "on-demand", name
+    if tier_of(stack) == "prod":  # spot nodes are reclaimed: never serving in prod
+        assert all(promised[name]["purpose"] == "batch" for name in spot)
 
 
-def test_dev_gpu_pool_is_time_shared_four_ways_and_scales_to_zero() -> None:
-    pool = gpu_pools_of(rendered("gcp-dev"))["gpu-spot"]
-    (accelerator,) = pool["nodeConfig"]["guestAccelerators"]
-    assert accelerator["gpuSharingConfig"] == {"gpuSharingStrategy": "TIME_SHARING", "maxSharedClientsPerGpu": 4}
-    # total_* limits: the numbers bound the whole pool, not each zone.
-    assert pool["autoscaling"] == {"totalMinNodeCount": 0, "totalMaxNodeCount": 2}
-    assert pool["initialNodeCount"] == 0
-
-
-def test_prod_gpu_pools_are_not_time_shared() -> None:
-    pools = gpu_pools_of(rendered("gcp-prod"))
-    assert set(pools) == {"gpu-serving", "gpu-batch"}
-    for name, pool in pools.items():
+def test_gpu_pools_are_time_shared_and_sized_as_promised(stack: str) -> None:
+    # On dev, a pool whose file says nothing else is time-shared 4 ways and scales to zero; on prod none is
+    # time-shared (TIER_GPU_POOL).
+    pools = gpu_pools_of(rendered(stack))
+    for name, promised in promised_gpu_pools(stack).items():
+        pool = pools[name]
         (accelerator,) = pool["nodeConfig"]["guestAccelerators"]
-        assert "gpuSharingConfig" not in accelerator, name
-    assert pools["gpu-serving"]["autoscaling"] == {"totalMinNodeCount": 2, "totalMaxNodeCount": 8}
+        replicas = promised["timeSlicingReplicas"]
+        if replicas > 1:
+            sharing = {"gpuSharingStrategy": "TIME_SHARING", "maxSharedClientsPerGpu": replicas}
+            assert accelerator["gpuSharingConfig"] == sharing, name
+        else:
+            assert "gpuSharingConfig" not in accelerator, name
+        # total_* limits: the numbers bound the whole pool, not each zone.
+        sizes = {"totalMinNodeCount": promised["minSize"], "totalMaxNodeCount": promised["maxSize"]}
+        assert pool["autoscaling"] == sizes, name
+        if promised["minSize"] == 0:
+            assert pool["initialNodeCount"] == 0, name
 
 
-def test_adding_a_pool_renames_no_other_resource() -> None:
-    before = {r["urn"] for r in rendered("gcp-dev").resources}
-    pools = {
-        "gpu-spot": {"gpuType": "nvidia-l4"},  # as the dev default, so it must render identically
-        "gpu-extra": {"gpuType": "nvidia-tesla-t4", "capacityType": "onDemand"},
-    }
-    after = rendered("gcp-dev", {"gpuPools": pools})
+def test_adding_a_pool_renames_no_other_resource(stack: str) -> None:
+    before = {r["urn"] for r in rendered(stack).resources}
+    # The pools the stack has (its file's, or its tier's defaults: stating them must render identically), plus one.
+    pools = {**stated_gpu_pools(stack), "gpu-extra": {"gpuType": "nvidia-tesla-t4", "capacityType": "onDemand"}}
+    after = rendered(stack, {"gpuPools": pools})
     assert before < {r["urn"] for r in after.resources}
-    assert set(pools_of(after)) == {"system", "gpu-spot", "gpu-extra"}
+    assert set(pools_of(after)) == {"system", *pools}
 
 
 # --- access --------------------------------------------------------------------------------

@@ -36,8 +36,10 @@ from components.node_pools import (
     NodePoolDescription,
     device_plugin_profile,
 )
+from infra.program.model_catalog import load_catalog
+from infra.program.stack_config import stack_input
 from infra.tooling.mock_engine import RenderResult, run_under_mocks
-from tests.conftest import AWS_STACKS, GCP_STACKS, Render
+from tests.conftest import MANAGED_CLOUDS, Render, promised_gpu_pools, stacks_where
 from tests.upstream import (
     SHARED,
     check_pin_values,
@@ -56,6 +58,13 @@ NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 GPU_STACK = "gpu-platform:platform:GpuStack"
 LOCAL_H100 = {"gpuPools": {"h100": {"gpuType": "nvidia-h100-80gb"}}}
+# Stacks by cloud, from their settings. Tests of the GPU layer on an existing cluster give the stacks that
+# declare no GPU pool (a kind cluster) LOCAL_H100, so that there is a GPU layer to check.
+AWS_STACKS = stacks_where(cloud="aws")
+GCP_STACKS = stacks_where(cloud="gcp")
+EXISTING_STACKS = stacks_where(cloud="existing")
+# A stack without GPU pools serves no GPU model, so replacing its (absent) pools keeps its models valid.
+EXISTING_WITHOUT_GPUS = stacks_where(lambda s: not s.gpu_pools, cloud="existing")
 
 # --- reading a render -----------------------------------------------------------------------------
 
@@ -89,6 +98,26 @@ def system_node_group_labels(result: RenderResult) -> dict[str, str]:
     return labels
 
 
+def with_gpus(render: Render, stack: str) -> RenderResult:
+    """The stack's render, with LOCAL_H100 for an existing cluster that declares no GPU pool."""
+    return render(stack, LOCAL_H100 if stack in EXISTING_WITHOUT_GPUS else None)
+
+
+def without_gpus(render: Render, stack: str) -> RenderResult:
+    """The render of an existing-cluster stack as it would be without GPU pools (and so its CPU models only)."""
+    if stack in EXISTING_WITHOUT_GPUS:
+        return render(stack)
+    catalog = load_catalog()
+    models = stack_input(stack).get("models") or {}
+    models = {name: override for name, override in models.items() if not catalog[name].resources.gpu}
+    return render(stack, {"gpuPools": {}, "models": models})
+
+
+def profile_name(replicas: int) -> str:
+    """The device-plugin profile a pool of `replicas` time slices per GPU is labelled with."""
+    return "whole-gpu" if replicas == 1 else f"timeslice-{replicas}"
+
+
 def tolerated(tolerations: list[dict[str, Any]]) -> set[tuple[str, str]]:
     """(key, effect) pairs tolerated whatever the taint's value."""
     return {(t["key"], t["effect"]) for t in tolerations if t.get("operator") == "Exists"}
@@ -109,8 +138,9 @@ def test_eks_runs_the_operator_without_driver_or_toolkit(render: Render, stack: 
     assert not releases(result, DCGM)
 
 
-def test_existing_cluster_keeps_the_owners_driver_and_gets_the_toolkit(render: Render) -> None:
-    values = the_release(render("local", LOCAL_H100), OPERATOR)["values"]
+@pytest.mark.parametrize("stack", EXISTING_STACKS)
+def test_existing_cluster_keeps_the_owners_driver_and_gets_the_toolkit(render: Render, stack: str) -> None:
+    values = the_release(with_gpus(render, stack), OPERATOR)["values"]
     assert values["driver"] == {"enabled": False}
     assert values["toolkit"]["enabled"] is True
 
@@ -141,16 +171,18 @@ def test_gke_pools_carry_no_device_plugin_label(render: Render, stack: str) -> N
         assert DEVICE_PLUGIN_CONFIG_LABEL not in pool["inputs"]["nodeConfig"]["labels"]
 
 
-def test_local_with_an_h100_pool_shares_it_four_ways_by_default(render: Render) -> None:
-    result = render("local", LOCAL_H100)
+@pytest.mark.parametrize("stack", stacks_where(tier="dev", cloud="existing"))
+def test_local_with_an_h100_pool_shares_it_four_ways_by_default(render: Render, stack: str) -> None:
+    result = render(stack, LOCAL_H100)
     device_plugin = the_release(result, OPERATOR)["values"]["devicePlugin"]["config"]
     # Dev tier: 4 replicas. One profile on the whole cluster, so unlabelled nodes get it.
     assert device_plugin["default"] == "timeslice-4"
     assert set(device_plugin_config_map(result)["data"]) == {"timeslice-4"}
 
 
-def test_plain_local_has_no_gpu_layer(render: Render) -> None:
-    result = render("local")
+@pytest.mark.parametrize("stack", EXISTING_STACKS)
+def test_plain_local_has_no_gpu_layer(render: Render, stack: str) -> None:
+    result = without_gpus(render, stack)
     assert not result.of_type(GPU_STACK)
     assert not releases(result, OPERATOR) and not releases(result, DCGM)
     assert not gpu_stack_config_maps(result)
@@ -159,14 +191,10 @@ def test_plain_local_has_no_gpu_layer(render: Render) -> None:
 # --- time-slicing: one profile per pool, label and key from one function ---------------------------
 
 
-@pytest.mark.parametrize(
-    ("stack", "pool_profiles"),
-    [("aws-dev", {"timeslice-4"}), ("aws-staging", {"whole-gpu"}), ("aws-prod", {"whole-gpu"})],
-)
-def test_every_pool_label_names_a_profile_of_the_config_map(
-    render: Render, stack: str, pool_profiles: set[str]
-) -> None:
+@pytest.mark.parametrize("stack", AWS_STACKS)
+def test_every_pool_label_names_a_profile_of_the_config_map(render: Render, stack: str) -> None:
     result = render(stack)
+    pool_profiles = {profile_name(pool["timeSlicingReplicas"]) for pool in promised_gpu_pools(stack).values()}
     labels = gpu_node_group_labels(result)
     keys = set(device_plugin_config_map(result)["data"])
     default = the_release(result, OPERATOR)["values"]["devicePlugin"]["config"]["default"]
@@ -178,9 +206,9 @@ def test_every_pool_label_names_a_profile_of_the_config_map(
         assert pool[DEVICE_PLUGIN_CONFIG_LABEL] == device_plugin_profile(int(pool[TIME_SLICING_LABEL]))
 
 
-@pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
+@pytest.mark.parametrize("stack", [*AWS_STACKS, *EXISTING_STACKS])
 def test_each_profile_shares_gpus_as_its_name_says(render: Render, stack: str) -> None:
-    result = render(stack, LOCAL_H100 if stack == "local" else None)
+    result = with_gpus(render, stack)
     for key, text in device_plugin_config_map(result)["data"].items():
         config = yaml.safe_load(text)
         assert config["version"] == "v1"
@@ -193,12 +221,12 @@ def test_each_profile_shares_gpus_as_its_name_says(render: Render, stack: str) -
 
 
 @requires_shared
-@pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
+@pytest.mark.parametrize("stack", [*AWS_STACKS, *EXISTING_STACKS])
 def test_each_profile_has_the_shape_device_plugin_v0_20_reads(render: Render, stack: str) -> None:
     shape = json.loads((SHARED / "k8s-device-plugin/v0.20.0/facts/time-slicing-config-shape.json").read_text())
     document = shape["document"]
     time_slicing = document["sharing"]["fields"]["timeSlicing"]["fields"]
-    result = render(stack, LOCAL_H100 if stack == "local" else None)
+    result = with_gpus(render, stack)
     for text in device_plugin_config_map(result)["data"].values():
         config = yaml.safe_load(text)
         assert set(config) <= set(document)
@@ -210,9 +238,9 @@ def test_each_profile_has_the_shape_device_plugin_v0_20_reads(render: Render, st
                 assert isinstance(resource["replicas"], int) and resource["replicas"] > 1
 
 
-@pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
+@pytest.mark.parametrize("stack", [*AWS_STACKS, *EXISTING_STACKS])
 def test_the_chart_points_at_the_config_map_in_its_namespace(render: Render, stack: str) -> None:
-    result = render(stack, LOCAL_H100 if stack == "local" else None)
+    result = with_gpus(render, stack)
     release = the_release(result, OPERATOR)
     config_map = device_plugin_config_map(result)
     config = release["values"]["devicePlugin"]["config"]
@@ -236,11 +264,13 @@ def test_controllers_run_on_the_system_pool(render: Render, stack: str) -> None:
     assert nfd["gc"]["nodeSelector"] == system
 
 
-@pytest.mark.parametrize("stack", ["aws-dev", "aws-prod", *GCP_STACKS])
+@pytest.mark.parametrize("stack", stacks_where(cloud=MANAGED_CLOUDS))
 def test_gpu_daemonsets_tolerate_the_gpu_and_spot_taints(render: Render, stack: str) -> None:
     result = render(stack)
-    needed = {(GPU_TAINT_KEY, "NoSchedule"), (SPOT_TAINT_KEY, "NoSchedule")}  # both stacks have a spot pool
-    if stack.startswith("gcp-"):
+    needed = {(GPU_TAINT_KEY, "NoSchedule")}
+    if any(pool["capacityType"] == "spot" for pool in promised_gpu_pools(stack).values()):
+        needed.add((SPOT_TAINT_KEY, "NoSchedule"))
+    if stack in GCP_STACKS:
         assert needed <= tolerated(the_release(result, DCGM)["values"]["tolerations"])
         return
     values = the_release(result, OPERATOR)["values"]
@@ -255,7 +285,7 @@ def test_gpu_daemonsets_tolerate_the_gpu_and_spot_taints(render: Render, stack: 
 @pytest.mark.parametrize("stack", [*AWS_STACKS, *GCP_STACKS])
 def test_dcgm_metrics_get_a_service_monitor(render: Render, stack: str) -> None:
     result = render(stack)
-    if stack.startswith("gcp-"):
+    if stack in GCP_STACKS:
         assert the_release(result, DCGM)["values"]["serviceMonitor"] == {"enabled": True}
     else:
         exporter = the_release(result, OPERATOR)["values"]["dcgmExporter"]
@@ -275,9 +305,9 @@ def test_the_gpu_release_waits_for_the_monitoring_crds(render: Render, stack: st
 
 
 @requires_shared
-@pytest.mark.parametrize("stack", [*AWS_STACKS, *GCP_STACKS, "local"])
+@pytest.mark.parametrize("stack", [*AWS_STACKS, *GCP_STACKS, *EXISTING_STACKS])
 def test_every_value_we_set_is_a_value_of_the_pinned_chart(render: Render, stack: str) -> None:
-    result = render(stack, LOCAL_H100 if stack == "local" else None)
+    result = with_gpus(render, stack)
     checked = 0
     for pin in (OPERATOR, DCGM):
         for release in releases(result, pin):
@@ -305,25 +335,25 @@ def cluster_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @requires_shared
-@pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
+@pytest.mark.parametrize("stack", [*AWS_STACKS, *EXISTING_STACKS])
 def test_every_container_of_the_operator_chart_requests_cpu_and_memory(render: Render, stack: str) -> None:
-    release = the_release(render(stack, LOCAL_H100 if stack == "local" else None), OPERATOR)
+    release = the_release(with_gpus(render, stack), OPERATOR)
     objects = render_chart(OPERATOR, release["values"], release=release["name"])
     assert containers_without_requests(objects) == list(OPERATOR_HOOKS_WITHOUT_RESOURCE_VALUES)
 
 
 @requires_shared
-@pytest.mark.parametrize("stack", [*AWS_STACKS, "local"])
+@pytest.mark.parametrize("stack", [*AWS_STACKS, *EXISTING_STACKS])
 def test_every_operand_on_a_gpu_node_requests_cpu_and_memory_through_the_cluster_policy(
     render: Render, stack: str
 ) -> None:
     # The operator creates the DaemonSets from the ClusterPolicy the chart renders; each component's
     # `resources` is what their containers get.
-    release = the_release(render(stack, LOCAL_H100 if stack == "local" else None), OPERATOR)
+    release = the_release(with_gpus(render, stack), OPERATOR)
     policy = cluster_policy(render_chart(OPERATOR, release["values"], release=release["name"]))
     assert validate_custom_resource(policy) == []
     operands = [*RUNNING_OPERANDS, *(["toolkit"] if policy["spec"]["toolkit"]["enabled"] else [])]
-    assert (stack == "local") == ("toolkit" in operands)
+    assert (stack in EXISTING_STACKS) == ("toolkit" in operands)
     for operand in operands:
         resources = policy["spec"][operand].get("resources")
         assert missing_requests(resources) == [], operand

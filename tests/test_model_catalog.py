@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -11,7 +12,7 @@ from infra.program.model_catalog import CATALOG_DIR, KSERVE_RUNTIMES, CatalogErr
 from infra.tooling.mock_engine import render_stack
 from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import InvalidStackConfig, stack_input
-from tests.conftest import SHIPPED_STACKS
+from tests.conftest import MANAGED_CLOUDS, SHIPPED_STACKS, promised_gpu_pools, stacks_where
 from tests.upstream import chart_values, requires_shared
 
 REQUIRED_MODELS = {"mnist-classifier", "smollm-135m", "sentiment"}
@@ -92,8 +93,8 @@ def test_not_yaml_is_reported_per_file(tmp_path: Path) -> None:
 # --- a stack's choices ----------------------------------------------------------------------------
 
 
-def problems_of(stack: str, models: dict) -> list[str]:
-    raw = stack_input(stack)
+def problems_of(stack: str, models: dict, **overrides: object) -> list[str]:
+    raw = stack_input(stack, overrides)
     raw["models"] = models
     with pytest.raises(ConfigError) as error:
         load_settings(raw, stack)
@@ -106,11 +107,21 @@ def test_an_unknown_model_lists_the_catalog() -> None:
     assert "mnist-classifier" in problem and "sentiment" in problem
 
 
-def test_a_gpu_model_needs_a_pool_of_its_gpu_type() -> None:
-    (problem,) = problems_of("local", {"smollm-135m": {}})
+@pytest.mark.parametrize("stack", stacks_where(cloud="existing"))
+def test_a_gpu_model_needs_a_gpu_pool(stack: str) -> None:
+    (problem,) = problems_of(stack, {"smollm-135m": {}}, gpuPools={})
     assert problem == "gpu-platform:models.smollm-135m: needs a nvidia-l4 GPU pool; GPU types of this stack's pools: none"
-    (problem,) = problems_of("aws-dev", {"smollm-135m": {"gpuType": "nvidia-a100-80gb"}})
-    assert "needs a nvidia-a100-80gb GPU pool; GPU types of this stack's pools: nvidia-l4" in problem
+
+
+def has_a100_pool(settings: Any) -> bool:
+    return any(pool.gpu_type == "nvidia-a100-80gb" for pool in settings.gpu_pools.values())
+
+
+@pytest.mark.parametrize("stack", stacks_where(lambda s: not has_a100_pool(s), cloud=MANAGED_CLOUDS))
+def test_a_gpu_model_needs_a_pool_of_its_gpu_type(stack: str) -> None:
+    types = ", ".join(sorted({pool["gpuType"] for pool in promised_gpu_pools(stack).values()}))
+    (problem,) = problems_of(stack, {"smollm-135m": {"gpuType": "nvidia-a100-80gb"}})
+    assert f"needs a nvidia-a100-80gb GPU pool; GPU types of this stack's pools: {types}" in problem
 
 
 def test_scale_to_zero_only_where_the_tier_allows_it() -> None:

@@ -81,8 +81,12 @@ def tier_of(stack: str) -> str:
 
 
 def system_pool_labels(stack: str) -> dict[str, str]:
-    """Labels of the system pool: the managed clusters' convention; none on `local` (kind)."""
-    return {} if stack == "local" else system_labels()
+    """Labels of the system pool: the managed clusters' convention; on an existing cluster those its stack file
+    states (`systemPool.nodeLabels`), none by default (kind)."""
+    raw = stack_input(stack)
+    if raw["cloud"] == "existing":
+        return dict((raw.get("systemPool") or {}).get("nodeLabels") or {})
+    return system_labels()
 
 
 def merged(defaults: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,14 @@ import pytest
 
 from infra.program.settings import AwsStack, ConfigError, ExistingStack, GcpStack, load_settings
 from infra.program.stack_config import stack_input
-from tests.conftest import SHIPPED_STACKS
+from tests.conftest import (
+    MANAGED_CLOUDS,
+    SHIPPED_STACKS,
+    TIER_GPU_POOL,
+    TIER_GPU_POOLS,
+    promised_gpu_pools,
+    stacks_where,
+)
 
 
 def settings_of(stack: str, **overrides: Any):
@@ -24,20 +31,71 @@ def problems_of(stack: str, **overrides: Any) -> list[str]:
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_shipped_stack_is_valid(stack: str) -> None:
     settings = settings_of(stack)
-    assert settings.cluster_name == f"gpu-{stack}"
+    assert settings.cluster_name == stack_input(stack).get("clusterName", f"gpu-{stack}")
 
 
 # --- tier defaults ------------------------------------------------------------------------
 
+# Where a stack of each cloud runs, and nothing else: what the tier then gives it is the tier's promise.
+LOCATIONS: dict[str, dict[str, Any]] = {
+    "aws": {"aws": {"region": "eu-west-1"}},
+    "gcp": {"gcp": {"project": "acme-tier-test", "region": "europe-west4"}},
+    "existing": {},
+}
+
+
+def bare_stack(tier: str, cloud: str, **keys: Any):
+    """The settings of a stack that states only its tier and where it runs (plus `keys`)."""
+    raw = {"environment": tier, "cloud": cloud, "kubernetesVersion": "1.35", **LOCATIONS[cloud], **keys}
+    return load_settings(raw, "t")
+
+
+POOL_FIELDS = {  # stack-file key -> settings attribute of a managed GPU pool
+    "gpuType": "gpu_type", "gpuCount": "gpu_count", "capacityType": "capacity_type", "purpose": "purpose",
+    "timeSlicingReplicas": "time_slicing_replicas", "minSize": "min_size", "maxSize": "max_size",
+}  # fmt: skip
+
+
+def pool_as_stated(pool: Any, keys: Any = tuple(POOL_FIELDS)) -> dict[str, Any]:
+    return {key: getattr(pool, POOL_FIELDS[key]) for key in keys}
+
+
+@pytest.mark.parametrize("cloud", MANAGED_CLOUDS)
+@pytest.mark.parametrize("tier", TIER_GPU_POOL)
+def test_a_stack_that_states_no_pools_gets_its_tiers_pools(tier: str, cloud: str) -> None:
+    pools = bare_stack(tier, cloud).gpu_pools
+    assert {name: pool_as_stated(pool) for name, pool in pools.items()} == {
+        name: {**TIER_GPU_POOL[tier], **pool} for name, pool in TIER_GPU_POOLS[tier].items()
+    }
+
 
 def test_dev_tier_gives_spot_time_sliced_pools_that_scale_to_zero() -> None:
-    settings = settings_of("aws-dev")
+    # A pool stated as just a GPU type, on a dev stack that states nothing else (docs/howto.md, "Add a GPU pool").
+    settings = bare_stack("dev", "aws", gpuPools={"a10g": {"gpuType": "nvidia-a10g"}})
     assert isinstance(settings, AwsStack)
-    assert set(settings.gpu_pools) == {"gpu-spot"}
-    pool = settings.gpu_pools["gpu-spot"]
-    assert (pool.capacity_type, pool.time_slicing_replicas, pool.min_size) == ("spot", 4, 0)
+    pool = settings.gpu_pools["a10g"]
+    assert (pool.capacity_type, pool.time_slicing_replicas, pool.min_size, pool.max_size) == ("spot", 4, 0, 2)
     assert settings.deletion_protection is False
     assert settings.aws.single_nat_gateway is True
+
+
+@pytest.mark.parametrize("stack", stacks_where())
+def test_every_stacks_gpu_pools_are_its_file_over_its_tier(stack: str) -> None:
+    # e.g. a dev stack's pools are spot, time-sliced 4 ways and scale to zero unless its file says otherwise.
+    promised = promised_gpu_pools(stack)
+    pools = settings_of(stack).gpu_pools
+    assert set(pools) == set(promised)
+    for name, pool in pools.items():
+        keys = [key for key in POOL_FIELDS if key in promised[name]]
+        assert pool_as_stated(pool, keys) == {key: promised[name][key] for key in keys}, name
+
+
+@pytest.mark.parametrize("stack", stacks_where(tier="dev"))
+def test_dev_stacks_are_unprotected_and_aws_ones_share_one_nat_gateway(stack: str) -> None:
+    raw, settings = stack_input(stack), settings_of(stack)
+    assert getattr(settings, "deletion_protection", False) is raw.get("deletionProtection", False)
+    if settings.cloud == "aws":
+        assert settings.aws.single_nat_gateway is raw["aws"].get("singleNatGateway", True)
 
 
 def test_prod_tier_defaults_separate_serving_from_batch_without_time_slicing() -> None:
@@ -58,8 +116,7 @@ def test_prod_tier_defaults_separate_serving_from_batch_without_time_slicing() -
 
 
 def test_a_stack_gpu_pool_map_replaces_the_default_pools_but_gets_tier_pool_defaults() -> None:
-    # models={}: the stack's L4 model would need an L4 pool (tests/test_model_catalog.py).
-    settings = settings_of("aws-dev", gpuPools={"a10g": {"gpuType": "nvidia-a10g"}}, models={})
+    settings = bare_stack("dev", "aws", gpuPools={"a10g": {"gpuType": "nvidia-a10g"}})
     assert set(settings.gpu_pools) == {"a10g"}
     pool = settings.gpu_pools["a10g"]
     assert (pool.capacity_type, pool.time_slicing_replicas) == ("spot", 4)
@@ -67,26 +124,36 @@ def test_a_stack_gpu_pool_map_replaces_the_default_pools_but_gets_tier_pool_defa
 
 
 def test_stack_values_win_over_tier_defaults() -> None:
-    settings = settings_of("aws-dev", systemPool={"minSize": 2, "desiredSize": 2, "maxSize": 5})
+    settings = bare_stack("dev", "aws", systemPool={"minSize": 2, "desiredSize": 2, "maxSize": 5})
     assert (settings.system_pool.min_size, settings.system_pool.max_size) == (2, 5)
     assert settings.system_pool.machine_type == "m7i.xlarge"  # the cloud default still fills the rest
 
 
 def test_gcp_prod_is_regional_on_the_stable_channel() -> None:
-    settings = settings_of("gcp-prod")
+    settings = bare_stack("prod", "gcp")
     assert isinstance(settings, GcpStack)
     assert settings.gcp.regional and settings.gcp.release_channel == "STABLE"
-    assert settings.gcp.node_zones == ("us-central1-a", "us-central1-b", "us-central1-c")
+    assert settings.gcp.node_zones == ("europe-west4-a", "europe-west4-b", "europe-west4-c")
+
+
+@pytest.mark.parametrize("stack", stacks_where(tier="prod", cloud="gcp"))
+def test_gcp_prod_stacks_are_regional_on_the_stable_channel_in_their_zones(stack: str) -> None:
+    stated, settings = stack_input(stack)["gcp"], settings_of(stack)
+    assert settings.gcp.regional is stated.get("regional", True)
+    assert settings.gcp.release_channel == stated.get("releaseChannel", "STABLE")
+    region = stated["region"]
+    zones = tuple(stated.get("zones") or (f"{region}-a", f"{region}-b", f"{region}-c"))
+    assert settings.gcp.node_zones == (zones if settings.gcp.regional else zones[:1])
 
 
 def test_existing_clusters_get_no_default_gpu_pools() -> None:
-    settings = settings_of("local")
+    settings = bare_stack("dev", "existing")
     assert isinstance(settings, ExistingStack)
     assert settings.gpu_pools == {}
 
 
 def test_existing_gpu_pools_are_descriptions_without_sizes() -> None:
-    settings = settings_of("local", gpuPools={"h100": {"gpuType": "nvidia-h100-80gb"}})
+    settings = bare_stack("dev", "existing", gpuPools={"h100": {"gpuType": "nvidia-h100-80gb"}})
     pool = settings.gpu_pools["h100"]
     assert pool.time_slicing_replicas == 4  # dev tier
     assert [t.key for t in pool.taints] == ["nvidia.com/gpu"]
