@@ -15,9 +15,9 @@ install creates. Neither contacts a cluster: `lookup` returns nothing, as in `he
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from importlib.metadata import version
 import re
 import shutil
 import subprocess
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import yaml
+
+from infra.tooling.memo import key_of, remembered
 
 # Helm's own split of a rendered template into documents (releaseutil.SplitManifests): a `---` line,
 # even one followed by a comment on the same line (`---# Permission to ...` in cert-manager's RBAC).
@@ -45,37 +47,20 @@ class HelmEngineError(Exception):
     """A chart failed to load or render; the message names the chart and Helm's own error."""
 
 
-# Parsing YAML is most of the cost of expanding a chart, and most of the text is CRDs that are the same
-# in every stack and every run. Documents are parsed once per process and, from LARGE_DOCUMENT bytes
-# on, once per machine: kept as JSON, which loads some 30 times faster than YAML.
-LARGE_DOCUMENT = 16_000
-_parsed: dict[str, str] = {}
-
-
-def parsed_cache_dir() -> Path:
-    override = os.environ.get("GPU_PLATFORM_CHART_CACHE")
-    base = Path(override).expanduser() if override else Path.home() / ".cache" / "gpu-platform" / "charts"
-    return base / "_parsed"
-
-
 def load_document(text: str) -> Any:
-    """One YAML document as Helm reads it; a fresh copy on every call (callers annotate what they get)."""
-    key = hashlib.sha256(text.encode()).hexdigest()
-    cached = _parsed.get(key)
-    disk = parsed_cache_dir() / f"{key}.json" if len(text) >= LARGE_DOCUMENT else None
-    if cached is None and disk is not None and disk.exists():
-        cached = disk.read_text()
-    if cached is None:
-        cached = json.dumps(yaml.load(text, Loader=_YAML_LOADER))
-        if disk is not None:
-            try:
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                disk.with_suffix(f".{os.getpid()}.tmp").write_text(cached)
-                disk.with_suffix(f".{os.getpid()}.tmp").replace(disk)
-            except OSError:
-                pass  # a read-only home: parse again next time
-    _parsed[key] = cached
-    return json.loads(cached)
+    """One YAML document as Helm reads it; a fresh copy on every call (callers annotate what they get).
+
+    Parsing YAML is most of the cost of expanding a chart, and most of the text is CRDs that are the
+    same in every stack and every run: each document is parsed once and kept as JSON, which loads some
+    30 times faster than YAML (infra/tooling/memo.py).
+    """
+    parsed = remembered("parsed", key_of(text), lambda: json.dumps(yaml.load(text, Loader=_YAML_LOADER)))
+    return json.loads(parsed)
+
+
+def chart_fingerprint(chart_dir: Path) -> list[Any]:
+    """What a chart's rendering depends on besides values: its path and every file's size and mtime."""
+    return [str(chart_dir), sorted((str(p.relative_to(chart_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in chart_dir.rglob("*") if p.is_file())]
 
 
 def split_manifests(rendered: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -146,6 +131,22 @@ class HelmPythonEngine:
         return self._charts[chart_dir]
 
     def template(self, chart_dir, values, *, release, namespace, kube_version, api_versions):
+        # Rendering a release is a pure function of the chart's files, the values and the options:
+        # an unchanged release is read back, not rendered again (infra/tooling/memo.py).
+        key = key_of(
+            self.name, version("helm-python-sdk"), chart_fingerprint(chart_dir), values, release, namespace,
+            kube_version, list(api_versions),
+        )
+        return json.loads(
+            remembered(
+                "helm-template",
+                key,
+                lambda: json.dumps(self._render(chart_dir, values, release, namespace, kube_version, api_versions)),
+                on_disk=True,
+            )
+        )
+
+    def _render(self, chart_dir, values, release, namespace, kube_version, api_versions) -> list[dict[str, Any]]:
         chart = self._load(chart_dir)
         options = {
             "name": release,

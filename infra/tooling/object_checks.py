@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import jsonschema
@@ -21,6 +23,7 @@ from referencing import Registry, Resource
 
 from infra.program.stack_config import SECRET_PLACEHOLDER
 from infra.tooling.crd_schema import crd_validator
+from infra.tooling.memo import key_of, remembered
 from infra.tooling.objects import KubeObject
 
 # Groups the Kubernetes API server serves itself: an object of these with no schema in the stack's
@@ -78,44 +81,60 @@ def _minor(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _crd_validators(objects: Sequence[KubeObject]) -> dict[tuple[str, str], jsonschema.Validator]:
-    """(apiVersion, Kind) -> validator, for every CRD version in the object set."""
-    validators = {}
+def _crd_schemas(objects: Sequence[KubeObject]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, Kind) -> OpenAPI schema, for every served CRD version in the object set."""
+    schemas = {}
     for crd in (o.manifest for o in objects if o.kind == "CustomResourceDefinition"):
         spec = crd.get("spec") or {}
         for version in spec.get("versions") or []:
             schema = (version.get("schema") or {}).get("openAPIV3Schema")
             if schema is not None and version.get("served", True):
-                validators[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = crd_validator(schema)
-    return validators
+                schemas[(f"{spec['group']}/{version['name']}", spec["names"]["kind"])] = schema
+    return schemas
 
 
 def _path(error: jsonschema.ValidationError) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".") or "(root)"
 
 
+def _built_in_errors(obj: KubeObject, kubernetes_version: str) -> list[str]:
+    """Schema errors of a built-in object, as "path: message"; the same object is checked once (memo.py)."""
+
+    def check() -> str:
+        validator = _built_in_validator(kubernetes_version, obj.kind, obj.api_version)
+        if validator is None:
+            return json.dumps([f"{obj.api_version} {obj.kind} is not served by Kubernetes {kubernetes_version}"])
+        return json.dumps(_errors(validator, obj.manifest))
+
+    # On disk too: a check costs more than reading its small result back.
+    key = key_of("kubernetes-validate", version("kubernetes-validate"), kubernetes_version, obj.manifest)
+    return json.loads(remembered("schema", key, check, on_disk=True))
+
+
+def _errors(validator: jsonschema.Validator, manifest: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{_path(error)}: {error.message[:300]}"
+        for error in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))
+        # a value the render hides (a whole secret field) cannot be checked
+        if error.instance != SECRET_PLACEHOLDER
+    ]
+
+
 def schema_problems(objects: Sequence[KubeObject], kubernetes_version: str) -> list[Problem]:
-    crds = _crd_validators(objects)
+    crds = _crd_schemas(objects)
+    validators: dict[tuple[str, str], jsonschema.Validator] = {}  # only for kinds the stack uses
     problems = []
     for obj in objects:
-        if _BUILT_IN_GROUP.search(obj.group) and (obj.api_version, obj.kind) not in crds:
-            validator = _built_in_validator(kubernetes_version, obj.kind, obj.api_version)
-            if validator is None:
-                problems.append(
-                    Problem(obj.key, obj.source, f"{obj.api_version} {obj.kind} is not served by Kubernetes {kubernetes_version}")
-                )
-                continue
+        kind = (obj.api_version, obj.kind)
+        if _BUILT_IN_GROUP.search(obj.group) and kind not in crds:
+            messages = _built_in_errors(obj, kubernetes_version)
+        elif kind not in crds:
+            messages = [f"{NO_CRD} {obj.kind} in {obj.api_version}"]
         else:
-            validator = crds.get((obj.api_version, obj.kind))
-            if validator is None:
-                problems.append(
-                    Problem(obj.key, obj.source, f"{NO_CRD} {obj.kind} in {obj.api_version}")
-                )
-                continue
-        for error in sorted(validator.iter_errors(obj.manifest), key=lambda e: list(map(str, e.absolute_path))):
-            if error.instance == SECRET_PLACEHOLDER:
-                continue  # a value the render hides (a whole secret field) cannot be checked
-            problems.append(Problem(obj.key, obj.source, f"{_path(error)}: {error.message[:300]}"))
+            if kind not in validators:
+                validators[kind] = crd_validator(crds[kind])
+            messages = _errors(validators[kind], obj.manifest)
+        problems += [Problem(obj.key, obj.source, message) for message in messages]
     return problems
 
 

@@ -26,6 +26,7 @@ from components.charts import CHART_PINS, ChartPin
 from infra.tooling.chart_cache import ChartCache, ChartUnavailable, missing_dependencies, without_dependencies
 from infra.tooling.helm_engine import HelmEngine, HelmEngineError, chart_crds, default_engine
 from infra.program.stack_config import SECRET_PLACEHOLDER
+from infra.tooling.memo import key_of, remembered
 from infra.tooling.mock_engine import RenderResult
 
 SOURCE_ANNOTATION = "gpu-platform.dev/source"
@@ -315,7 +316,12 @@ def write_objects(objects: ObjectSet, out_dir: Path) -> None:
     for obj in objects.objects:
         path = root / f"{obj.key}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.dump(obj.manifest, Dumper=_YAML_DUMPER, sort_keys=False))
+        path.write_text(as_yaml(obj.manifest))
+
+
+def as_yaml(manifest: Mapping[str, Any]) -> str:
+    """The object as the render writes it; an unchanged object is not serialised again (memo.py)."""
+    return remembered("yaml", key_of(manifest), lambda: yaml.dump(manifest, Dumper=_YAML_DUMPER, sort_keys=False))
 
 
 def report_lines(objects: ObjectSet) -> list[str]:
