@@ -14,7 +14,7 @@ import pytest
 
 from infra.tooling.mock_engine import RenderResult
 from infra.tooling.object_checks import pod_spec
-from tests.conftest import SHIPPED_STACKS, Render, expanded, requires_charts
+from tests.conftest import SHIPPED_STACKS, Render, expanded, promised_gpu_pools, requires_charts
 
 # chart (as the release names it) -> value paths that place its controllers: a nodeSelector map, or an
 # `affinity` whose required node terms must select the system pool.
@@ -144,7 +144,8 @@ def test_gpu_daemonsets_tolerate_every_taint_of_every_gpu_pool(render: Render, s
             checked += 1
     if taints:
         assert checked >= 2, "the node exporter and a GPU metrics DaemonSet at least"
-        assert any(key == "gpu-platform/spot" for key, _ in taints) == ("dev" in stack or "prod" in stack)
+        has_spot_pool = any(pool.get("capacityType") == "spot" for pool in promised_gpu_pools(stack).values())
+        assert any(key == "gpu-platform/spot" for key, _ in taints) == has_spot_pool
 
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
