@@ -534,25 +534,14 @@ def missing_requests(resources: Any) -> list[str]:
 
 def containers_without_requests(objects: Iterable[Mapping[str, Any]]) -> list[str]:
     """Every container of a pod-carrying object in `objects` without a CPU or memory request, as
-    `<Kind>/<name> <initContainers|containers>[<container>]: no cpu or memory request`."""
-    from infra.tooling.object_checks import POD_TEMPLATE_PATHS
+    `<Kind>/<name> <initContainers|containers>[<container>]: no cpu or memory request`: the render's
+    own check (infra/tooling/object_checks.py `pod_problems`) on a chart's objects."""
+    from infra.tooling.object_checks import pod_problems
+    from infra.tooling.objects import KubeObject
 
-    problems = []
-    for obj in objects:
-        path = POD_TEMPLATE_PATHS.get(str(obj.get("kind")))
-        if path is None:
-            continue
-        spec: Any = obj
-        for part in path:
-            spec = spec.get(part) if isinstance(spec, Mapping) else None
-        if not isinstance(spec, Mapping):
-            continue
-        for field in ("initContainers", "containers"):
-            for container in spec.get(field) or []:
-                missing = missing_requests(container.get("resources"))
-                if missing:
-                    problems.append(
-                        f"{obj['kind']}/{obj['metadata']['name']} {field}[{container.get('name')}]: "
-                        f"no {' or '.join(missing)} request"
-                    )
-    return problems
+    wrapped = [KubeObject(dict(obj), "chart", "") for obj in objects]
+    return [
+        f"{problem.key.split('/', 1)[1]} {problem.message}"
+        for problem in pod_problems(wrapped)
+        if problem.message.endswith(" request")
+    ]
