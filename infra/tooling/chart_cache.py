@@ -27,6 +27,11 @@ from components.charts import ChartPin
 from infra.program.stack_config import ROOT
 
 
+def _load_yaml(text: str) -> Any:
+    # libyaml: kube-prometheus-stack's values.yaml alone is 208 KB, read on every render.
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 class ChartUnavailable(Exception):
     """A pinned chart (or a dependency it needs) is not on this machine; the message says how to get it."""
 
@@ -40,7 +45,7 @@ class LocalChart:
 
 def _version(chart_dir: Path) -> Optional[str]:
     try:
-        return str((yaml.safe_load((chart_dir / "Chart.yaml").read_text()) or {}).get("version"))
+        return str((_load_yaml((chart_dir / "Chart.yaml").read_text()) or {}).get("version"))
     except OSError:
         return None
 
@@ -70,12 +75,12 @@ def missing_dependencies(chart_dir: Path, values: Mapping[str, Any]) -> list[dic
     Helm renders a chart without them only partly, or fails on a nil subchart value, so the render
     must not pretend it saw the whole release.
     """
-    metadata = yaml.safe_load((chart_dir / "Chart.yaml").read_text()) or {}
+    metadata = _load_yaml((chart_dir / "Chart.yaml").read_text()) or {}
     subcharts = chart_dir / "charts"
     present = (
         {p.name if p.is_dir() else p.name.rsplit("-", 1)[0] for p in subcharts.iterdir()} if subcharts.is_dir() else set()
     )
-    defaults = yaml.safe_load((chart_dir / "values.yaml").read_text()) or {} if (chart_dir / "values.yaml").exists() else {}
+    defaults = _load_yaml((chart_dir / "values.yaml").read_text()) or {} if (chart_dir / "values.yaml").exists() else {}
     return [
         dependency
         for dependency in metadata.get("dependencies") or []
