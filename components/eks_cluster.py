@@ -61,8 +61,10 @@ def autoscaler_template_tags(pool: NodePoolDescription) -> dict[str, str]:
     tags = {f"{CA_TEMPLATE_PREFIX}/label/{key}": value for key, value in pool.labels.items()}
     tags.update({f"{CA_TEMPLATE_PREFIX}/taint/{t.key}": f"{t.value}:{t.effect}" for t in pool.taints})
     if pool.gpu_count:
-        # With time-slicing a node advertises gpu_count x replicas, not what the instance type has.
-        tags[f"{CA_TEMPLATE_PREFIX}/resources/nvidia.com/gpu"] = str(pool.schedulable_gpus_per_node)
+        # With time-slicing a node advertises gpu_count x replicas, not what the instance type has; with
+        # MIG it advertises one resource per profile and no nvidia.com/gpu at all.
+        for resource, count in pool.extended_resources.items():
+            tags[f"{CA_TEMPLATE_PREFIX}/resources/{resource}"] = str(count)
     return tags
 
 

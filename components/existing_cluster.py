@@ -1,5 +1,10 @@
 """A cluster we do not manage (kind on a laptop, an on-prem GPU server): no cloud resources, only a
-Kubernetes provider and the pool descriptions its owner declared in config."""
+Kubernetes provider and the pool descriptions its owner declared in config.
+
+A pool that names its nodes gets its labels put on them by the stack (a `NodePatch` per node, server-side
+apply of only these labels): the pool selector and, for a MIG pool, `nvidia.com/mig.config`, which the GPU
+Operator's MIG manager acts on. Nothing else of the owner's nodes is touched, and `pulumi destroy` removes
+only these labels."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.cluster import ClusterIdentity, KubernetesCluster
-from components.node_pools import POOL_LABEL, NodePoolDescription, Taint
+from components.node_pools import POOL_LABEL, NodePoolDescription, Taint, mig_labels
 
 
 @dataclass(frozen=True)
@@ -26,9 +31,12 @@ class ExistingGpuPoolSpec:
     # What the nodes already carry; None means the platform's convention `gpu-platform/pool: <name>`.
     node_labels: Optional[Mapping[str, str]]
     taints: tuple[Taint, ...]
+    mig_layout: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()  # node names the stack labels; empty: the owner labels them
 
     def describe(self) -> NodePoolDescription:
         labels = dict(self.node_labels) if self.node_labels is not None else {POOL_LABEL: self.name}
+        labels.update(mig_labels(self.mig_layout))
         return NodePoolDescription(
             name=self.name,
             role="gpu",
@@ -38,6 +46,9 @@ class ExistingGpuPoolSpec:
             gpu_count=self.gpu_count,
             time_slicing_replicas=self.time_slicing_replicas,
             purpose=self.purpose,
+            min_size=len(self.nodes) or None,
+            max_size=len(self.nodes) or None,
+            mig_layout=self.mig_layout,
         )
 
 
@@ -86,5 +97,18 @@ class ExistingCluster(KubernetesCluster):
         # The owner's nodes are no resource of this program: nothing for the provider or the GPU
         # workloads to wait for, so `pulumi destroy` only ever removes what runs on them.
         self.node_pool_resources = {}
+        self.node_labels: dict[str, k8s.core.v1.NodePatch] = {}
+        for spec, pool in zip(args.gpu_pools, self.node_pools[1:]):
+            for node in spec.nodes:
+                self.node_labels[node] = k8s.core.v1.NodePatch(
+                    f"{name}-node-{node}",
+                    metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                        name=node,
+                        labels=dict(pool.labels),
+                        # Take the labels over if another field manager (kubectl label) set them first.
+                        annotations={"pulumi.com/patchForce": "true"},
+                    ),
+                    opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+                )
 
         self.register_outputs({"clusterName": self.cluster_name, "endpoint": self.endpoint})

@@ -304,6 +304,9 @@ class GkeGpuCluster(KubernetesCluster):
                     count=pool.gpu_count,
                     gpu_driver_installation_config=_managed_gpu_driver(),
                     gpu_sharing_config=sharing,
+                    # GKE cuts each GPU into as many partitions of this one size as fit and advertises
+                    # them as nvidia.com/gpu (https://cloud.google.com/kubernetes-engine/docs/how-to/gpus-multi).
+                    gpu_partition_size=pool.mig_layout[0] if pool.mig_layout else None,
                 ),
             )
 

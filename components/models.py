@@ -10,8 +10,10 @@
   generating traffic during the analysis.
 
 Placement: a GPU model asks for `nvidia.com/gpu` in its limits (one time slice on a shared pool,
-one whole GPU otherwise), requires a node of a pool with its GPU type (serving pools first, so
-online models stay off the spot batch pool in prod) and tolerates exactly those pools' taints.
+one whole GPU otherwise), or for its MIG slice's own resource (`nvidia.com/mig-3g.40gb`), requires a
+node of a pool that offers it (pools of its purpose first, so online models stay off the spot batch
+pool in prod) and tolerates exactly those pools' taints. Its pods carry the priority class the
+workloads layer chose (components/priorities.py).
 A CPU model tolerates no GPU taint and also avoids untainted GPU nodes by affinity.
 
 Every custom resource is validated against its CRD in tests (tests/test_models.py).
@@ -27,11 +29,16 @@ import pulumi_kubernetes as k8s
 
 from components.cluster import tolerations_of
 from components.custom_resource import custom_resource
-from components.node_pools import ROLE_LABEL, NodePoolDescription, required_node_affinity, selector_expressions
+from components.node_pools import (
+    GPU_RESOURCE,
+    ROLE_LABEL,
+    NodePoolDescription,
+    required_node_affinity,
+    selector_expressions,
+)
 
 INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
 CANARY_API_VERSION = "flagger.app/v1beta1"
-GPU_RESOURCE = "nvidia.com/gpu"
 MODEL_LABEL = "gpu-platform/model"
 MODELS_BUCKET = "models"
 
@@ -120,6 +127,12 @@ class ModelSpec:
     canary: Optional[ModelCanary]
     # Copied into s3://models/<storage_path> by a Job before the model is deployed; None: uploaded by hand.
     source: Optional[ModelImportSource] = None
+    # A MIG profile (e.g. "3g.40gb"): `gpu` slices of it per replica instead of whole GPUs.
+    gpu_slice: Optional[str] = None
+    purpose: str = "serving"  # serving | batch: which pools first, and the priority class
+    # KServe containerConcurrency: the most requests one replica serves at once; None: no cap.
+    container_concurrency: Optional[int] = None
+    priority_class: Optional[str] = None  # set by the workloads layer from tier, purpose and tenant
 
 
 @dataclass(frozen=True)
@@ -140,11 +153,32 @@ def storage_uri(spec: ModelSpec, path: Optional[str] = None) -> str:
     return f"s3://{MODELS_BUCKET}/{(path or spec.storage_path).rstrip('/')}"
 
 
+def offers(pool: NodePoolDescription, spec: ModelSpec) -> bool:
+    """Whether a node of `pool` has what one replica of `spec` asks for: its MIG slice, or whole GPUs
+    (a MIG pool has none left: every GPU is cut)."""
+    if pool.gpu_type != spec.gpu_type:
+        return False
+    if spec.gpu_slice is not None:
+        return pool.slice_resource(spec.gpu_slice) is not None
+    return not pool.mig_layout
+
+
 def pools_for(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> list[NodePoolDescription]:
-    """The GPU pools `spec` may run on: those of its GPU type, serving pools if there are any."""
-    matching = [pool for pool in pools if pool.gpu_type == spec.gpu_type]
-    serving = [pool for pool in matching if pool.purpose in (None, "serving")]
-    return serving or matching
+    """The GPU pools `spec` may run on: those offering its GPU or slice, pools of its purpose (serving
+    or batch) first if there are any."""
+    matching = [pool for pool in pools if offers(pool, spec)]
+    preferred = [pool for pool in matching if (pool.purpose or "serving") == spec.purpose]
+    return preferred or matching
+
+
+def gpu_resource(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> str:
+    """The extended resource one replica requests on `pools`: nvidia.com/gpu, or the MIG slice's own."""
+    if spec.gpu_slice is None:
+        return GPU_RESOURCE
+    targets = pools_for(spec, pools)
+    if not targets:
+        raise ValueError(f"model {spec.name}: no {spec.gpu_type} pool offers MIG slice {spec.gpu_slice}")
+    return targets[0].slice_resource(spec.gpu_slice) or GPU_RESOURCE
 
 
 def placement(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str, Any]:
@@ -155,20 +189,21 @@ def placement(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str
         return {"affinity": required_node_affinity([not_gpu, no_gpu_resource]), "tolerations": []}
     targets = pools_for(spec, pools)
     if not targets:
-        raise ValueError(f"model {spec.name}: no GPU pool of type {spec.gpu_type}")
+        wanted = f"MIG slice {spec.gpu_slice}" if spec.gpu_slice else "whole GPUs"
+        raise ValueError(f"model {spec.name}: no GPU pool of type {spec.gpu_type} offers {wanted}")
     return {
         "affinity": required_node_affinity(*(selector_expressions(pool.node_selector) for pool in targets)),
         "tolerations": [dict(toleration) for toleration in tolerations_of(targets)],
     }
 
 
-def resources(spec: ModelSpec) -> dict[str, Any]:
+def resources(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str, Any]:
     requests = {"cpu": spec.cpu, "memory": spec.memory}
     limits = dict(requests)
     if spec.gpu:
         # Extended resources go in limits (requests default to them); the device plugin counts a time
-        # slice as one nvidia.com/gpu on a shared pool.
-        limits[GPU_RESOURCE] = str(spec.gpu)
+        # slice as one nvidia.com/gpu on a shared pool, and a MIG slice as one nvidia.com/mig-<profile>.
+        limits[gpu_resource(spec, pools)] = str(spec.gpu)
     return {"requests": requests, "limits": limits}
 
 
@@ -178,7 +213,7 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         "modelFormat": {"name": spec.model_format},
         "runtime": spec.runtime,
         "storageUri": storage_uri(spec, spec.canary.storage_path if spec.canary else None),
-        "resources": resources(spec),
+        "resources": resources(spec, args.gpu_pools),
     }
     if spec.args:
         model["args"] = list(spec.args)
@@ -192,6 +227,13 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         **placement(spec, args.gpu_pools),
         "model": model,
     }
+    if spec.container_concurrency is not None:
+        # A hard cap: Knative's queue-proxy holds request N+1 until one finishes, so an overloaded GPU
+        # queues instead of running out of memory (Knative "Configuring concurrency", hard limit).
+        predictor["containerConcurrency"] = spec.container_concurrency
+    if spec.priority_class is not None:
+        # Knative passes it to the pod once kubernetes.podspec-priorityclassname is on (components/serving.py).
+        predictor["priorityClassName"] = spec.priority_class
     if spec.canary is not None:
         # KServe rolls the changed storageUri out as a new revision with this share; the previous
         # revision keeps the rest until the canary is promoted (canary removed from the catalog entry
@@ -337,6 +379,7 @@ class CanaryModel(pulumi.ComponentResource):
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
                     spec=k8s.core.v1.PodSpecArgs(
+                        priority_class_name=spec.priority_class,
                         affinity=where["affinity"],
                         tolerations=where["tolerations"] or None,
                         containers=[
@@ -350,7 +393,7 @@ class CanaryModel(pulumi.ComponentResource):
                                     http_get=k8s.core.v1.HTTPGetActionArgs(path=spec.health_path, port="http"),
                                     period_seconds=5,
                                 ),
-                                resources=resources(spec),
+                                resources=resources(spec, args.gpu_pools),
                             )
                         ],
                     ),

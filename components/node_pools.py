@@ -7,6 +7,7 @@ labels to select it and the taints to tolerate are the same on every cloud.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Sequence
 
@@ -22,6 +23,17 @@ TIME_SLICING_LABEL = f"{LABEL_PREFIX}/time-slicing-replicas"
 # the plugin fails ("specified config ... does not exist") or keeps one nvidia.com/gpu per GPU
 # (NVIDIA/k8s-device-plugin#990, #321), so both come from `device_plugin_profile`.
 DEVICE_PLUGIN_CONFIG_LABEL = "nvidia.com/device-plugin.config"
+# The GPU Operator's MIG manager cuts a node's GPUs into the layout this label names, a key of its
+# mig-parted ConfigMap (components/gpu_stack.py), and reports the outcome in MIG_CONFIG_STATE_LABEL
+# (`pending`, `rebooting`, `success` or `failed`): NVIDIA GPU Operator docs, "GPU Operator with MIG".
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
+MIG_CONFIG_STATE_LABEL = "nvidia.com/mig.config.state"
+MIG_LAYOUT_LABEL = f"{LABEL_PREFIX}/mig-layout"
+GPU_RESOURCE = "nvidia.com/gpu"
+# With `mig.strategy: mixed` the device plugin advertises each MIG profile as a resource of its own
+# (k8s-device-plugin README, "MIG Support"); GKE instead advertises its partitions as nvidia.com/gpu
+# and labels the node with the partition size.
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
 # NVIDIA's conventional taint; EKS GPU pools carry it with value "true". GKE puts its own
 # `nvidia.com/gpu=present:NoSchedule` on GPU nodes and rejects a second taint with the same key
@@ -70,6 +82,10 @@ class NodePoolDescription:
     min_size: Optional[int] = None  # None: sized outside this program (existing clusters)
     max_size: Optional[int] = None
     machine_types: tuple[str, ...] = field(default=())
+    # MIG profiles each GPU of the pool is cut into; empty for whole or time-sliced GPUs.
+    mig_layout: tuple[str, ...] = ()
+    # False on GKE, whose own device plugin advertises MIG partitions as nvidia.com/gpu.
+    mig_resources_by_profile: bool = True
 
     @property
     def node_selector(self) -> dict[str, str]:
@@ -87,6 +103,46 @@ class NodePoolDescription:
     def schedulable_gpus_per_node(self) -> int:
         """`nvidia.com/gpu` a node advertises: physical GPUs times time-slicing replicas."""
         return self.gpu_count * self.time_slicing_replicas
+
+    @property
+    def extended_resources(self) -> dict[str, int]:
+        """The GPU resources one node advertises, by name: `nvidia.com/gpu` (times time-slicing) for
+        whole GPUs, one `nvidia.com/mig-<profile>` per profile of the layout (times the GPUs) for MIG."""
+        return gpu_resources_per_node(self.gpu_count, self.time_slicing_replicas, self.mig_layout, self.mig_resources_by_profile)
+
+    def slice_resource(self, profile: str) -> Optional[str]:
+        """The resource a pod requests for one `profile` slice on this pool; None if it has none."""
+        if profile not in self.mig_layout:
+            return None
+        return f"{MIG_RESOURCE_PREFIX}{profile}" if self.mig_resources_by_profile else GPU_RESOURCE
+
+
+def gpu_resources_per_node(
+    gpu_count: int, time_slicing_replicas: int, mig_layout: Sequence[str], mig_resources_by_profile: bool = True
+) -> dict[str, int]:
+    """What one node of a GPU pool advertises: shared by the pool descriptions and the settings' quota checks."""
+    if not mig_layout:
+        return {GPU_RESOURCE: gpu_count * time_slicing_replicas}
+    if not mig_resources_by_profile:
+        return {GPU_RESOURCE: gpu_count * len(mig_layout)}
+    resources: dict[str, int] = {}
+    for profile in mig_layout:
+        name = f"{MIG_RESOURCE_PREFIX}{profile}"
+        resources[name] = resources.get(name, 0) + gpu_count
+    return resources
+
+
+def mig_config_name(layout: Sequence[str]) -> str:
+    """The mig-parted config key (and MIG_CONFIG_LABEL value) of a layout, named by its content: a changed
+    layout is a changed label, which is what makes the MIG manager re-cut the node (it acts on label
+    changes). Profiles largest first with their counts, e.g. `gpu-platform-1x3g.40gb-1x2g.20gb-2x1g.10gb`."""
+    counts: dict[str, int] = {}
+    for profile in sorted(layout, key=lambda p: (-int(p.split("g.")[0]), p)):
+        counts[profile] = counts.get(profile, 0) + 1
+    name = "gpu-platform-" + "-".join(f"{count}x{profile}" for profile, count in counts.items())
+    if len(name) > 63:  # a label value is at most 63 characters
+        name = "gpu-platform-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name
 
 
 def selector_expressions(selector: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -127,6 +183,15 @@ def gpu_labels(
     }
 
 
+def mig_labels(layout: Sequence[str], mig_manager: bool = True) -> dict[str, str]:
+    """Labels of a MIG pool's nodes: ours naming the layout (the pool selector of slice models), and where
+    the GPU Operator's MIG manager cuts the GPUs (not GKE) the config it applies."""
+    if not layout:
+        return {}
+    name = mig_config_name(layout)
+    return {MIG_LAYOUT_LABEL: name, **({MIG_CONFIG_LABEL: name} if mig_manager else {})}
+
+
 @dataclass(frozen=True)
 class SystemPoolSpec:
     """The CPU system pool a managed cluster creates: untainted, on-demand."""
@@ -163,6 +228,7 @@ class GpuPoolSpec:
     max_size: int
     machine_types: tuple[str, ...]
     disk_size_gb: int
+    mig_layout: tuple[str, ...] = ()
 
     @property
     def spot(self) -> bool:
@@ -170,10 +236,12 @@ class GpuPoolSpec:
 
     def describe(self, gpu_taint: Taint, device_plugin_label: bool = True) -> NodePoolDescription:
         """`gpu_taint` differs per cloud: see GPU_TAINT and GKE_GPU_TAINT. `device_plugin_label` is
-        False where NVIDIA's device plugin does not run (GKE shares GPUs with its own plugin)."""
+        False where NVIDIA's device plugin does not run (GKE shares GPUs with its own plugin, and cuts
+        MIG partitions itself)."""
         labels = gpu_labels(self.name, self.gpu_type, self.capacity_type, self.purpose, self.time_slicing_replicas)
         if device_plugin_label:
             labels[DEVICE_PLUGIN_CONFIG_LABEL] = device_plugin_profile(self.time_slicing_replicas)
+        labels.update(mig_labels(self.mig_layout, mig_manager=device_plugin_label))
         return NodePoolDescription(
             name=self.name,
             role="gpu",
@@ -187,4 +255,6 @@ class GpuPoolSpec:
             min_size=self.min_size,
             max_size=self.max_size,
             machine_types=self.machine_types,
+            mig_layout=self.mig_layout,
+            mig_resources_by_profile=device_plugin_label,
         )

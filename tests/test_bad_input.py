@@ -310,7 +310,7 @@ def test_a_merge_key_is_not_a_duplicate(stacks: Path) -> None:
     # problem left is the helper key itself, which is not a setting.
     assert problems_of("merged") == [
         "gpu-platform:network: unknown key; allowed keys here: aws, cloud, clusterName, deletionProtection, "
-        "environment, gpuPools, kubernetesVersion, models, platform, systemPool"
+        "environment, gpuPools, kubernetesVersion, models, platform, systemPool, tenants"
     ]
 
 

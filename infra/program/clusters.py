@@ -49,6 +49,7 @@ def gpu_pool_specs(pools: dict[str, ManagedGpuPool], cloud: str) -> tuple[GpuPoo
             max_size=pool.max_size,
             machine_types=pool.resolved_machine_types(cloud),
             disk_size_gb=pool.disk_size_gb,
+            mig_layout=pool.mig_layout,
         )
         for name, pool in pools.items()
     )
@@ -134,6 +135,8 @@ def _existing(settings: ExistingStack) -> ExistingCluster:
                     purpose=pool.purpose,
                     node_labels=dict(pool.node_labels) if pool.node_labels is not None else None,
                     taints=tuple(Taint(t.key, t.value, t.effect) for t in pool.taints),
+                    mig_layout=pool.mig_layout,
+                    nodes=pool.nodes,
                 )
                 for name, pool in settings.gpu_pools.items()
             ),

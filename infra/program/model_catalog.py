@@ -225,6 +225,7 @@ CpuQuantity = Annotated[str, AfterValidator(_check_cpu_quantity)]
 MemoryQuantity = Annotated[str, AfterValidator(_check_memory_quantity)]
 _PATH = r"^[a-z0-9][-a-z0-9_.]*(/[-a-zA-Z0-9_.]+)*/?$"
 GpuTypeName = Literal[tuple(GPU_TYPES)]  # type: ignore[valid-type]
+MigProfileName = Annotated[str, Field(pattern=r"^[1-7]g\.\d{1,3}gb$")]
 
 
 class _Entry(BaseModel):
@@ -236,6 +237,11 @@ class Resources(_Entry):
     memory: MemoryQuantity = Field(description="Memory request and limit, e.g. `2Gi` (never `m`: that is millibytes).")
     gpu: int = Field(default=0, ge=0, le=8, description="Whole GPUs (or time slices, on a shared pool).")
     gpu_type: Optional[GpuTypeName] = Field(default=None, description="GPU model to run on; required with `gpu`.")
+    gpu_slice: Optional[MigProfileName] = Field(
+        default=None,
+        description="A MIG slice instead of whole GPUs, e.g. `3g.40gb`: the model lands only on pools whose "
+        "migLayout offers it, `gpu` slices per replica.",
+    )
 
     @model_validator(mode="after")
     def _gpu_type_with_gpu(self) -> "Resources":
@@ -243,6 +249,8 @@ class Resources(_Entry):
             raise ValueError(f"gpuType: required when gpu is {self.gpu}; one of {', '.join(GPU_TYPES)}")
         if not self.gpu and self.gpu_type is not None:
             raise ValueError("gpuType: set, but gpu is 0; a CPU model has no GPU type")
+        if not self.gpu and self.gpu_slice is not None:
+            raise ValueError("gpuSlice: set, but gpu is 0; a CPU model has no GPU slice")
         return self
 
 
@@ -250,11 +258,23 @@ class Autoscaling(_Entry):
     min_replicas: int = Field(ge=0, le=100, description="Fewest replicas; 0 scales to zero where the tier allows.")
     max_replicas: int = Field(ge=1, le=100, description="Most replicas.")
     target_concurrency: int = Field(ge=1, le=1000, description="In-flight requests per replica before scaling out.")
+    max_concurrency: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Hard cap: the most requests one replica serves at once (KServe `containerConcurrency`); "
+        "more wait in the queue-proxy instead of running a GPU out of memory. Required for GPU models.",
+    )
 
     @model_validator(mode="after")
     def _max_not_below_min(self) -> "Autoscaling":
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"maxReplicas ({self.max_replicas}) is below minReplicas ({self.min_replicas})")
+        if self.max_concurrency is not None and self.max_concurrency < self.target_concurrency:
+            raise ValueError(
+                f"maxConcurrency ({self.max_concurrency}) is below targetConcurrency ({self.target_concurrency}): "
+                "the autoscaler would aim for more requests per replica than one may take"
+            )
         return self
 
 
@@ -352,6 +372,11 @@ class CatalogModel(_Entry):
             raise ValueError("runtime: a kserve model names its runtime and no image")
         if self.serving == "deployment" and (self.image is None or self.runtime is not None):
             raise ValueError("image: a deployment model names its server image and no runtime")
+        if self.serving == "kserve" and self.resources.gpu and self.autoscaling.max_concurrency is None:
+            raise ValueError(
+                "autoscaling.maxConcurrency: required for a GPU model, so that an overloaded GPU queues requests "
+                "instead of running out of memory"
+            )
         return self
 
 
@@ -425,6 +450,18 @@ class ModelOverride(_Entry):
     canary_traffic_percent: Optional[int] = Field(
         default=None, ge=0, le=99, description="Canary share for a model whose catalog entry has a canary; 0 turns it off."
     )
+    gpu_slice: Optional[MigProfileName] = Field(
+        default=None, description="Run on this MIG slice (e.g. `3g.40gb`) instead of the catalog's GPU or slice."
+    )
+    tenant: Optional[str] = Field(
+        default=None, description="The tenant (`gpu-platform:tenants`) whose namespace and quota the model uses; "
+        "required when the stack has tenants."
+    )
+    purpose: Literal["serving", "batch"] = Field(
+        default="serving",
+        description="`serving` (online; priority `serving-critical` in prod, `serving` elsewhere) or `batch` "
+        "(priority `batch`: preemptible, batch pools first).",
+    )
 
 
 # --- a model as one stack runs it ---------------------------------------------------------------------
@@ -456,6 +493,9 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
         memory=model.resources.memory,
         gpu=model.resources.gpu,
         gpu_type=override.gpu_type or model.resources.gpu_type,
+        gpu_slice=override.gpu_slice or model.resources.gpu_slice,
+        purpose=override.purpose,
+        container_concurrency=model.autoscaling.max_concurrency,
         min_replicas=minimum,
         max_replicas=override.max_replicas or model.autoscaling.max_replicas,
         target_concurrency=model.autoscaling.target_concurrency,

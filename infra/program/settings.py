@@ -28,14 +28,19 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from components.gpu_catalog import GPU_TYPES
+from components.charts import CHART_PINS
+from components.gpu_catalog import GPU_TYPES, mig_layout_problem
+from components.node_pools import GPU_RESOURCE, MIG_RESOURCE_PREFIX, gpu_resources_per_node
 from infra.program.model_catalog import (
     MAX_NESTING,
     MAX_VALUES,
     CatalogError,
     CatalogModel,
+    CpuQuantity,
+    MemoryQuantity,
     ModelOverride,
     load_catalog,
+    resolve,
 )
 
 PROJECT = "gpu-platform"
@@ -151,6 +156,10 @@ MAX_GKE_API_CIDRS = 49
 # GPU type comes in a handful of sizes (components/gpu_catalog.py), so twenty is plenty.
 MAX_MACHINE_TYPES = 20
 MAX_TAINTS = 16
+# One GPU holds at most seven MIG instances (NVIDIA MIG user guide, "Supported GPUs").
+MAX_MIG_INSTANCES = 7
+MAX_TENANTS = 50
+MAX_POOL_NODES = 100
 # No GCP region has more than four zones (us-central1: a, b, c, f).
 MAX_GCP_ZONES = 4
 
@@ -251,7 +260,14 @@ def _check_label_key(value: str) -> str:
     return value
 
 
+def _check_node_name(value: str) -> str:
+    if len(value) > 253 or not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value):
+        raise ValueError("a node name is lowercase letters, digits, '-' and '.', at most 253 characters")
+    return value
+
+
 PoolName = Annotated[str, AfterValidator(_check_pool_name)]
+NodeName = Annotated[str, AfterValidator(_check_node_name)]
 LabelKey = Annotated[str, AfterValidator(_check_label_key)]
 
 
@@ -336,6 +352,13 @@ class GpuPoolBase(_Model):
         default="serving",
         description="What the pool is for: online `serving` or `batch` work; a spot pool in prod must be `batch`.",
     )
+    mig_layout: tuple[str, ...] = Field(
+        default=(),
+        max_length=MAX_MIG_INSTANCES,
+        description="MIG profiles each GPU of the pool is cut into, e.g. `[3g.40gb, 2g.20gb, 1g.10gb, 1g.10gb]` "
+        "on an H100 80GB (profiles per GPU: docs/configuration.md, GPU types). Empty: whole or time-sliced "
+        "GPUs. GKE takes one profile per pool, as many as fit.",
+    )
 
     @field_validator("gpu_type")
     @classmethod
@@ -345,6 +368,40 @@ class GpuPoolBase(_Model):
             offered = ", ".join(name for name, gpu in GPU_TYPES.items() if gpu.offered_on(cloud))
             raise ValueError(f"{gpu_type!r} is not offered on {cloud}; GPU types on {cloud}: {offered}")
         return gpu_type
+
+    @model_validator(mode="after")
+    def _mig_layout_fits(self, info: ValidationInfo) -> "GpuPoolBase":
+        if not self.mig_layout:
+            return self
+        gpu = GPU_TYPES[self.gpu_type]
+        problem = mig_layout_problem(gpu, self.mig_layout)
+        if problem:
+            raise ValueError(f"migLayout: {problem}")
+        if self.time_slicing_replicas > 1:
+            raise ValueError(
+                "migLayout: a pool shares its GPUs either by MIG or by time-slicing, not both; "
+                "remove timeSlicingReplicas or migLayout"
+            )
+        if (info.context or {}).get("cloud") == "gcp":
+            # GKE's `gpu_partition_size` takes one profile and cuts every GPU into as many as fit
+            # (https://cloud.google.com/kubernetes-engine/docs/how-to/gpus-multi).
+            profiles = sorted(set(self.mig_layout))
+            if len(profiles) > 1:
+                raise ValueError(
+                    f"migLayout: GKE cuts a node pool's GPUs into one profile only, not {', '.join(profiles)}; "
+                    "make one pool per profile"
+                )
+            fits = gpu.mig.profiles[profiles[0]].max_count  # type: ignore[union-attr]
+            if len(self.mig_layout) != fits:
+                raise ValueError(
+                    f"migLayout: GKE cuts each {self.gpu_type} into {fits} x {profiles[0]}, as many as fit; "
+                    f"list it {fits} times"
+                )
+        return self
+
+    def offered_resources(self, cloud: str) -> dict[str, int]:
+        """The GPU resources one node of this pool advertises (components/node_pools.py computes the same)."""
+        return gpu_resources_per_node(self.gpu_count, self.time_slicing_replicas, self.mig_layout, cloud != "gcp")
 
 
 class ManagedGpuPool(GpuPoolBase):
@@ -414,6 +471,26 @@ class ExistingGpuPool(GpuPoolBase):
         max_length=MAX_TAINTS,
         description="Taints the nodes carry; default `nvidia.com/gpu=true:NoSchedule`.",
     )
+    nodes: tuple[NodeName, ...] = Field(
+        default=(),
+        max_length=MAX_POOL_NODES,
+        description="Names of the pool's nodes. The stack then puts the pool's labels on them itself (and, with "
+        "migLayout, `nvidia.com/mig.config`); required with migLayout. Empty: the owner labels the nodes.",
+    )
+
+    @model_validator(mode="after")
+    def _mig_nodes_named(self) -> "ExistingGpuPool":
+        if self.mig_layout and not self.nodes:
+            raise ValueError(
+                "nodes: a MIG pool on an existing cluster names its nodes, so the stack can label them "
+                "nvidia.com/mig.config for the GPU Operator's MIG manager"
+            )
+        return self
+
+    @property
+    def node_count(self) -> int:
+        """Nodes the pool has: those it names, else one (the usual single on-prem server)."""
+        return len(self.nodes) or 1
 
 
 # --- cloud blocks -------------------------------------------------------------------------
@@ -653,6 +730,105 @@ class AwsPlatformSettings(PlatformSettings):
 # --- models ---------------------------------------------------------------------------------
 
 
+# --- tenants --------------------------------------------------------------------------------
+
+_GPU_RESOURCE_NAME = re.compile(r"^nvidia\.com/(gpu|mig-[1-7]g\.\d{1,3}gb)$")
+# Namespaces a tenant cannot take: Kubernetes' own and every namespace a platform chart installs into.
+RESERVED_NAMESPACES = frozenset(
+    {"default", "kube-system", "kube-public", "kube-node-lease", "knative-serving", "minio-models"}
+    | {pin.namespace for pin in CHART_PINS.values()}
+)
+
+
+def _check_gpu_resource(value: str) -> str:
+    if not _GPU_RESOURCE_NAME.match(value):
+        raise ValueError(
+            "a GPU resource is `nvidia.com/gpu` (whole or time-sliced GPUs) or `nvidia.com/mig-<profile>` "
+            "(a MIG slice, e.g. nvidia.com/mig-1g.10gb)"
+        )
+    return value
+
+
+GpuResourceName = Annotated[str, AfterValidator(_check_gpu_resource)]
+
+
+class TenantQuota(_Model):
+    gpus: dict[GpuResourceName, Annotated[int, Field(ge=0, le=10_000)]] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="GPU resources by name, e.g. `{nvidia.com/gpu: 2, nvidia.com/mig-1g.10gb: 1}`; a resource "
+        "not listed is 0 (ResourceQuota `requests.<resource>`).",
+    )
+    cpu: Optional[CpuQuantity] = Field(default=None, description="Total CPU requests of the tenant's pods; unset: unlimited.")
+    memory: Optional[MemoryQuantity] = Field(default=None, description="Total memory requests; unset: unlimited.")
+    pods: int = Field(default=100, ge=1, le=10_000, description="Most pods in the tenant's namespace.")
+
+
+class BatchQuota(_Model):
+    gpus: dict[GpuResourceName, Annotated[int, Field(ge=0, le=10_000)]] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="GPU resources pods of priority `batch` may use on top of the guaranteed quota; unset: none.",
+    )
+
+
+class TenantNotebooksOAuth(_Model):
+    authorize_url: str = Field(pattern=r"^https://", description="The identity provider's authorization endpoint.")
+    token_url: str = Field(pattern=r"^https://", description="Its token endpoint.")
+    userdata_url: str = Field(pattern=r"^https://", description="Its userinfo endpoint.")
+    client_id: str = Field(min_length=1, description="The OAuth client registered for JupyterHub.")
+    client_secret_name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="Secret in the tenant's namespace whose key `client-secret` holds the client secret "
+        "(created by the operator, never in a stack file).",
+    )
+    allowed_groups: tuple[str, ...] = Field(default=(), max_length=50, description="Groups allowed in; empty: anyone the provider admits.")
+
+
+class TenantNotebooks(_Model):
+    auth: Literal["password", "oauth"] = Field(
+        default="password",
+        description="`password`: one generated password (a Pulumi secret, exported as `notebookPasswords`), for "
+        "local use; `oauth`: your identity provider (required in prod).",
+    )
+    oauth: Optional[TenantNotebooksOAuth] = Field(default=None, description="OAuth/OIDC settings, with `auth: oauth`.")
+    idle_timeout_minutes: int = Field(default=60, ge=5, le=7 * 24 * 60, description="Idle servers are culled after this.")
+    max_servers: int = Field(default=10, ge=1, le=500, description="Most notebook servers running at once.")
+    cpu: CpuQuantity = Field(default="2", description="CPU per notebook server (request and limit).")
+    memory: MemoryQuantity = Field(default="8Gi", description="Memory per notebook server (request and limit).")
+
+    @model_validator(mode="after")
+    def _auth_settings(self, info: ValidationInfo) -> "TenantNotebooks":
+        if self.auth == "oauth" and self.oauth is None:
+            raise ValueError("oauth: required with `auth: oauth`")
+        if self.auth == "password" and (info.context or {}).get("tier") == "prod":
+            raise ValueError(
+                "auth: a generated password is for local use; prod notebooks sign in through your identity "
+                "provider (`auth: oauth`)"
+            )
+        return self
+
+
+class Tenant(_Model):
+    """A team sharing the platform: its namespace, its guaranteed GPU quota and its priority."""
+
+    namespace: Optional[str] = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="The tenant's namespace (models and notebooks); default: the tenant's name.",
+    )
+    quota: TenantQuota = Field(default_factory=TenantQuota, description="Guaranteed resources (ResourceQuota).")
+    batch_quota: BatchQuota = Field(default_factory=BatchQuota, description="Preemptible extra GPUs for `batch` pods.")
+    priority: Optional[Literal["serving-critical", "serving", "interactive"]] = Field(
+        default=None,
+        description="Priority class of the tenant's serving models; default `serving-critical` in prod, "
+        "`serving` elsewhere. Batch models always run as `batch`.",
+    )
+    notebooks: Optional[TenantNotebooks] = Field(
+        default=None, description="JupyterHub in the tenant's namespace, with a server profile per GPU kind the pools offer."
+    )
+
+
 # --- whole stacks -------------------------------------------------------------------------
 
 
@@ -670,6 +846,15 @@ class _StackBase(_Model):
         description=f"Catalog models (manifests/models/) this environment serves, each with what it overrides; "
         f"at most {MAX_MODELS}.",
     )
+    tenants: dict[PoolName, Tenant] = Field(
+        default_factory=dict,
+        max_length=MAX_TENANTS,
+        description="Teams sharing the cluster, each with its namespace, quotas and priority; every model then "
+        "names its tenant. Empty: every model in the one `models` namespace.",
+    )
+
+    def tenant_namespace(self, tenant: str) -> str:
+        return self.tenants[tenant].namespace or tenant
 
 
 class _ManagedStack(_StackBase):
@@ -744,7 +929,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
         catalog = load_catalog()
     except CatalogError as exc:
         raise ConfigError(exc.problems) from None
-    problems = model_problems(settings, catalog)
+    problems = model_problems(settings, catalog) + tenant_problems(settings, catalog)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -867,6 +1052,131 @@ def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[s
         if model.resources.gpu and gpu_type not in pool_types:
             pools = ", ".join(pool_types) or "none"
             problems.append(f"{key}: needs a {gpu_type} GPU pool; GPU types of this stack's pools: {pools}")
+        elif model.resources.gpu:
+            problems += _slice_problems(settings, key, gpu_type, override.gpu_slice or model.resources.gpu_slice)
+        if override.gpu_slice is not None and not model.resources.gpu:
+            problems.append(f"{key}.gpuSlice: {name} is a CPU model (resources.gpu is 0 in its catalog entry)")
+    return problems
+
+
+def _slice_problems(settings: Any, key: str, gpu_type: str, gpu_slice: Optional[str]) -> list[str]:
+    """A GPU model needs a pool of its type offering what it asks for: whole GPUs, or its MIG slice."""
+    pools = {name: pool for name, pool in settings.gpu_pools.items() if pool.gpu_type == gpu_type}
+    if gpu_slice is None:
+        if all(pool.mig_layout for pool in pools.values()):
+            return [
+                f"{key}: needs whole {gpu_type} GPUs, but every {gpu_type} pool is cut by MIG "
+                f"({', '.join(sorted(pools))}); set gpuSlice to one of its slices: "
+                f"{', '.join(sorted({p for pool in pools.values() for p in pool.mig_layout}))}"
+            ]
+        return []
+    if not any(gpu_slice in pool.mig_layout for pool in pools.values()):
+        offered = sorted({f"{p} ({name})" for name, pool in pools.items() for p in pool.mig_layout})
+        return [
+            f"{key}.gpuSlice: no {gpu_type} pool offers MIG slice {gpu_slice}; slices the pools offer: "
+            f"{', '.join(offered) or 'none (no pool has a migLayout)'}"
+        ]
+    return []
+
+
+def model_gpu_need(settings: Any, spec_gpu: int, gpu_slice: Optional[str]) -> tuple[str, int]:
+    """The GPU resource one replica of a model requests, and how many."""
+    if gpu_slice is None or settings.cloud == "gcp":
+        return GPU_RESOURCE, spec_gpu
+    return f"{MIG_RESOURCE_PREFIX}{gpu_slice}", spec_gpu
+
+
+def pool_capacity(settings: Any) -> dict[str, int]:
+    """GPU resources the stack's pools hold at their maximum size."""
+    capacity: dict[str, int] = {}
+    for pool in settings.gpu_pools.values():
+        nodes = pool.max_size if isinstance(pool, ManagedGpuPool) else pool.node_count
+        for resource, count in pool.offered_resources(settings.cloud).items():
+            capacity[resource] = capacity.get(resource, 0) + count * nodes
+    return capacity
+
+
+def tenant_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[str]:
+    """Tenants against the pools (what quotas may name, and what prod can guarantee) and the models."""
+    problems: list[str] = []
+    if not settings.tenants:
+        problems += [
+            f"{PROJECT}:models.{name}.tenant: this stack has no tenants (gpu-platform:tenants); remove it, or "
+            "declare the tenant"
+            for name, override in settings.models.items()
+            if override.tenant is not None
+        ]
+        return problems
+    if not settings.platform.model_store.enabled:
+        problems.append(
+            f"{PROJECT}:tenants: tenant namespaces are made with the model store's credentials in them; "
+            "turn platform.modelStore on"
+        )
+    capacity = pool_capacity(settings)
+    namespaces: dict[str, str] = {}
+    guaranteed: dict[str, int] = {}
+    for name, tenant in settings.tenants.items():
+        key = f"{PROJECT}:tenants.{name}"
+        namespace = settings.tenant_namespace(name)
+        if namespace in RESERVED_NAMESPACES:
+            problems.append(f"{key}.namespace: {namespace!r} belongs to Kubernetes or the platform; choose another")
+        elif namespace in namespaces:
+            problems.append(f"{key}.namespace: {namespace!r} is also tenant {namespaces[namespace]}'s")
+        namespaces[namespace] = name
+        for quota_key, gpus in (("quota", tenant.quota.gpus), ("batchQuota", tenant.batch_quota.gpus)):
+            for resource in gpus:
+                if resource not in capacity:
+                    offered = ", ".join(sorted(capacity)) or "none (no GPU pools)"
+                    problems.append(
+                        f"{key}.{quota_key}.gpus.{resource}: no GPU pool offers it; GPU resources of this stack's "
+                        f"pools: {offered}"
+                    )
+        for resource, count in tenant.quota.gpus.items():
+            guaranteed[resource] = guaranteed.get(resource, 0) + count
+    if settings.environment == "prod":
+        # Guaranteed means the pods fit when every tenant uses its whole quota at once; dev and staging
+        # may promise more than they hold.
+        for resource, total in sorted(guaranteed.items()):
+            if resource in capacity and total > capacity[resource]:
+                problems.append(
+                    f"{PROJECT}:tenants: in prod the tenants' guaranteed quotas of {resource} add up to {total}, more "
+                    f"than the GPU pools hold at their maximum size ({capacity[resource]}); lower the quotas or "
+                    "raise the pools' maxSize"
+                )
+
+    need: dict[tuple[str, str, str], int] = {}  # (tenant, quota key, resource) -> GPUs at minReplicas
+    for name, override in settings.models.items():
+        key = f"{PROJECT}:models.{name}"
+        if override.tenant is None:
+            problems.append(f"{key}.tenant: required, this stack has tenants: {', '.join(settings.tenants)}")
+            continue
+        if override.tenant not in settings.tenants:
+            problems.append(f"{key}.tenant: {override.tenant!r} is not a tenant here; tenants: {', '.join(settings.tenants)}")
+            continue
+        model = catalog.get(name)
+        if model is None or not model.resources.gpu:
+            continue
+        spec = resolve(model, override)
+        resource, count = model_gpu_need(settings, spec.gpu, spec.gpu_slice)
+        quota_key = "batchQuota" if override.purpose == "batch" else "quota"
+        tenant = settings.tenants[override.tenant]
+        quota = (tenant.batch_quota if quota_key == "batchQuota" else tenant.quota).gpus.get(resource, 0)
+        if count > quota:
+            problems.append(
+                f"{key}: one replica needs {count} {resource}, but tenant {override.tenant}'s {quota_key} allows "
+                f"{quota}; raise tenants.{override.tenant}.{quota_key}.gpus.{resource}"
+            )
+            continue
+        slot = (override.tenant, quota_key, resource)
+        need[slot] = need.get(slot, 0) + count * spec.min_replicas
+    for (tenant_name, quota_key, resource), total in sorted(need.items()):
+        tenant = settings.tenants[tenant_name]
+        quota = (tenant.batch_quota if quota_key == "batchQuota" else tenant.quota).gpus.get(resource, 0)
+        if total > quota:
+            problems.append(
+                f"{PROJECT}:tenants.{tenant_name}.{quota_key}.gpus.{resource}: the tenant's models need {total} at "
+                f"their minReplicas, more than its quota ({quota})"
+            )
     return problems
 
 
@@ -885,10 +1195,17 @@ def with_defaults(raw: Mapping[str, Any], tier: str, cloud: str, stack: str) -> 
         pool_model = model.model_fields["gpu_pools"].annotation.__args__[1]  # dict[name, pool model]
         pool_defaults = _only_fields_of(pool_model, GPU_POOL_TIER_DEFAULTS[tier])
         merged["gpuPools"] = {
-            name: _deep_merge(pool_defaults, pool) if isinstance(pool, Mapping) else pool
+            name: _deep_merge(_pool_defaults_for(pool_defaults, pool), pool) if isinstance(pool, Mapping) else pool
             for name, pool in pools.items()
         }
     return merged
+
+
+def _pool_defaults_for(defaults: Mapping[str, Any], pool: Mapping[str, Any]) -> dict[str, Any]:
+    """A MIG pool does not time-slice: the tier's timeSlicingReplicas default (4 in dev) stays off it."""
+    if pool.get("migLayout"):
+        return {**defaults, "timeSlicingReplicas": 1}
+    return dict(defaults)
 
 
 def _only_fields_of(model: type[BaseModel], layer: Mapping[str, Any]) -> dict[str, Any]:
