@@ -34,13 +34,23 @@ import yaml
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
-from components.node_pools import NodePoolDescription, device_plugin_profile, required_node_affinity
+from components.node_pools import (
+    GPU_RESOURCE,
+    NodePoolDescription,
+    device_plugin_profile,
+    mig_config_name,
+    required_node_affinity,
+)
 
 CLOUDS = ("aws", "gcp", "existing")
-GPU_RESOURCE = "nvidia.com/gpu"
 WHOLE_GPU_PROFILE = device_plugin_profile(1)
 # Named explicitly (not auto-named): the chart value devicePlugin.config.name must be known up front.
 DEVICE_PLUGIN_CONFIG_MAP = "device-plugin-config"
+# The mig-parted config the chart creates (values migManager.config) when a pool is cut by MIG: one key
+# per layout, named by the node label nvidia.com/mig.config (components/node_pools.mig_config_name).
+MIG_PARTED_CONFIG_MAP = "gpu-platform-mig-parted-config"
+# What a GPU node without the label gets: MIG off, whole GPUs. mig-parted's own default config name.
+MIG_DISABLED = "all-disabled"
 
 # Chart defaults restated because a Helm list value replaces the chart's list instead of extending it.
 # NFD's worker must also run on a control-plane node that has GPUs (a one-node kubeadm server).
@@ -135,6 +145,37 @@ def device_plugin_configs(args: GpuStackArgs) -> dict[str, str]:
     return {key: yaml.safe_dump(device_plugin_config(replicas[key]), sort_keys=False) for key in sorted(replicas)}
 
 
+def mig_parted_config(args: GpuStackArgs) -> dict[str, Any]:
+    """mig-parted's config file (NVIDIA/mig-parted README, "Configuration"; the chart's values.yaml shows
+    the same shape under migManager.config): `all-disabled`, plus every pool's layout applied to all GPUs of
+    its nodes, profiles with their counts."""
+    configs: dict[str, Any] = {MIG_DISABLED: [{"devices": "all", "mig-enabled": False}]}
+    for pool in args.gpu_pools:
+        if not pool.mig_layout:
+            continue
+        counts: dict[str, int] = {}
+        for profile in pool.mig_layout:
+            counts[profile] = counts.get(profile, 0) + 1
+        configs[mig_config_name(pool.mig_layout)] = [{"devices": "all", "mig-enabled": True, "mig-devices": counts}]
+    return {"version": "v1", "mig-configs": configs}
+
+
+def mig_values(args: GpuStackArgs) -> dict[str, Any]:
+    """`mig` and `migManager.config` for pools cut by MIG; nothing when none is.
+
+    `mixed`: each profile is a resource of its own (nvidia.com/mig-3g.40gb), so one node may hold
+    different slices and a model asks for the one it needs (GPU Operator docs, "MIG strategies")."""
+    if not any(pool.mig_layout for pool in args.gpu_pools):
+        return {}
+    config = yaml.safe_dump(mig_parted_config(args), sort_keys=False)
+    return {
+        "mig": {"strategy": "mixed"},
+        "migManager": {
+            "config": {"name": MIG_PARTED_CONFIG_MAP, "create": True, "default": MIG_DISABLED, "data": {"config.yaml": config}}
+        },
+    }
+
+
 def gpu_operator_values(args: GpuStackArgs) -> dict[str, Any]:
     """GPU Operator values (chart v26.7.0); only what differs from its values.yaml."""
     system = dict(args.system_node_selector)
@@ -144,7 +185,7 @@ def gpu_operator_values(args: GpuStackArgs) -> dict[str, Any]:
     def resources(component: str) -> dict[str, Any]:
         return copy.deepcopy(dict(OPERAND_RESOURCES[component]))
 
-    return {
+    values: dict[str, Any] = {
         # EKS *_NVIDIA AMIs ship the driver and the container toolkit, configured in containerd; the
         # operator's toolkit rewrites that config and has broken AL2023 nodes (METR/hawk#273). On an
         # existing cluster the driver is also the owner's: the driver container needs an OS the
@@ -178,6 +219,11 @@ def gpu_operator_values(args: GpuStackArgs) -> dict[str, Any]:
             "worker": {"tolerations": [CONTROL_PLANE_TOLERATION, *tolerations]},
         },
     }
+    mig = mig_values(args)
+    if mig:
+        values["mig"] = mig["mig"]
+        values["migManager"].update(mig["migManager"])
+    return values
 
 
 def dcgm_exporter_values(args: GpuStackArgs) -> dict[str, Any]:

@@ -195,6 +195,8 @@ class ModelStoreArgs:
     # Namespaces InferenceServices run in: each gets the KServe Secret and ServiceAccount, Istio injection,
     # and may reach MinIO through its NetworkPolicy.
     model_namespaces: tuple[str, ...] = (MODEL_NAMESPACE,)
+    # Extra labels per model namespace, e.g. the tenant owning it (components/tenancy.py).
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # A ServiceMonitor for MinIO (scraped by our Prometheus, whose namespace the NetworkPolicy then admits)
     # needs the Prometheus Operator's CRDs: `monitoring` is the release that installs them.
     service_monitor: bool = False
@@ -471,7 +473,10 @@ class ModelStore(pulumi.ComponentResource):
         for model_namespace in args.model_namespaces:
             ns = k8s.core.v1.Namespace(
                 f"{name}-{model_namespace}-namespace",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=model_namespace, labels={INJECTION_LABEL: "enabled"}),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=model_namespace,
+                    labels={**args.namespace_labels.get(model_namespace, {}), INJECTION_LABEL: "enabled"},
+                ),
                 opts=child,
             )
             s3_secret = k8s.core.v1.Secret(

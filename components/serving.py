@@ -61,6 +61,9 @@ POD_SPEC_FEATURES: Mapping[str, str] = {
     "kubernetes.podspec-tolerations": "enabled",
     "kubernetes.podspec-nodeselector": "enabled",
     "kubernetes.podspec-affinity": "enabled",
+    # Model pods carry the platform's priority classes (components/priorities.py); off by default
+    # (knative-serving/v1.21.1/configmaps/features.yaml).
+    "kubernetes.podspec-priorityclassname": "enabled",
 }
 
 # Registries whose image tags Knative must not resolve to digests: resolving asks the registry for the

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.node_pools import CAPACITY_LABEL, GPU_TYPE_LABEL, POOL_LABEL, ROLE_LABEL
+from components.node_pools import CAPACITY_LABEL, GPU_TYPE_LABEL, MIG_CONFIG_STATE_LABEL, POOL_LABEL, ROLE_LABEL
+from components.tenancy import TENANT_LABEL
 
 INFERENCESERVICE_GROUP = "serving.kserve.io"
 INFERENCESERVICE_VERSION = "v1beta1"
@@ -30,7 +31,10 @@ INFERENCESERVICE_CONDITION_METRIC_NAME = "status_condition"
 INFERENCESERVICE_CONDITION_METRIC = f"{INFERENCESERVICE_METRIC_PREFIX}_{INFERENCESERVICE_CONDITION_METRIC_NAME}"
 
 # Node labels exported on kube_node_labels, as `label_<key with every non-alphanumeric character as _>`.
-NODE_LABELS = (POOL_LABEL, ROLE_LABEL, GPU_TYPE_LABEL, CAPACITY_LABEL)
+# The MIG manager's outcome per node (`failed` alerts: manifests/alerts/tenancy.yaml).
+NODE_LABELS = (POOL_LABEL, ROLE_LABEL, GPU_TYPE_LABEL, CAPACITY_LABEL, MIG_CONFIG_STATE_LABEL)
+# Namespace labels on kube_namespace_labels: the tenant owning the namespace (components/tenancy.py).
+NAMESPACE_LABELS = (TENANT_LABEL,)
 
 
 def prometheus_label(kubernetes_label: str) -> str:
@@ -77,7 +81,7 @@ def kube_state_metrics_values() -> dict[str, Any]:
     return {
         # One entry per resource, `<plural>=[<label keys>]` (the chart joins the list with commas into
         # --metric-labels-allowlist).
-        "metricLabelsAllowlist": [f"nodes=[{','.join(NODE_LABELS)}]"],
+        "metricLabelsAllowlist": [f"nodes=[{','.join(NODE_LABELS)}]", f"namespaces=[{','.join(NAMESPACE_LABELS)}]"],
         "rbac": {
             "extraRules": [
                 {

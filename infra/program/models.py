@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Sequence, Union
 
 import pulumi
@@ -10,10 +10,12 @@ import pulumi
 from components.cluster import KubernetesCluster, gpu_pools, pool_resources, system_node_selector
 from components.model_import import ModelImport, ModelImportArgs
 from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage, pools_for
+from components.model_store import MODEL_NAMESPACE
 from components.observability import PROMETHEUS_URL
 from infra.program.model_catalog import ModelSpec, load_catalog, resolve
 from infra.program.platform import Platform
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
+from infra.program.tenancy import model_namespace, model_priority_class
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -22,29 +24,37 @@ Settings = Union[AwsStack, GcpStack, ExistingStack]
 class Models:
     kserve: tuple[KServeModel, ...]
     canaries: tuple[CanaryModel, ...]
-    canary_metrics: Optional[CanaryMetrics]
+    # Namespace -> the MetricTemplates its Canaries reference.
+    canary_metrics: Mapping[str, CanaryMetrics]
     # Model name -> the Job copying it from Hugging Face, for models whose catalog entry has a `source`.
     imports: Mapping[str, ModelImport] = field(default_factory=dict)
 
 
 def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Models:
     if not settings.models:
-        return Models(kserve=(), canaries=(), canary_metrics=None)
+        return Models(kserve=(), canaries=(), canary_metrics={})
     store = platform.model_store
     assert store is not None, "infra/program/settings.py model_problems requires the model store for models"
     on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
-    storage = ModelStorage(
-        namespace=store.namespaces[0],
-        service_account=store.service_account_name,
-        secret_name=store.secret_name,
-        endpoint=store.endpoint,
-        use_https=store.use_https,
-        region=store.region,
-    )
+
+    def storage_for(spec: ModelSpec) -> ModelStorage:
+        # Each model reads the store from its tenant's namespace (or the one `models` namespace).
+        return ModelStorage(
+            namespace=model_namespace(settings, spec.name),
+            service_account=store.service_account_name,
+            secret_name=store.secret_name,
+            endpoint=store.endpoint,
+            use_https=store.use_https,
+            region=store.region,
+        )
+
     accounts = tuple(store.service_accounts.values())
     pools = gpu_pools(cluster)
     catalog = load_catalog()
-    specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
+    resolved = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
+    specs = [replace(spec, priority_class=model_priority_class(settings, spec)) for spec in resolved]
+    # Pods name their class and run under their tenant's quota: both exist first.
+    guardrails = [*platform.priorities.classes.values(), *platform.tenants.values()]
 
     # A model copied from Hugging Face (components/model_import.py): its Job runs after the store's Tenant and
     # the namespace's credentials exist, and the model waits for the Job to complete.
@@ -53,7 +63,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             f"{settings.cluster_name}-model-{spec.name}-import",
             ModelImportArgs(
                 spec=spec,
-                storage=storage,
+                storage=storage_for(spec),
                 system_node_selector=system_node_selector(cluster),
                 depends_on=(store.tenant, *accounts),
             ),
@@ -72,9 +82,9 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
         return ModelArgs(
             spec=spec,
             environment=settings.environment,
-            storage=storage,
+            storage=storage_for(spec),
             gpu_pools=pools,
-            depends_on=(*releases, *accounts, *nodes, *copied),
+            depends_on=(*releases, *accounts, *guardrails, *nodes, *copied),
             loadtester_url=loadtester_url,
         )
 
@@ -89,13 +99,16 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
     delivery = platform.progressive_delivery
     plain = [spec for spec in specs if spec.serving == "deployment"]
     canary_models: tuple[CanaryModel, ...] = ()
-    metrics = None
+    metrics: dict[str, CanaryMetrics] = {}
     if plain:
         assert delivery is not None, "infra/program/settings.py model_problems requires Flagger for deployment models"
         flagger = (delivery.release, delivery.loadtester)
-        metrics = CanaryMetrics(
-            f"{settings.cluster_name}-canary-metrics", storage.namespace, PROMETHEUS_URL, flagger, on_cluster
-        )
+        for namespace in sorted({model_namespace(settings, spec.name) for spec in plain}):
+            # The `models` namespace keeps the name it had before tenants, so its templates are not replaced.
+            suffix = "" if namespace == MODEL_NAMESPACE else f"-{namespace}"
+            metrics[namespace] = CanaryMetrics(
+                f"{settings.cluster_name}-canary-metrics{suffix}", namespace, PROMETHEUS_URL, flagger, on_cluster
+            )
         canary_models = tuple(
             CanaryModel(
                 f"{settings.cluster_name}-model-{spec.name}",

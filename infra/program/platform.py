@@ -15,9 +15,12 @@ from components.gpu_stack import GpuStack, GpuStackArgs
 from components.mesh import Mesh, MeshArgs
 from components.model_store import ModelStore, ModelStoreArgs
 from components.observability import PROMETHEUS_URL, Observability, ObservabilityArgs
+from components.priorities import PriorityClasses
 from components.progressive_delivery import ProgressiveDelivery, ProgressiveDeliveryArgs
 from components.serving import Serving, ServingArgs
+from components.tenancy import Tenant, TenantArgs
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
+from infra.program.tenancy import namespace_labels, tenant_plans
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -32,6 +35,9 @@ class Platform:
     serving: Optional[Serving]
     progressive_delivery: Optional[ProgressiveDelivery]
     model_store: Optional[ModelStore]
+    priorities: PriorityClasses
+    # Tenant name -> its quotas and limits, in the namespaces the model store makes.
+    tenants: dict[str, Tenant]
 
 
 def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
@@ -40,6 +46,8 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
     on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     system_nodes = system_node_selector(cluster)
     gpu_tolerations = tuple(gpu_node_tolerations(cluster))
+    # First: every pod the platform declares names one of these classes.
+    priorities = PriorityClasses(f"{name}-priorities", on_cluster)
 
     monitoring = None
     if addons.monitoring.enabled:
@@ -166,13 +174,33 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 volumes_per_server=addons.model_store.volumes_per_server,
                 volume_size_gb=addons.model_store.volume_size_gb,
                 system_node_selector=system_nodes,
-                # model_namespaces: the default `models`; list more here to serve models elsewhere.
+                # One namespace per tenant (or the one `models` namespace), labelled with its tenant.
+                model_namespaces=tuple(plan.namespace for plan in tenant_plans(settings)),
+                namespace_labels=namespace_labels(settings),
                 # MinIO's ServiceMonitor only where this stack installs the Prometheus Operator's CRDs.
                 service_monitor=monitoring is not None,
                 monitoring=(monitoring.release,) if monitoring else (),
             ),
             on_cluster,
         )
+
+    tenants = {}
+    if model_store is not None:
+        for plan in tenant_plans(settings):
+            tenants[plan.name] = Tenant(
+                f"{name}-tenant-{plan.name}",
+                TenantArgs(
+                    name=plan.name,
+                    namespace=plan.namespace,
+                    gpus=plan.gpus,
+                    batch_gpus=plan.batch_gpus,
+                    cpu=plan.cpu,
+                    memory=plan.memory,
+                    pods=plan.pods,
+                    depends_on=(model_store.model_namespaces[plan.namespace],),
+                ),
+                on_cluster,
+            )
 
     return Platform(
         monitoring=monitoring,
@@ -183,4 +211,6 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         serving=serving,
         progressive_delivery=progressive_delivery,
         model_store=model_store,
+        priorities=priorities,
+        tenants=tenants,
     )

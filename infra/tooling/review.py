@@ -193,10 +193,10 @@ def _existing_rows(settings: ExistingStack) -> list[PoolRow]:
                 cloud_object=f"existing nodes ({_selector(labels)})",
                 machines=NONE,
                 capacity=NONE,
-                nodes="set by its owner",
+                nodes=", ".join(pool.nodes) if pool.nodes else "set by its owner",
                 gpu=pool.gpu_type,
                 gpus_per_node=str(pool.gpu_count),
-                sharing=_sharing(True, pool.time_slicing_replicas, labels.get(MIG_CONFIG_LABEL)),
+                sharing=_sharing(True, pool.time_slicing_replicas, " + ".join(pool.mig_layout) or None),
                 taints=_taints([{"key": t.key, "value": t.value, "effect": t.effect} for t in pool.taints]),
             )
         )
