@@ -9,7 +9,7 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, Policy
 
-from . import clusters, helm, network, nodes, secrets, stack, workloads
+from . import clusters, helm, network, nodes, secrets, stack, tenancy, workloads
 
 PACK_NAME = "gpu-platform-policies"
 # Every policy blocks a deployment unless the policy config file lowers it (see docs/policies.md).
@@ -23,6 +23,7 @@ POLICIES: list[Policy] = [
     *clusters.POLICIES,
     *secrets.POLICIES,
     *stack.POLICIES,
+    *tenancy.POLICIES,
 ]
 
 # The allowlists' defaults, taken from the policies' config schemas (config.py) so they are written

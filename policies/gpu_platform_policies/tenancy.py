@@ -1,0 +1,194 @@
+"""Tenancy rules: who may take a GPU and what happens when they run out.
+
+- Every pod that requests a GPU names a priority class, so the scheduler knows whose pod to evict when
+  GPUs run out (a pod without one has priority 0 and is neither protected nor clearly preemptible).
+- Every namespace that runs GPU pods has a ResourceQuota on each GPU resource they request, so one team
+  cannot take every GPU of the cluster.
+- Every MIG slice a pod requests (`nvidia.com/mig-<profile>`) is offered by a node the stack labels with a
+  MIG layout that holds that profile; otherwise the pod stays Pending forever.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import yaml
+from pulumi_policy import Severity
+
+from .builders import StackResource, resource_policy, stack_policy
+from .shapes import HELM_RELEASE, gpu_requests, namespace_of, node_pools_of, pods_of
+from .stack import Finding, _display
+from .values import UNKNOWN, as_mapping, get
+
+RESOURCE_QUOTA = "kubernetes:core/v1:ResourceQuota"
+NODE_TYPES = ("kubernetes:core/v1:Node", "kubernetes:core/v1:NodePatch")
+MIG_CONFIG_LABEL = "nvidia.com/mig.config"
+MIG_PREFIX = "nvidia.com/mig-"
+# Our config names spell their profiles (components/node_pools.mig_config_name): 1x3g.40gb-2x1g.10gb.
+_PROFILES_IN_NAME = re.compile(r"(\d+)x([1-7]g\.\d+gb)")
+
+
+# --- GPU pods name a priority class ----------------------------------------------------------------
+
+
+def check_gpu_pods_have_priority_class(resource_type: str, props: Mapping[str, Any]) -> Iterator[str]:
+    for pod in pods_of(resource_type, props):
+        gpus = sorted({name for c in pod.containers for name in gpu_requests(c.spec)})
+        if not gpus:
+            continue
+        priority = pod.spec.get("priorityClassName")
+        if priority is UNKNOWN or (isinstance(priority, str) and priority):
+            continue
+        yield (
+            f"{pod.path} requests {', '.join(gpus)} but names no priority class, so when GPUs run out the scheduler "
+            f"cannot tell whether to protect it or evict it. Set {pod.path}.priorityClassName to one of the "
+            f"platform's classes: serving-critical, serving, interactive or batch (components/priorities.py)."
+        )
+
+
+# --- GPU workloads run under a GPU quota ----------------------------------------------------------
+
+
+def _quota_limits(resources: Sequence[StackResource]) -> tuple[dict[str, set[str]], set[str]]:
+    """namespace -> GPU resources some ResourceQuota there caps; and namespaces whose quotas are unknown yet."""
+    capped: dict[str, set[str]] = {}
+    unknown: set[str] = set()
+    for resource in resources:
+        if resource.type != RESOURCE_QUOTA:
+            continue
+        namespace = namespace_of(resource.props, resource.default_namespace)
+        if not isinstance(namespace, str):
+            continue
+        hard = get(resource.props, "spec.hard")
+        if hard is UNKNOWN:
+            unknown.add(namespace)
+            continue
+        for key in as_mapping(hard):
+            for prefix in ("requests.", "limits."):
+                if key.startswith(prefix):
+                    capped.setdefault(namespace, set()).add(key[len(prefix) :])
+    return capped, unknown
+
+
+def check_gpu_workloads_have_quota(resources: Sequence[StackResource]) -> Iterator[Finding]:
+    capped, unknown = _quota_limits(resources)
+    for resource in resources:
+        namespace = namespace_of(resource.props, resource.default_namespace)
+        if not isinstance(namespace, str) or namespace in unknown:
+            continue
+        wanted = sorted(
+            {name for pod in pods_of(resource.type, resource.props) for c in pod.containers for name in gpu_requests(c.spec)}
+        )
+        missing = [name for name in wanted if name not in capped.get(namespace, set())]
+        if missing:
+            yield (
+                resource.urn,
+                f"{_display(resource)} requests {', '.join(missing)} in namespace {namespace}, where no ResourceQuota "
+                f"caps it, so this namespace can take every such GPU of the cluster. Declare a ResourceQuota in "
+                f"{namespace} with spec.hard[\"requests.{missing[0]}\"] (the stack's tenants section does: "
+                f"gpu-platform:tenants.<tenant>.quota.gpus).",
+            )
+
+
+# --- MIG slices are offered -------------------------------------------------------------------------
+
+
+def _layouts_in_releases(resources: Sequence[StackResource]) -> dict[str, set[str]]:
+    """MIG config name -> its profiles, from the mig-parted config the GPU Operator release creates."""
+    layouts: dict[str, set[str]] = {}
+    for resource in resources:
+        if resource.type != HELM_RELEASE:
+            continue
+        text = get(resource.props, "values.migManager.config.data")
+        text = as_mapping(text).get("config.yaml") if isinstance(text, Mapping) else None
+        if not isinstance(text, str):
+            continue
+        try:
+            configs = as_mapping(as_mapping(yaml.safe_load(text)).get("mig-configs"))
+        except yaml.YAMLError:
+            continue
+        for name, entries in configs.items():
+            profiles = layouts.setdefault(str(name), set())
+            for entry in entries if isinstance(entries, list) else []:
+                profiles.update(str(p) for p in as_mapping(as_mapping(entry).get("mig-devices")))
+    return layouts
+
+
+def _profiles_of(config: str, layouts: Mapping[str, set[str]]) -> set[str]:
+    if config in layouts:
+        return set(layouts[config])
+    return {profile for _, profile in _PROFILES_IN_NAME.findall(config)}
+
+
+def offered_mig_profiles(resources: Sequence[StackResource]) -> Optional[set[str]]:
+    """Profiles some node of the stack is cut into; None when a node's MIG label is not known yet."""
+    layouts = _layouts_in_releases(resources)
+    offered: set[str] = set()
+    for resource in resources:
+        labels: list[Any] = []
+        if resource.type in NODE_TYPES:
+            labels.append(get(resource.props, "metadata.labels"))
+        labels += [pool.labels for pool in node_pools_of(resource.type, resource.props)]
+        for found in labels:
+            if found is UNKNOWN:
+                return None
+            config = as_mapping(found).get(MIG_CONFIG_LABEL)
+            if config is UNKNOWN:
+                return None
+            if isinstance(config, str):
+                offered |= _profiles_of(config, layouts)
+    return offered
+
+
+def check_mig_slices_offered(resources: Sequence[StackResource]) -> Iterator[Finding]:
+    offered = offered_mig_profiles(resources)
+    if offered is None:
+        return
+    for resource in resources:
+        for pod in pods_of(resource.type, resource.props):
+            for container in pod.containers:
+                for name in gpu_requests(container.spec):
+                    profile = name[len(MIG_PREFIX) :] if name.startswith(MIG_PREFIX) else None
+                    if profile is None or profile in offered:
+                        continue
+                    yield (
+                        resource.urn,
+                        f"{_display(resource)}: {container.path} requests {name}, but no node of this stack is cut into "
+                        f"{profile} slices (MIG profiles the stack's nodes offer: {', '.join(sorted(offered)) or 'none'}), "
+                        f"so the pod stays Pending. Request a slice a pool's migLayout holds, or add {profile} to a "
+                        f"pool's migLayout.",
+                    )
+
+
+gpu_pods_have_priority_class = resource_policy(
+    name="gpu-pods-have-priority-class",
+    description=(
+        "Every pod that requests a GPU (nvidia.com/gpu or a MIG slice) names a priority class, so that when GPUs run "
+        "out the scheduler preempts batch work and protects serving, not the other way round."
+    ),
+    check=check_gpu_pods_have_priority_class,
+    severity=Severity.MEDIUM,
+)
+
+gpu_workloads_have_quota = stack_policy(
+    name="gpu-workloads-have-quota",
+    description=(
+        "Every namespace with pods that request GPUs has a ResourceQuota capping each GPU resource they request "
+        "(requests.nvidia.com/gpu, requests.nvidia.com/mig-<profile>), so one team cannot take every GPU."
+    ),
+    check=check_gpu_workloads_have_quota,
+    severity=Severity.MEDIUM,
+)
+
+mig_slices_offered = stack_policy(
+    name="mig-slices-offered",
+    description=(
+        "Every MIG slice a pod requests (nvidia.com/mig-<profile>) is one that a node of the stack is cut into "
+        "(its nvidia.com/mig.config layout holds the profile)."
+    ),
+    check=check_mig_slices_offered,
+    severity=Severity.HIGH,
+)
+
+POLICIES = [gpu_pods_have_priority_class, gpu_workloads_have_quota, mig_slices_offered]
