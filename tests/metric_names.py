@@ -88,6 +88,9 @@ KUBE_STATE_METRICS = frozenset(
         "kube_deployment_status_replicas",
         "kube_deployment_status_replicas_available",
         "kube_deployment_status_replicas_unavailable",
+        # docs/metrics/policy/resourcequota-metrics.md, docs/metrics/cluster/namespace-metrics.md
+        "kube_resourcequota",
+        "kube_namespace_labels",
         # Ours: kube-state-metrics' custom-resource-state config in components/state_metrics.py.
         INFERENCESERVICE_CONDITION_METRIC,
     }
