@@ -10,8 +10,10 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Union
 import pytest
 
 from components.charts import ChartPin
+from components.node_pools import system_labels
 from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import InvalidStackConfig, stack_input, stack_names
+from infra.program.tenancy import tenant_plans
 from components.charts import CHART_PINS
 from infra.tooling.chart_cache import ChartCache, ChartUnavailable
 from infra.tooling.mock_engine import RenderResult, render_stack
@@ -37,6 +39,20 @@ def stack_settings(stack: str) -> Any:
     """The validated settings of `stacks/Pulumi.<stack>.yaml`, as the program reads them (tier and cloud
     defaults filled in). Raises ConfigError or InvalidStackConfig for a bad file."""
     return load_settings(stack_input(stack), stack)
+
+
+def system_pool_labels(stack: str) -> dict[str, str]:
+    """Labels of the system pool: the managed clusters' convention; on an existing cluster those its stack file
+    states (`systemPool.nodeLabels`), none by default (kind, a one-node server)."""
+    raw = stack_input(stack)
+    if raw["cloud"] == "existing":
+        return dict((raw.get("systemPool") or {}).get("nodeLabels") or {})
+    return system_labels()
+
+
+def model_namespaces(stack: str) -> dict[str, str]:
+    """Namespace -> tenant of every namespace `stack` serves models from: one per tenant, or `models`."""
+    return {plan.namespace: plan.name for plan in tenant_plans(stack_settings(stack))}
 
 
 def _loads(stack: str) -> bool:

@@ -65,6 +65,7 @@ INFERENCE_ALERTS = {
     "InferenceQueueBuildingUp",
 }
 CANARY_ALERTS = {"CanaryRolledBack"}
+TENANCY_ALERTS = {"TenantGpuQuotaNearlyUsed", "MigConfigFailed", "TenantGpuPodsPending"}
 
 # What the issue asks of the rules, in every tier: (threshold as written in the expression, `for:`).
 # None: the tier table in the rule file decides.
@@ -74,9 +75,12 @@ PROMISED: Mapping[str, tuple[str, str | None]] = {
     "GpuSaturated": ("> 95", "10m"),
     "InferenceLatencyP99High": ("> 500", None),
     "InferenceErrorRateHigh": ("> 0.01", None),
+    # GPU sharing and tenancy: a quota at 90 % or more, GPU pods pending for more than 5 minutes.
+    "TenantGpuQuotaNearlyUsed": (">= 0.9", None),
+    "TenantGpuPodsPending": ("", "5m"),
 }
 # Alerts whose prod severity pages whoever is on call: the model is down or the GPU is broken.
-PAGES_IN_PROD = {"InferenceErrorRateHigh", "InferenceServiceNotReady", "GpuFatalXidError"}
+PAGES_IN_PROD = {"InferenceErrorRateHigh", "InferenceServiceNotReady", "GpuFatalXidError", "MigConfigFailed"}
 # A GPU node takes this long to join (instance launch, NVIDIA driver and device plugin ready): a GPU
 # pod pending for less is only waiting for it.
 GPU_NODE_SCALE_UP = "10m"
@@ -124,7 +128,7 @@ def without_monitoring(stack: str) -> dict[str, Any]:
 
 def test_the_shipped_rule_files_load() -> None:
     names = {rule.alert for rule_file in load_rule_files() for rule in rule_file.rules}
-    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS
+    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS | TENANCY_ALERTS
 
 
 BAD_RULE_FILES: Mapping[str, tuple[str, str]] = {

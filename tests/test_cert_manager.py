@@ -8,9 +8,15 @@ import pytest
 
 from components.cert_manager import COMPONENT_KEYS, RESOURCES
 from components.charts import CHART_PINS
-from components.node_pools import system_labels
 from infra.tooling.mock_engine import RenderResult
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, node_selector_paths
+from tests.conftest import (
+    SHIPPED_STACKS,
+    Render,
+    assert_pinned_release_on_cluster,
+    at,
+    node_selector_paths,
+    system_pool_labels,
+)
 from tests.upstream import (
     chart_values,
     check_pin_values,
@@ -40,10 +46,6 @@ def values(result: RenderResult) -> dict[str, Any]:
 
 
 
-
-def system_pool_labels(stack: str) -> dict[str, str]:
-    """Labels of the system pool: the managed clusters' convention; none on `local` (kind)."""
-    return {} if stack == "local" else system_labels()
 
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)

@@ -110,7 +110,12 @@ def without_gpus(render: Render, stack: str) -> RenderResult:
     catalog = load_catalog()
     models = stack_input(stack).get("models") or {}
     models = {name: override for name, override in models.items() if not catalog[name].resources.gpu}
-    return render(stack, {"gpuPools": {}, "models": models})
+    # Tenants keep their namespaces and CPU quotas; GPU quotas would name resources no pool offers.
+    tenants = {
+        name: {**tenant, "quota": {**(tenant.get("quota") or {}), "gpus": {}}, "batchQuota": {}}
+        for name, tenant in (stack_input(stack).get("tenants") or {}).items()
+    }
+    return render(stack, {"gpuPools": {}, "models": models, **({"tenants": tenants} if tenants else {})})
 
 
 def profile_name(replicas: int) -> str:

@@ -7,11 +7,10 @@ from typing import Any, Mapping
 import pytest
 
 from components.charts import CHART_PINS
-from components.node_pools import system_labels
 from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
-from tests.conftest import AWS_STACKS, GCP_STACKS, SHIPPED_STACKS, Render
+from tests.conftest import AWS_STACKS, GCP_STACKS, SHIPPED_STACKS, Render, system_pool_labels
 from tests.upstream import (
     check_pin_values,
     containers_without_requests,
@@ -53,10 +52,6 @@ def values(result: RenderResult, role: str) -> dict[str, Any]:
 
 def tier_of(stack: str) -> str:
     return stack_input(stack)["environment"]
-
-
-def system_pool_labels(stack: str) -> dict[str, str]:
-    return {} if stack == "local" else system_labels()
 
 
 def with_public_gateway(stack: str) -> dict[str, Any]:

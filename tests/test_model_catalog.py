@@ -95,7 +95,9 @@ def test_not_yaml_is_reported_per_file(tmp_path: Path) -> None:
 
 def problems_of(stack: str, models: dict, **overrides: object) -> list[str]:
     raw = stack_input(stack, overrides)
-    raw["models"] = models
+    # On a stack with tenants every model names one: the first, unless the test chose.
+    first_tenant = next(iter(raw.get("tenants") or {}), None)
+    raw["models"] = {name: {"tenant": first_tenant, **o} if first_tenant else o for name, o in models.items()}
     with pytest.raises(ConfigError) as error:
         load_settings(raw, stack)
     return error.value.problems
@@ -109,7 +111,8 @@ def test_an_unknown_model_lists_the_catalog() -> None:
 
 @pytest.mark.parametrize("stack", stacks_where(cloud="existing"))
 def test_a_gpu_model_needs_a_gpu_pool(stack: str) -> None:
-    (problem,) = problems_of(stack, {"smollm-135m": {}}, gpuPools={})
+    # Without GPU pools the tenants' GPU quotas would name resources nobody offers: no tenants here.
+    (problem,) = problems_of(stack, {"smollm-135m": {}}, gpuPools={}, tenants={})
     assert problem == "gpu-platform:models.smollm-135m: needs a nvidia-l4 GPU pool; GPU types of this stack's pools: none"
 
 

@@ -21,12 +21,19 @@ import infra.tooling.mock_engine
 from components import model_store
 from components.charts import CHART_PINS
 from components.model_store import ModelStore, ModelStoreArgs, root_config_env, storage_uri, tenant_manifest
-from components.node_pools import system_labels
+from components.tenancy import TENANT_LABEL
 from infra.tooling.mock_engine import RenderResult, render_stack, run_under_mocks
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of
+from tests.conftest import (
+    SHIPPED_STACKS,
+    Render,
+    assert_pinned_release_on_cluster,
+    cluster_provider_of,
+    model_namespaces,
+    system_pool_labels,
+)
 from tests.upstream import (
     SHARED,
     chart_values,
@@ -109,10 +116,6 @@ def by_name(resources: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, 
 
 def tier_of(stack: str) -> str:
     return stack_input(stack)["environment"]
-
-
-def system_pool_labels(stack: str) -> dict[str, str]:
-    return {} if stack == "local" else system_labels()
 
 
 def tls_of(tenant_spec: Mapping[str, Any]) -> bool:
@@ -332,7 +335,7 @@ def test_credentials_are_generated_and_kept_in_secrets(render: Render, stack: st
     user = secrets[(TENANT_PIN.namespace, model_store.KSERVE_USER_SECRET)]
     assert {passwords["root-user"]["urn"], passwords["root-password"]["urn"]} <= set(root["dependencies"])
     assert {passwords["kserve-user"]["urn"], passwords["kserve-password"]["urn"]} <= set(user["dependencies"])
-    for namespace in (model_store.MODEL_NAMESPACE,):
+    for namespace in model_namespaces(stack):
         kserve = secrets[(namespace, model_store.S3_SECRET)]
         # The same KServe user as the tenant's `users` entry, never the root user.
         assert {passwords["kserve-user"]["urn"], passwords["kserve-password"]["urn"]} <= set(kserve["dependencies"])
@@ -412,7 +415,7 @@ def test_the_kserve_secret_points_at_the_service_the_operator_creates(render: Re
     host = f"{OPERATOR_S3_SERVICE}.{tenant_resource['inputs']['metadata']['namespace']}.svc"
     secrets = by_name(owned(result, SECRET))
     namespaces = [n["inputs"]["metadata"]["name"] for n in owned(result, NAMESPACE)]
-    assert "models" in namespaces
+    assert set(model_namespaces(stack)) <= set(namespaces)
     for namespace in (n for n in namespaces if n != TENANT_PIN.namespace):
         annotations = secrets[(namespace, model_store.S3_SECRET)]["inputs"]["metadata"]["annotations"]
         assert set(annotations) <= KSERVE_S3_ANNOTATIONS  # nothing KServe ignores
@@ -451,7 +454,7 @@ def test_the_service_account_lists_the_kserve_secret(render: Render, stack: str)
     result = render(stack)
     secrets = by_name(owned(result, SECRET))
     accounts = by_name(owned(result, SERVICE_ACCOUNT))
-    assert {namespace for namespace, _ in accounts} == {"models"}
+    assert {namespace for namespace, _ in accounts} == set(model_namespaces(stack))
     for (namespace, name), account in accounts.items():
         assert name == model_store.S3_SERVICE_ACCOUNT
         assert account["inputs"]["secrets"] == [{"name": model_store.S3_SECRET}]
@@ -462,7 +465,8 @@ def test_the_service_account_lists_the_kserve_secret(render: Render, stack: str)
 def test_model_namespaces_are_injected_and_minio_is_not(render: Render, stack: str) -> None:
     metadata = [n["inputs"]["metadata"] for n in owned(render(stack), NAMESPACE)]
     namespaces = {m["name"]: m.get("labels", {}) for m in metadata}
-    assert namespaces["models"] == {"istio-injection": "enabled"}
+    for namespace, tenant_name in model_namespaces(stack).items():
+        assert namespaces[namespace] == {"istio-injection": "enabled", TENANT_LABEL: tenant_name}
     # The operator (outside the mesh) provisions the tenant through its admin API, which a sidecar under
     # STRICT mTLS would refuse; injected tenant pods fail their init container (minio/operator#1995).
     assert namespaces[TENANT_PIN.namespace] == {"istio-injection": "disabled"}
@@ -483,7 +487,7 @@ def test_only_model_namespaces_the_operator_and_prometheus_reach_minio(render: R
     (rule,) = spec["ingress"]
     allowed = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in rule["from"]}
     monitoring = CHART_PINS["kube-prometheus-stack"].namespace
-    assert allowed == {"models", TENANT_PIN.namespace, OPERATOR_PIN.namespace, monitoring}
+    assert allowed == {*model_namespaces(stack), TENANT_PIN.namespace, OPERATOR_PIN.namespace, monitoring}
     assert rule["ports"] == [{"protocol": "TCP", "port": 9000}]
 
 
@@ -517,7 +521,7 @@ def test_without_our_monitoring_there_is_no_service_monitor(render: Render) -> N
 @pytest.mark.parametrize("stack", ["aws-dev", "gcp-prod", "local"])
 def test_disabling_the_add_on_removes_it(render: Render, stack: str) -> None:
     # Without the store the stack may serve no models (infra/program/settings.py refuses that combination).
-    result = render(stack, {**model_store_override(stack, enabled=False), "models": {}})
+    result = render(stack, {**model_store_override(stack, enabled=False), "models": {}, "tenants": {}})
     assert result.of_type(COMPONENT) == []
     assert result.of_type(TENANT) == []
     assert [r for r in result.helm_releases if r["inputs"]["chart"] == OPERATOR_PIN.chart] == []

@@ -177,7 +177,8 @@ def test_cpu_models_stay_off_gpu_nodes(render: Render, stack: str) -> None:
 def test_requests_equal_limits(render: Render, stack: str) -> None:
     for isvc in isvcs(render(stack)).values():
         resources = predictor(isvc)["model"]["resources"]
-        limits = {k: v for k, v in resources["limits"].items() if k != "nvidia.com/gpu"}
+        # GPUs and MIG slices are set in limits only (requests default to them).
+        limits = {k: v for k, v in resources["limits"].items() if not k.startswith("nvidia.com/")}
         assert resources["requests"] == limits
 
 

@@ -13,13 +13,13 @@ from typing import Any, Iterator, Mapping
 import pytest
 
 from components.charts import CHART_PINS
-from components.node_pools import CAPACITY_LABEL, GPU_TAINT_KEY, SPOT_TAINT_KEY, system_labels
+from components.node_pools import CAPACITY_LABEL, GPU_TAINT_KEY, SPOT_TAINT_KEY
 from components.observability import RESOURCES
 from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at
+from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, system_pool_labels
 from tests.upstream import (
     chart_values,
     check_pin_values,
@@ -72,11 +72,6 @@ def values(result: RenderResult) -> dict[str, Any]:
 
 def tier_of(stack: str) -> str:
     return stack_input(stack)["environment"]
-
-
-def system_pool_labels(stack: str) -> dict[str, str]:
-    """Labels of the system pool: the managed clusters' convention; none on `local` (kind)."""
-    return {} if stack == "local" else system_labels()
 
 
 def key_paths(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

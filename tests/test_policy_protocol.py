@@ -66,11 +66,14 @@ def with_objects(result: RenderResult, *objects: tuple[str, dict]) -> RenderResu
 
 def deployment(name: str, *, image: str = "nvcr.io/nvidia/tritonserver:25.01-py3", gpus: int = 0,
                tolerate_gpu: bool = True, namespace: str = "models", node_selector: dict | None = None,
-               host_network: bool = False) -> tuple[str, dict]:  # fmt: skip
+               host_network: bool = False, priority_class: str | None = "serving",
+               gpu_resource: str = "nvidia.com/gpu") -> tuple[str, dict]:  # fmt: skip
     resources = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
     pod: dict[str, Any] = {"containers": [{"name": "server", "image": image, "resources": resources}]}
     if gpus:
-        resources["limits"]["nvidia.com/gpu"] = str(gpus)
+        resources["limits"][gpu_resource] = str(gpus)
+        if priority_class:
+            pod["priorityClassName"] = priority_class
         if tolerate_gpu:
             pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     if node_selector:
@@ -81,6 +84,13 @@ def deployment(name: str, *, image: str = "nvcr.io/nvidia/tritonserver:25.01-py3
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
         "spec": {"selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": {"app": name}}, "spec": pod}},
+    }  # fmt: skip
+
+
+def quota(namespace: str, hard: dict[str, str]) -> tuple[str, dict]:
+    return "kubernetes:core/v1:ResourceQuota", {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "extra", "namespace": namespace},
+        "spec": {"hard": hard},
     }  # fmt: skip
 
 
@@ -158,6 +168,16 @@ VARIANTS: list[Variant] = [
     ("gpu deployment asking for a gpu no pool offers", "aws-dev", None,
      lambda r: with_objects(r, deployment("h100-llm", gpus=1, node_selector={"gpu-platform/gpu-type": "nvidia-h100-80gb"})),
      "gpu-workloads-have-matching-pool"),
+    ("gpu deployment without a priority class", "aws-dev", None,
+     lambda r: with_objects(r, deployment("triton", gpus=1, priority_class=None, node_selector={"gpu-platform/gpu-type": "nvidia-l4"})),
+     "gpu-pods-have-priority-class"),
+    ("gpu deployment in a namespace without a gpu quota", "aws-dev", None,
+     lambda r: with_objects(r, deployment("triton", gpus=1, namespace="scratch", node_selector={"gpu-platform/gpu-type": "nvidia-l4"})),
+     "gpu-workloads-have-quota"),
+    ("mig slice no node is cut into", "onprem-h100", None,
+     lambda r: with_objects(r, deployment("big", gpus=1, namespace="prod", gpu_resource="nvidia.com/mig-7g.80gb"),
+                            quota("prod", {"requests.nvidia.com/mig-7g.80gb": "1"})),
+     "mig-slices-offered"),
     ("host network outside system namespaces", "aws-dev", None,
      lambda r: with_objects(r, deployment("sniffer", host_network=True)), "no-host-access-outside-system-namespaces"),
     ("helm release without a chart version", "aws-dev", None,

@@ -17,13 +17,19 @@ import pytest
 
 from components import progressive_delivery
 from components.charts import CHART_PINS
-from components.node_pools import system_labels
 from components.observability import PROMETHEUS_URL
 from components.progressive_delivery import ProgressiveDelivery, ProgressiveDeliveryArgs
 from infra.program.model_catalog import load_catalog
 from infra.tooling.mock_engine import RenderResult, run_under_mocks
 from infra.program.stack_config import stack_input
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, node_selector_paths
+from tests.conftest import (
+    SHIPPED_STACKS,
+    Render,
+    assert_pinned_release_on_cluster,
+    at,
+    node_selector_paths,
+    system_pool_labels,
+)
 from tests.upstream import (
     chart_meta,
     chart_values,
@@ -78,15 +84,6 @@ def releases_of(result: RenderResult, pin: Any) -> list[dict[str, Any]]:
 
 def tier_of(stack: str) -> str:
     return stack_input(stack)["environment"]
-
-
-def system_pool_labels(stack: str) -> dict[str, str]:
-    """Labels of the system pool: the managed clusters' convention; on an existing cluster those its stack file
-    states (`systemPool.nodeLabels`), none by default (kind)."""
-    raw = stack_input(stack)
-    if raw["cloud"] == "existing":
-        return dict((raw.get("systemPool") or {}).get("nodeLabels") or {})
-    return system_labels()
 
 
 def merged(defaults: Mapping[str, Any], ours: Mapping[str, Any]) -> dict[str, Any]:

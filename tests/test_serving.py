@@ -10,12 +10,18 @@ import pytest
 
 from components.charts import CHART_PINS
 from components.mesh import GATEWAY_LABELS
-from components.node_pools import system_labels
 from components.serving import KNATIVE_SERVING_VERSION, KNATIVE_WORKLOADS, QUEUE_PROXY_MEMORY_REQUEST
 from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, cluster_provider_of, rendered
+from tests.conftest import (
+    SHIPPED_STACKS,
+    Render,
+    assert_pinned_release_on_cluster,
+    cluster_provider_of,
+    rendered,
+    system_pool_labels,
+)
 from tests.upstream import (
     SHARED,
     check_pin_values,
@@ -252,10 +258,10 @@ def test_a_stack_can_turn_scale_to_zero_on_and_change_the_deadline(render: Rende
 # --- placement and availability ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stack", [s for s in SHIPPED_STACKS if s != "local"])
+@pytest.mark.parametrize("stack", [s for s in SHIPPED_STACKS if system_pool_labels(s)])
 def test_every_controller_runs_on_the_system_pool(render: Render, stack: str) -> None:
     result = render(stack)
-    system = system_labels()
+    system = system_pool_labels(stack)
     workloads = {w["name"]: w["nodeSelector"] for w in serving_spec(result)["workloads"]}
     assert set(workloads) == set(KNATIVE_WORKLOADS)
     assert all(selector == system for selector in workloads.values())
