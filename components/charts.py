@@ -233,6 +233,22 @@ CHART_PINS: Mapping[str, ChartPin] = {
             "the version in the Flagger v1.44.0 release tree."
         ),
     ),
+    # Installed once per tenant that asks for notebooks, in the tenant's own namespace (components/notebooks.py
+    # passes it to helm_release); `namespace` here is only the default, and keeps tenants from taking the name.
+    "jupyterhub": ChartPin(
+        chart="jupyterhub",
+        repository="https://hub.jupyter.org/helm-chart/",
+        version="4.4.0",
+        namespace="jupyterhub",
+        upstream="jupyterhub/4.4.0",
+        compatibility=(
+            "Zero to JupyterHub 4.4.0 runs JupyterHub 5.5.0 (Chart.yaml appVersion), which has the "
+            "SharedPasswordAuthenticator (5.1+) used for generated-password notebooks, and the hub image's "
+            "OAuthenticator 17 (GenericOAuthenticator with allowed_groups and manage_groups). The chart needs "
+            "Kubernetes >= 1.28 (Chart.yaml kubeVersion); our clusters run 1.35. Its user-scheduler ships "
+            "kube-scheduler v1.30.14, too old for 1.35, so components/notebooks.py leaves it off."
+        ),
+    ),
     "cluster-autoscaler": ChartPin(
         chart="cluster-autoscaler",
         repository="https://kubernetes.github.io/autoscaler",

@@ -38,15 +38,19 @@ def helm_release(
     opts: pulumi.ResourceOptions,
     *,
     release_name: Optional[str] = None,
+    namespace: Optional[pulumi.Input[str]] = None,
 ) -> k8s.helm.v3.Release:
-    """Install `pin` as release `release_name` (default: the chart's name) in the pin's namespace."""
+    """Install `pin` as release `release_name` (default: the chart's name) in `namespace` (default: the
+    pin's). A chart installed once per tenant (JupyterHub, components/notebooks.py) names the tenant's
+    namespace; the offline render expands the release where its `namespace` input says
+    (infra/tooling/objects.py)."""
     return k8s.helm.v3.Release(
         name,
         name=release_name or pin.chart,
         chart=pin.chart_ref,
         version=pin.version,
         repository_opts=None if pin.is_oci else k8s.helm.v3.RepositoryOptsArgs(repo=pin.repository),
-        namespace=pin.namespace,
+        namespace=namespace if namespace is not None else pin.namespace,
         create_namespace=True,
         values=dict(values),
         # A failed upgrade rolls back instead of leaving a half-applied release behind.

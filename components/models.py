@@ -31,8 +31,8 @@ from components.cluster import tolerations_of
 from components.custom_resource import custom_resource
 from components.node_pools import (
     GPU_RESOURCE,
-    ROLE_LABEL,
     NodePoolDescription,
+    cpu_node_expressions,
     required_node_affinity,
     selector_expressions,
 )
@@ -184,9 +184,7 @@ def gpu_resource(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> str:
 def placement(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str, Any]:
     """affinity and tolerations for the model's pods."""
     if not spec.gpu:
-        not_gpu = {"key": ROLE_LABEL, "operator": "NotIn", "values": ["gpu"]}
-        no_gpu_resource = {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"}
-        return {"affinity": required_node_affinity([not_gpu, no_gpu_resource]), "tolerations": []}
+        return {"affinity": required_node_affinity(cpu_node_expressions()), "tolerations": []}
     targets = pools_for(spec, pools)
     if not targets:
         wanted = f"MIG slice {spec.gpu_slice}" if spec.gpu_slice else "whole GPUs"

@@ -150,6 +150,16 @@ def selector_expressions(selector: Mapping[str, str]) -> list[dict[str, Any]]:
     return [{"key": key, "operator": "In", "values": [value]} for key, value in sorted(selector.items())]
 
 
+def cpu_node_expressions() -> list[dict[str, Any]]:
+    """Match expressions for a node without a GPU, for CPU work (models, notebooks): outside our GPU pools,
+    and without the `nvidia.com/gpu.present` label GPU feature discovery puts on GPU nodes, so an untainted
+    GPU node of an existing cluster is avoided too."""
+    return [
+        {"key": ROLE_LABEL, "operator": "NotIn", "values": ["gpu"]},
+        {"key": "nvidia.com/gpu.present", "operator": "DoesNotExist"},
+    ]
+
+
 def required_node_affinity(*terms: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """An `affinity` requiring a node that matches any of `terms`, each a list of match expressions
     that must all hold."""

@@ -334,15 +334,43 @@ def validate_custom_resource(
 # --- Helm charts -------------------------------------------------------------------------------------
 
 
+# A chart the store holds only unpacked (INDEX.json `charts`, not `files`: JupyterHub) is read from its
+# folder. Zero to JupyterHub keeps its schema as values.schema.yaml in the repository; the published chart's
+# values.schema.json is that file without its `description`s (z2jh tools/generate-json-schema.py), so it
+# validates the same.
+_UNPACKED_CHART_FILES: Mapping[str, tuple[str, ...]] = {
+    "chart-meta": ("Chart.yaml",),
+    "chart-values": ("values.yaml",),
+    "values-schema": ("values.schema.json", "values.schema.yaml"),
+}
+
+
+def _unpacked_chart_entry(kind: str, project: str, chart: str, version: str) -> Optional[Mapping[str, Any]]:
+    """The `kind` file of an unpacked chart of the pinned release (an INDEX.json `charts` entry), if any."""
+    for entry in index().get("charts", ()):
+        folder = entry["local_path"]
+        if entry["name"] != chart or not folder.startswith(f"{project}/"):
+            continue
+        if _norm(source_version(_source_of(folder + "/"))) != _norm(version):
+            continue
+        for name in _UNPACKED_CHART_FILES[kind]:
+            if (SHARED / folder / name).exists():
+                return {"local_path": f"{folder}/{name}", "note": "; ".join(entry.get("patches") or ())}
+        return None
+    return None
+
+
 def _chart_entry(kind: str, project: str, chart: str, version: str) -> Optional[Mapping[str, Any]]:
     """The `kind` file of chart `chart` (its Chart.yaml `name`) in the pinned release, if any."""
     metas = _files("chart-meta", project, version)
+    folders = [m["local_path"].rsplit("/", 1)[0] for m in metas if _load(m["local_path"]).get("name") == chart]
+    if not folders and _unpacked_chart_entry("chart-meta", project, chart, version) is not None:
+        return _unpacked_chart_entry(kind, project, chart, version)
     if not metas:
         raise UpstreamError(
             f"no pinned release {project} {version} with a chart; pinned versions of {project}: "
             f"{_pinned_versions(project) or 'none'}"
         )
-    folders = [m["local_path"].rsplit("/", 1)[0] for m in metas if _load(m["local_path"]).get("name") == chart]
     if not folders:
         names = sorted(_load(m["local_path"]).get("name") for m in metas)
         raise UpstreamError(f"{project} {version} has no chart named {chart!r}; its charts: {names}")
@@ -388,7 +416,8 @@ def chart_values(project: str, chart: str, version: str) -> dict:
 
 
 def values_schema(project: str, chart: str, version: str) -> Optional[dict]:
-    """The chart's values.schema.json (cert-manager, Istio gateway), or None when it ships none."""
+    """The chart's values.schema.json (cert-manager, Istio gateway, JupyterHub's values.schema.yaml), or
+    None when it ships none."""
     entry = _chart_entry("values-schema", project, chart, version)
     return copy.deepcopy(_load(entry["local_path"])) if entry else None
 
@@ -475,8 +504,32 @@ def check_chart_values(
     ]
     schema = values_schema(project, chart, version)
     if schema is not None:
-        problems.extend(values_schema_errors(values, schema))
+        # Helm validates the chart's defaults with our values coalesced over them, not our values alone:
+        # a schema that requires keys (JupyterHub's requires nearly every section) is met by the defaults.
+        problems.extend(values_schema_errors(coalesced_values(_raw_chart_values(project, chart, version), values), schema))
     return problems
+
+
+def _raw_chart_values(project: str, chart: str, version: str) -> dict:
+    """The chart's values.yaml exactly as Helm reads it (no unwrapping, unlike `chart_values`)."""
+    entry = _chart_entry("chart-values", project, chart, version)
+    if entry is None:
+        return {}
+    return copy.deepcopy(_load(entry["local_path"])) or {}
+
+
+def coalesced_values(defaults: Mapping[str, Any], values: Mapping[str, Any]) -> dict:
+    """`values` over a chart's `defaults` as Helm coalesces them: maps merge key by key, anything else
+    (lists included) replaces the default, and a null removes the default's key."""
+    merged = copy.deepcopy(dict(defaults))
+    for key, value in values.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = coalesced_values(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def check_pin_values(pin: Any, values: Mapping[str, Any], free_form: Iterable[str] = DEFAULT_FREE_FORM) -> list[str]:
@@ -510,17 +563,18 @@ def render_chart(
     values: Mapping[str, Any],
     *,
     release: Optional[str] = None,
+    namespace: Optional[str] = None,
     api_versions: Iterable[str] = ("monitoring.coreos.com/v1",),
     kube_version: str = "1.35",
 ) -> list[dict]:
     """The objects the pinned chart of `pin` renders from `values`, as `helm install` of release `release`
-    (default: the chart's name) in the pin's namespace would on a fresh cluster: hooks included, the
-    crds/ folder left out. No network, no cluster."""
+    (default: the chart's name) in `namespace` (default: the pin's) would on a fresh cluster: hooks
+    included, the crds/ folder left out. No network, no cluster."""
     return _helm_engine().template(
         chart_path(pin),
         values,
         release=release or pin.chart,
-        namespace=pin.namespace,
+        namespace=namespace or pin.namespace,
         kube_version=kube_version,
         api_versions=list(api_versions),
     )
