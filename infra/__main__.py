@@ -21,9 +21,13 @@ from infra.program.workloads import build_workloads  # noqa: E402
 settings = load_program_settings()
 cluster = build_cluster(settings)
 platform = build_platform(settings, cluster)
-build_workloads(settings, cluster, platform)
+workloads = build_workloads(settings, cluster, platform)
 
 pulumi.export("clusterName", cluster.cluster_name)
 pulumi.export("endpoint", cluster.endpoint)
 pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))
 pulumi.export("nodePools", [pool.name for pool in cluster.node_pools])
+# The generated notebook passwords (local stacks): `pulumi stack output --show-secrets notebookPasswords`.
+passwords = {tenant: hub.password for tenant, hub in workloads.notebooks.items() if hub.password is not None}
+if passwords:
+    pulumi.export("notebookPasswords", passwords)

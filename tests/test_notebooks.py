@@ -26,7 +26,6 @@ import pytest
 import yaml
 
 from components.charts import CHART_PINS
-from components.cluster import KubernetesCluster, gpu_pools, system_node_selector
 from components.node_pools import GPU_RESOURCE, GPU_TAINT_KEY, MIG_RESOURCE_PREFIX, POOL_LABEL, ROLE_LABEL, SPOT_TAINT_KEY
 from components.notebooks import (
     NO_SIDECAR_LABELS,
@@ -48,6 +47,8 @@ from components.notebooks import (
 )
 from components.priorities import INTERACTIVE, PRIORITY_CLASSES
 from infra.program.clusters import build_cluster
+from infra.program.platform import build_platform
+from infra.program.workloads import build_workloads, notebooks_args
 from infra.program.settings import load_settings
 from infra.program.stack_config import SECRET_PLACEHOLDER, stack_input
 from infra.tooling.mock_engine import RenderResult, run_under_mocks
@@ -55,7 +56,7 @@ from infra.tooling.object_checks import secret_problems
 from infra.tooling.objects import CLUSTER_SCOPE_DIR, ObjectSet, expand_objects
 from infra.tooling.render import object_problems
 from policies.gpu_platform_policies.secrets import check_literal_credentials
-from tests.conftest import at, requires_charts
+from tests.conftest import at, rendered, requires_charts
 from tests.upstream import (
     DEFAULT_FREE_FORM,
     check_pin_values,
@@ -89,6 +90,8 @@ H100_QUOTA = {"nvidia.com/gpu": 2, "nvidia.com/mig-3g.40gb": 1, "nvidia.com/mig-
 # name -> (stack, overrides, tenant): each with `models: {}`, since a stack with tenants wants every model
 # to name one, and these stacks' models are not what is tested here.
 SCENARIOS: Mapping[str, tuple[str, dict[str, Any], str]] = {
+    # The shipped stack as it is: the research tenant's notebooks on the H100's 1g.10gb slice, OAuth.
+    "onprem-h100": ("onprem-h100", {}, "research"),
     "existing-h100-mig": (
         "local",
         {
@@ -129,35 +132,6 @@ SCENARIOS: Mapping[str, tuple[str, dict[str, Any], str]] = {
 # --- the scenarios, rendered --------------------------------------------------------------------------
 
 
-def notebooks_args(settings: Any, tenant: str, cluster: KubernetesCluster) -> NotebooksArgs:
-    """The component's arguments from a tenant's settings: what the workloads layer passes."""
-    notebooks = settings.tenants[tenant].notebooks
-    oauth = notebooks.oauth
-    return NotebooksArgs(
-        tenant=tenant,
-        namespace=settings.tenant_namespace(tenant),
-        environment=settings.environment,
-        gpu_pools=gpu_pools(cluster),
-        system_node_selector=system_node_selector(cluster),
-        auth=notebooks.auth,
-        oauth=None
-        if oauth is None
-        else NotebookOAuth(
-            authorize_url=oauth.authorize_url,
-            token_url=oauth.token_url,
-            userdata_url=oauth.userdata_url,
-            client_id=oauth.client_id,
-            client_secret_name=oauth.client_secret_name,
-            allowed_groups=tuple(oauth.allowed_groups),
-        ),
-        idle_timeout_minutes=notebooks.idle_timeout_minutes,
-        max_servers=notebooks.max_servers,
-        cpu=notebooks.cpu,
-        memory=notebooks.memory,
-        gpu_quota=dict(settings.tenants[tenant].quota.gpus),
-    )
-
-
 class Scenario:
     def __init__(self, name: str) -> None:
         stack, overrides, tenant = SCENARIOS[name]
@@ -167,12 +141,13 @@ class Scenario:
         built: list[NotebooksArgs] = []
 
         def program() -> None:
+            # The program's own three layers (infra/__main__.py), keeping the tenant's notebook arguments.
             cluster = build_cluster(self.settings)
-            args = notebooks_args(self.settings, tenant, cluster)
-            built.append(args)
-            notebooks = Notebooks(f"notebooks-{tenant}", args, pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}))
-            if notebooks.password is not None:
-                pulumi.export("notebookPasswords", {tenant: notebooks.password})
+            workloads = build_workloads(self.settings, cluster, build_platform(self.settings, cluster))
+            built.append(notebooks_args(self.settings, tenant, cluster))
+            hub = workloads.notebooks[tenant]
+            if hub.password is not None:
+                pulumi.export("notebookPasswords", {tenant: hub.password})
 
         self.result: RenderResult = run_under_mocks(stack, program)
         (self.args,) = built
@@ -307,7 +282,9 @@ def test_the_pinned_chart_is_installed_in_the_tenants_namespace(name: str) -> No
 def test_the_offline_render_expands_the_release_in_the_tenants_namespace(name: str) -> None:
     s = scenario(name)
     objects = expanded(name)
-    assert objects.skipped == [] and objects.partial == [] and objects.duplicates == []
+    # The whole stack is expanded; only this release must be whole (other charts may lack subcharts here).
+    release = f"helm:{s.namespace}/{RELEASE_NAME}"
+    assert not [p for p in objects.skipped + objects.partial if p.startswith(release)] and objects.duplicates == []
     mine = objects.from_release(f"{s.namespace}/{RELEASE_NAME}")
     assert {o.kind for o in mine} >= {"Deployment", "Service", "Secret", "NetworkPolicy"}
     # Nothing cluster-scoped: two tenants' releases cannot claim the same object.
@@ -319,15 +296,7 @@ def test_the_offline_render_expands_the_release_in_the_tenants_namespace(name: s
 def test_two_tenants_each_get_their_own_hub() -> None:
     stack, overrides, _ = SCENARIOS["existing-h100-mig"]
     tenants = {name: {"quota": {"gpus": H100_QUOTA}, "notebooks": {"auth": "password"}} for name in ("team-a", "team-b")}
-    settings = load_settings(stack_input(stack, {**overrides, "tenants": tenants}), stack)
-
-    def program() -> None:
-        cluster = build_cluster(settings)
-        for tenant in settings.tenants:
-            args = notebooks_args(settings, tenant, cluster)
-            Notebooks(f"notebooks-{tenant}", args, pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}))
-
-    objects = expand_objects(run_under_mocks(stack, program))
+    objects = expand_objects(rendered(stack, {**overrides, "tenants": tenants}))
     assert objects.duplicates == []
     for tenant in tenants:
         assert {("Service", PROXY_SERVICE), ("Deployment", "hub")} <= {(o.kind, o.name) for o in objects.from_release(f"{tenant}/{RELEASE_NAME}")}
@@ -470,6 +439,8 @@ def test_only_kinds_the_tenants_quota_grants_are_offered() -> None:
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_user_servers_run_as_interactive_with_the_tenants_size_and_are_culled_when_idle(name: str) -> None:
     config = hub_config(name)
+    s = scenario(name)
+    wanted = s.settings.tenants[s.tenant].notebooks
     assert at(config, "hub.config.KubeSpawner.priority_class_name") == INTERACTIVE
     assert INTERACTIVE in PRIORITY_CLASSES  # one of ours (components/priorities.py)
     # The chart's own PriorityClasses stay off; no profile sets another class.
@@ -477,12 +448,15 @@ def test_user_servers_run_as_interactive_with_the_tenants_size_and_are_culled_wh
     assert not [o for o in chart_objects(name) if o["kind"] == "PriorityClass"]
     assert all("priority_class_name" not in p["kubespawner_override"] for p in config["singleuser"]["profileList"])
 
-    assert at(config, "singleuser.cpu") == {"guarantee": 4, "limit": 4}
-    assert at(config, "singleuser.memory") == {"guarantee": 16 * 2**30, "limit": 16 * 2**30}
-    assert at(config, "hub.activeServerLimit") == 5
+    cores = float(wanted.cpu[:-1]) / 1000 if wanted.cpu.endswith("m") else float(wanted.cpu)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    size = int(wanted.memory[:-2]) * units[wanted.memory[-2:]]
+    assert at(config, "singleuser.cpu") == {"guarantee": cores, "limit": cores}
+    assert at(config, "singleuser.memory") == {"guarantee": size, "limit": size}
+    assert at(config, "hub.activeServerLimit") == wanted.max_servers
     assert at(config, "cull.enabled") is True
-    assert at(config, "cull.timeout") == 30 * 60
-    assert at(config, "cull.every") <= 30 * 60 // 2
+    assert at(config, "cull.timeout") == wanted.idle_timeout_minutes * 60
+    assert at(config, "cull.every") <= wanted.idle_timeout_minutes * 60 // 2
     # Home directories survive culling: a volume per user (the chart's default).
     assert at(config, "singleuser.storage.type") == "dynamic"
 
@@ -633,3 +607,13 @@ def test_bad_arguments_are_refused_before_anything_is_created(change: dict[str, 
     args = scenario("eks-prod-oauth").args
     with pytest.raises(ValueError, match=problem):
         notebook_values(NotebooksArgs(**{**args.__dict__, **change}))
+
+
+def test_the_shipped_research_hub_offers_cpu_and_exactly_the_slices_its_quota_grants() -> None:
+    s = scenario("onprem-h100")
+    granted = {resource for resource, count in s.settings.tenants[s.tenant].quota.gpus.items() if count > 0}
+    assert granted == {"nvidia.com/mig-1g.10gb"}
+    assert {resource_of(p) for p in gpu_profiles("onprem-h100").values()} == granted
+    assert "cpu" in profiles("onprem-h100")
+    # Signed in through the identity provider: no generated password is exported for a prod stack.
+    assert "notebookPasswords" not in s.result.secret_outputs

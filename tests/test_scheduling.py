@@ -48,6 +48,8 @@ CONTROLLER_PLACEMENT: Mapping[str, tuple[str, ...]] = {
     "oci://ghcr.io/kserve/charts/kserve-crd": (),  # CRDs only
     "oci://ghcr.io/kserve/charts/kserve-resources": ("kserve.controller.nodeSelector",),
     "oci://ghcr.io/kserve/charts/kserve-runtime-configs": (),  # ClusterServingRuntimes, no pods
+    # Notebooks: the hub and the proxy; user servers go where their profile says (components/notebooks.py).
+    "jupyterhub": ("hub.nodeSelector", "proxy.chp.nodeSelector"),
 }
 # chart -> value paths of tolerations for DaemonSets that must run on every GPU node.
 GPU_DAEMONSETS: Mapping[str, tuple[str, ...]] = {

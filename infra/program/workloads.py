@@ -3,14 +3,15 @@ alert rules and dashboards."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Union
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence, Union
 
 import pulumi
 
 from components.alerting import Alerting, AlertingArgs
-from components.cluster import KubernetesCluster, gpu_pools
+from components.cluster import KubernetesCluster, gpu_pools, system_node_selector
 from components.dashboards import Dashboards, DashboardsArgs
+from components.notebooks import NotebookOAuth, Notebooks, NotebooksArgs
 from infra.program.models import Models, deploy_models
 from infra.program.platform import Platform
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
@@ -23,6 +24,8 @@ class Workloads:
     models: Models
     alerts: Optional[Alerting]
     dashboards: Optional[Dashboards]
+    # Tenant name -> its JupyterHub, for tenants with `notebooks`.
+    notebooks: Mapping[str, Notebooks] = field(default_factory=dict)
 
 
 def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[str]:
@@ -34,12 +37,77 @@ def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[st
     return frozenset(available)
 
 
+def notebooks_args(
+    settings: Settings, tenant: str, cluster: KubernetesCluster, depends_on: Sequence[pulumi.Resource] = ()
+) -> NotebooksArgs:
+    """A tenant's `notebooks` settings as the component's arguments."""
+    notebooks = settings.tenants[tenant].notebooks
+    assert notebooks is not None, f"tenant {tenant} has no notebooks"
+    oauth = notebooks.oauth
+    return NotebooksArgs(
+        tenant=tenant,
+        namespace=settings.tenant_namespace(tenant),
+        environment=settings.environment,
+        gpu_pools=gpu_pools(cluster),
+        system_node_selector=system_node_selector(cluster),
+        auth=notebooks.auth,
+        oauth=None
+        if oauth is None
+        else NotebookOAuth(
+            authorize_url=oauth.authorize_url,
+            token_url=oauth.token_url,
+            userdata_url=oauth.userdata_url,
+            client_id=oauth.client_id,
+            client_secret_name=oauth.client_secret_name,
+            allowed_groups=tuple(oauth.allowed_groups),
+        ),
+        idle_timeout_minutes=notebooks.idle_timeout_minutes,
+        max_servers=notebooks.max_servers,
+        cpu=notebooks.cpu,
+        memory=notebooks.memory,
+        # Only the kinds of GPU the tenant's quota grants are offered as server profiles.
+        gpu_quota=dict(settings.tenants[tenant].quota.gpus),
+        depends_on=tuple(depends_on),
+    )
+
+
+def deploy_notebooks(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> dict[str, Notebooks]:
+    """JupyterHub in each tenant's namespace that asks for notebooks (infra/program/settings.py requires the
+    model store, which makes the namespaces)."""
+    wanted = [name for name, tenant in settings.tenants.items() if tenant.notebooks is not None]
+    if not wanted:
+        return {}
+    store = platform.model_store
+    assert store is not None, "infra/program/settings.py tenant_problems requires the model store for tenants"
+    on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    # User pods name `interactive` and count against the tenant's quota: both exist first.
+    priorities = list(platform.priorities.classes.values())
+    return {
+        tenant: Notebooks(
+            f"{settings.cluster_name}-notebooks-{tenant}",
+            notebooks_args(
+                settings,
+                tenant,
+                cluster,
+                depends_on=(
+                    store.model_namespaces[settings.tenant_namespace(tenant)],
+                    *priorities,
+                    platform.tenants[tenant],
+                ),
+            ),
+            on_cluster,
+        )
+        for tenant in wanted
+    }
+
+
 def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Workloads:
     # Alert rules and dashboards are read by the Prometheus and Grafana of the monitoring add-on; a
     # cluster without it may have no PrometheusRule CRD at all.
     models = deploy_models(settings, cluster, platform)
+    notebooks = deploy_notebooks(settings, cluster, platform)
     if platform.monitoring is None:
-        return Workloads(models=models, alerts=None, dashboards=None)
+        return Workloads(models=models, alerts=None, dashboards=None, notebooks=notebooks)
     name = settings.cluster_name
     available = capabilities(settings, cluster)
     # After the monitoring release: it installs the PrometheusRule CRD and the namespace both use.
@@ -50,4 +118,4 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
         f"{name}-alerts", AlertingArgs(environment=settings.environment, capabilities=available), after_monitoring
     )
     dashboards = Dashboards(f"{name}-dashboards", DashboardsArgs(capabilities=available), after_monitoring)
-    return Workloads(models=models, alerts=alerts, dashboards=dashboards)
+    return Workloads(models=models, alerts=alerts, dashboards=dashboards, notebooks=notebooks)
