@@ -41,6 +41,8 @@ from components.helm import helm_release
 BASE_PIN = CHART_PINS["istio-base"]
 ISTIOD_PIN = CHART_PINS["istiod"]
 GATEWAY_PIN = CHART_PINS["istio-gateway"]
+# Where every sidecar fetches its configuration from istiod (XDS over mTLS): Istio's "Ports used by Istio".
+ISTIOD_XDS_PORT = 15012
 CLOUDS = ("aws", "gcp", "existing")
 
 # The release names Istio's install guide uses. The gateway's name matters beyond taste: its pods get

@@ -45,6 +45,10 @@ import pulumi_kubernetes as k8s
 
 from components.models import MODEL_LABEL, MODELS_BUCKET, ModelImportSource, ModelSpec, ModelStorage
 
+# The label every import pod carries: the one kind of model-namespace pod that reaches the internet
+# (components/tenancy.py lets it out on 443).
+IMPORT_POD_LABELS = {"app.kubernetes.io/component": "model-import"}
+
 # The official Python image, Debian 13 (trixie) slim, by its full release tag. huggingface_hub 2.4.0 and
 # boto3 1.44.5 both need Python 3.10 or newer (their wheels' Requires-Python).
 IMPORT_IMAGE = "python:3.13.9-slim-trixie"
@@ -147,7 +151,7 @@ def import_job(args: ModelImportArgs) -> dict[str, Any]:
     spec, storage = args.spec, args.storage
     source = _source(spec)
     prefix = spec.storage_path.strip("/")
-    labels = {MODEL_LABEL: spec.name, "app.kubernetes.io/component": "model-import"}
+    labels = {MODEL_LABEL: spec.name, **IMPORT_POD_LABELS}
 
     def secret_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
         ref: dict[str, Any] = {"name": secret, "key": key}

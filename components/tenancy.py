@@ -13,6 +13,16 @@ Per tenant namespace:
 - LimitRange `defaults`: a container that sets no requests or limits gets these, so nothing runs
   unaccounted (a quota on `requests.cpu` would otherwise refuse such pods outright:
   https://kubernetes.io/docs/concepts/policy/limit-range/).
+- NetworkPolicy `default-deny`: no ingress and no egress for any pod of the namespace, and `allow-platform`
+  with the exceptions the platform needs (below). NetworkPolicies add up: a pod may do what any policy
+  selecting it allows, so a chart's own policies (JupyterHub's) keep working on top.
+
+The allows (`NetworkIsolation`): ingress from the namespace itself and from the platform namespaces that
+call models (the Istio gateway, Knative's activator and autoscaler, Prometheus, Flagger's load tester);
+egress to DNS, to istiod (the sidecars' configuration), to the model store's S3 port and within the
+namespace. A Hugging Face import Job (components/model_import.py) also reaches the internet on 443, never
+a private address. Enforcement needs a network plugin that implements NetworkPolicy: GKE Dataplane V2,
+the EKS VPC CNI with its network policy agent, or the existing cluster's own (docs/one-h100.md).
 
 GPU quotas name extended resources with the `requests.` prefix only: Kubernetes does not overcommit them,
 so `requests.nvidia.com/mig-1g.10gb` is the whole rule (resource-quotas, "Resource quota for extended
@@ -27,6 +37,7 @@ from typing import Mapping, Optional, Sequence
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.model_import import IMPORT_POD_LABELS
 from components.priorities import BATCH
 
 TENANT_LABEL = "gpu-platform/tenant"
@@ -34,11 +45,25 @@ QUOTA_TOTAL = "tenant"
 QUOTA_GUARANTEED = "guaranteed"
 QUOTA_BATCH = "batch"
 LIMIT_RANGE = "defaults"
+DEFAULT_DENY = "default-deny"
+ALLOW_PLATFORM = "allow-platform"
+ALLOW_IMPORT_EGRESS = "allow-model-import-egress"
+# Private and link-local ranges an import Job must not reach (the cloud metadata server is link-local).
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
 
 # Per container, when it sets none: small enough that a forgotten sidecar does not eat a tenant's quota,
 # large enough to start. Models and notebooks always set their own.
 DEFAULT_REQUEST = {"cpu": "100m", "memory": "128Mi"}
 DEFAULT_LIMIT = {"cpu": "1", "memory": "1Gi"}
+
+
+@dataclass(frozen=True)
+class NetworkIsolation:
+    """What a tenant's pods may reach and be reached by, besides each other."""
+
+    ingress_from: tuple[str, ...]  # namespaces whose pods may call the tenant's pods
+    egress_to: Mapping[str, tuple[int, ...]]  # namespace -> TCP ports the tenant's pods may call there
+    dns_namespace: str = "kube-system"
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,7 @@ class TenantArgs:
     cpu: Optional[str] = None  # total CPU requests; None: no cap
     memory: Optional[str] = None
     pods: Optional[int] = None
+    network: Optional[NetworkIsolation] = None  # None: no NetworkPolicies (a cluster that cannot enforce them)
     # The namespace's resource (the model store's), so the quota waits for it and goes before it.
     depends_on: Sequence[pulumi.Resource] = ()
 
@@ -83,9 +109,53 @@ def quotas(args: TenantArgs) -> dict[str, dict]:
     return specs
 
 
+def _namespace_peer(namespace: str) -> dict:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+
+
+def network_policies(args: TenantArgs) -> dict[str, dict]:
+    """The NetworkPolicy specs of one tenant namespace, by name."""
+    if args.network is None:
+        return {}
+    net = args.network
+    same_namespace = {"podSelector": {}}
+    dns = {
+        "to": [_namespace_peer(net.dns_namespace)],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+    egress = [
+        {"to": [same_namespace]},
+        dns,
+        *(
+            {"to": [_namespace_peer(namespace)], "ports": [{"protocol": "TCP", "port": port} for port in ports]}
+            for namespace, ports in sorted(net.egress_to.items())
+        ),
+    ]
+    return {
+        DEFAULT_DENY: {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        ALLOW_PLATFORM: {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [same_namespace, *(_namespace_peer(n) for n in net.ingress_from)]}],
+            "egress": egress,
+        },
+        ALLOW_IMPORT_EGRESS: {
+            "podSelector": {"matchLabels": dict(IMPORT_POD_LABELS)},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}],
+                    "ports": [{"protocol": "TCP", "port": 443}],
+                }
+            ],
+        },
+    }
+
+
 class Tenant(pulumi.ComponentResource):
     quotas: dict[str, k8s.core.v1.ResourceQuota]
     limit_range: k8s.core.v1.LimitRange
+    network_policies: dict[str, k8s.networking.v1.NetworkPolicy]
 
     def __init__(self, name: str, args: TenantArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:platform:Tenant", name, {}, opts)
@@ -111,4 +181,13 @@ class Tenant(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        self.network_policies = {
+            policy_name: k8s.networking.v1.NetworkPolicy(
+                f"{name}-{policy_name}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy_name, namespace=args.namespace, labels=labels),
+                spec=spec,
+                opts=child,
+            )
+            for policy_name, spec in network_policies(args).items()
+        }
         self.register_outputs({})

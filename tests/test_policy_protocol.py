@@ -94,7 +94,8 @@ def quota(namespace: str, hard: dict[str, str]) -> tuple[str, dict]:
     }  # fmt: skip
 
 
-def inference_service(name: str, *, service_account: str | None = "models-s3", max_replicas: int | None = 3) -> tuple[str, dict]:
+def inference_service(name: str, *, service_account: str | None = "models-s3", max_replicas: int | None = 3,
+                      namespace: str = "models") -> tuple[str, dict]:  # fmt: skip
     predictor: dict[str, Any] = {
         "minReplicas": 1,
         "model": {"modelFormat": {"name": "pytorch"}, "storageUri": f"s3://models/{name}",
@@ -106,13 +107,13 @@ def inference_service(name: str, *, service_account: str | None = "models-s3", m
         predictor["serviceAccountName"] = service_account
     return "kubernetes:serving.kserve.io/v1beta1:InferenceService", {
         "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-        "metadata": {"name": name, "namespace": "models"}, "spec": {"predictor": predictor},
+        "metadata": {"name": name, "namespace": namespace}, "spec": {"predictor": predictor},
     }  # fmt: skip
 
 
-def service_account(name: str) -> tuple[str, dict]:
+def service_account(name: str, namespace: str = "models") -> tuple[str, dict]:
     return "kubernetes:core/v1:ServiceAccount", {
-        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": "models"}}  # fmt: skip
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}  # fmt: skip
 
 
 def helm_release(name: str, **inputs: Any) -> tuple[str, dict]:
@@ -178,6 +179,9 @@ VARIANTS: list[Variant] = [
      lambda r: with_objects(r, deployment("big", gpus=1, namespace="prod", gpu_resource="nvidia.com/mig-7g.80gb"),
                             quota("prod", {"requests.nvidia.com/mig-7g.80gb": "1"})),
      "mig-slices-offered"),
+    ("model namespace without a default-deny network policy", "aws-dev", None,
+     lambda r: with_objects(r, service_account("models-s3", "scratch"), inference_service("mnist", namespace="scratch")),
+     "model-namespaces-deny-by-default"),
     ("host network outside system namespaces", "aws-dev", None,
      lambda r: with_objects(r, deployment("sniffer", host_network=True)), "no-host-access-outside-system-namespaces"),
     ("helm release without a chart version", "aws-dev", None,

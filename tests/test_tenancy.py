@@ -16,11 +16,22 @@ from components.gpu_catalog import GPU_TYPES, mig_layout_problem, mig_placement
 from components.gpu_stack import MIG_DISABLED, MIG_PARTED_CONFIG_MAP
 from components.node_pools import MIG_CONFIG_LABEL, mig_config_name
 from components.priorities import BATCH, PRIORITY_CLASSES, SERVING, SERVING_CRITICAL
-from components.tenancy import LIMIT_RANGE, QUOTA_BATCH, QUOTA_GUARANTEED, QUOTA_TOTAL, TENANT_LABEL
+from components.model_import import IMPORT_POD_LABELS
+from components.tenancy import (
+    ALLOW_IMPORT_EGRESS,
+    ALLOW_PLATFORM,
+    DEFAULT_DENY,
+    LIMIT_RANGE,
+    QUOTA_BATCH,
+    QUOTA_GUARANTEED,
+    QUOTA_TOTAL,
+    TENANT_LABEL,
+)
 from infra.program.model_catalog import load_catalog, resolve
 from infra.program.settings import ConfigError, load_settings, pool_capacity
 from infra.program.stack_config import stack_input
-from infra.tooling.render import main
+from infra.program.tenancy import model_namespace
+from infra.tooling.render import main, network_policy_warnings
 from tests.conftest import SHIPPED_STACKS, expanded, stack_settings
 from tests.upstream import requires_shared, validate_custom_resource
 
@@ -339,3 +350,53 @@ def test_an_impossible_layout_end_to_end_exits_2_naming_the_key(tmp_path, monkey
     assert "Traceback" not in captured.err + captured.out
     assert "gpu-platform:gpuPools.h100: migLayout: 2 x 4g.40gb" in captured.err
     assert not (tmp_path / "out").exists()
+
+
+# --- network isolation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", WITH_MODELS)
+def test_every_model_namespace_denies_by_default_and_allows_only_the_platform(stack: str) -> None:
+    settings = stack_settings(stack)
+    namespaces = {model_namespace(settings, name) for name in settings.models}
+    for namespace in namespaces:
+        policies = objects(stack, "NetworkPolicy", namespace)
+        deny = policies[DEFAULT_DENY]["spec"]
+        assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+        allow = policies[ALLOW_PLATFORM]["spec"]
+        (ingress,) = allow["ingress"]
+        callers = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in ingress["from"] if "namespaceSelector" in p}
+        assert callers == {"istio-system", "knative-serving", "monitoring", "flagger-loadtester"}
+        reached = {
+            p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: sorted(port["port"] for port in rule.get("ports", []))
+            for rule in allow["egress"]
+            for p in rule["to"]
+            if "namespaceSelector" in p
+        }
+        assert reached == {"kube-system": [53, 53], "istio-system": [15012], "minio-models": [9000]}
+        # Only import Jobs go out, on 443, and never to a private or link-local address.
+        imports = policies[ALLOW_IMPORT_EGRESS]["spec"]
+        assert imports["podSelector"] == {"matchLabels": IMPORT_POD_LABELS}
+        (rule,) = imports["egress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
+        assert {"10.0.0.0/8", "169.254.0.0/16"} <= set(rule["to"][0]["ipBlock"]["except"])
+
+
+@pytest.mark.parametrize("stack", WITH_MODELS)
+def test_the_store_admits_every_model_namespace(stack: str) -> None:
+    settings = stack_settings(stack)
+    (store,) = [p for p in objects(stack, "NetworkPolicy", "minio-models").values()]
+    (rule,) = store["spec"]["ingress"]
+    admitted = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in rule["from"]}
+    assert {model_namespace(settings, name) for name in settings.models} <= admitted
+
+
+@pytest.mark.parametrize("stack", WITH_MODELS)
+def test_the_render_warns_where_it_cannot_see_network_policies_enforced(render, stack: str) -> None:
+    warnings = network_policy_warnings(render(stack))
+    if stack_settings(stack).cloud == "gcp":
+        assert warnings == []  # Dataplane V2 (components/gke_cluster.py)
+    else:
+        (warning,) = warnings
+        assert warning.startswith("WARNING network policies:")
+        assert ("VPC CNI" in warning) is (stack_settings(stack).cloud == "aws")

@@ -12,13 +12,15 @@ from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pool
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.eks_cluster import EksGpuCluster
 from components.gpu_stack import GpuStack, GpuStackArgs
-from components.mesh import Mesh, MeshArgs
-from components.model_store import ModelStore, ModelStoreArgs
+from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs
+from components.model_store import MINIO_CONTAINER_PORT, ModelStore, ModelStoreArgs
+from components.model_store import TENANT_NAMESPACE as STORE_NAMESPACE
+from components.observability import PIN as MONITORING_PIN
 from components.observability import PROMETHEUS_URL, Observability, ObservabilityArgs
 from components.priorities import PriorityClasses
-from components.progressive_delivery import ProgressiveDelivery, ProgressiveDeliveryArgs
-from components.serving import Serving, ServingArgs
-from components.tenancy import Tenant, TenantArgs
+from components.progressive_delivery import LOADTESTER_PIN, ProgressiveDelivery, ProgressiveDeliveryArgs
+from components.serving import KNATIVE_SERVING_NAMESPACE, Serving, ServingArgs
+from components.tenancy import NetworkIsolation, Tenant, TenantArgs
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
 from infra.program.tenancy import namespace_labels, tenant_plans
 
@@ -184,6 +186,11 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             on_cluster,
         )
 
+    # Who may call the tenants' pods, and what they may call (components/tenancy.py).
+    isolation = NetworkIsolation(
+        ingress_from=(GATEWAY_PIN.namespace, KNATIVE_SERVING_NAMESPACE, MONITORING_PIN.namespace, LOADTESTER_PIN.namespace),
+        egress_to={STORE_NAMESPACE: (MINIO_CONTAINER_PORT,), ISTIOD_PIN.namespace: (ISTIOD_XDS_PORT,)},
+    )
     tenants = {}
     if model_store is not None:
         for plan in tenant_plans(settings):
@@ -197,6 +204,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                     cpu=plan.cpu,
                     memory=plan.memory,
                     pods=plan.pods,
+                    network=isolation,
                     depends_on=(model_store.model_namespaces[plan.namespace],),
                 ),
                 on_cluster,

@@ -91,6 +91,25 @@ def object_problems(objects: ObjectSet, kubernetes_version: str) -> list[Problem
     return [*schema, *pod_problems(objects.objects), *secret_problems(objects.objects)]
 
 
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
+
+def network_policy_warnings(result: RenderResult) -> list[str]:
+    """A stack writes NetworkPolicies (components/tenancy.py), but only some network plugins enforce them:
+    say so whenever the render cannot see that this cluster's does."""
+    count = len(result.of_type(NETWORK_POLICY))
+    if not count:
+        return []
+    gke = result.of_type("gcp:container/cluster:Cluster")
+    if gke and all(c["inputs"].get("datapathProvider") == "ADVANCED_DATAPATH" for c in gke):
+        return []  # Dataplane V2 enforces them
+    if result.of_type("aws:eks/cluster:Cluster") or result.of_type("eks:index:Cluster"):
+        where = "the EKS VPC CNI's network policy agent is not enabled by this stack (issue 14)"
+    else:
+        where = "this stack cannot tell whether the existing cluster's network plugin enforces them (Calico or Cilium do; kind's kindnet does not)"
+    return [f"WARNING network policies: {count} NetworkPolicies isolate the tenants, but {where}"]
+
+
 def objects_report(objects: ObjectSet, problems: list[Problem]) -> str:
     releases = sorted({o.source for o in objects.objects if o.source.startswith("helm:")})
     lines = [
@@ -221,6 +240,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"{len(result.helm_releases)} Helm releases, {len(objects.objects)} objects, graph.mmd"
     )
     print("\n" + objects_report(objects, problems))
+    for warning in network_policy_warnings(result):
+        print(f"    {warning}")
     status = 1 if problems or objects.duplicates else 0
     if args.diff:
         from infra.tooling.render_diff import diff_against  # git and a second render only when asked for

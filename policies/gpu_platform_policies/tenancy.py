@@ -6,6 +6,8 @@
   cannot take every GPU of the cluster.
 - Every MIG slice a pod requests (`nvidia.com/mig-<profile>`) is offered by a node the stack labels with a
   MIG layout that holds that profile; otherwise the pod stays Pending forever.
+- Every namespace that serves models has a default-deny NetworkPolicy (all pods, Ingress, no rule), so a
+  model is reachable only from where an explicit allow says.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from .stack import Finding, _display
 from .values import UNKNOWN, as_mapping, get
 
 RESOURCE_QUOTA = "kubernetes:core/v1:ResourceQuota"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+# What serves a model: KServe's InferenceService and Flagger's Canary (around a plain Deployment).
+MODEL_TYPES = ("kubernetes:serving.kserve.io/v1beta1:InferenceService", "kubernetes:flagger.app/v1beta1:Canary")
 NODE_TYPES = ("kubernetes:core/v1:Node", "kubernetes:core/v1:NodePatch")
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 MIG_PREFIX = "nvidia.com/mig-"
@@ -161,6 +166,55 @@ def check_mig_slices_offered(resources: Sequence[StackResource]) -> Iterator[Fin
                     )
 
 
+# --- model namespaces deny by default ----------------------------------------------------------------
+
+
+def _denies_all_ingress(props: Mapping[str, Any]) -> Optional[bool]:
+    """True for a policy selecting every pod with Ingress and no ingress rule; None while unknown."""
+    spec = get(props, "spec")
+    if spec is UNKNOWN:
+        return None
+    spec = as_mapping(spec)
+    selector, types, rules = spec.get("podSelector"), spec.get("policyTypes"), spec.get("ingress")
+    if UNKNOWN in (selector, types, rules):
+        return None
+    everyone = not as_mapping(selector).get("matchLabels") and not as_mapping(selector).get("matchExpressions")
+    # Without policyTypes, Ingress is implied (networking.k8s.io/v1 NetworkPolicySpec).
+    ingress = types is None or (isinstance(types, list) and "Ingress" in types)
+    return everyone and ingress and not rules
+
+
+def check_model_namespaces_deny_by_default(resources: Sequence[StackResource]) -> Iterator[Finding]:
+    denying: set[str] = set()
+    unknown: set[str] = set()
+    for resource in resources:
+        if resource.type != NETWORK_POLICY:
+            continue
+        namespace = namespace_of(resource.props, resource.default_namespace)
+        if not isinstance(namespace, str):
+            continue
+        verdict = _denies_all_ingress(resource.props)
+        if verdict is None:
+            unknown.add(namespace)
+        elif verdict:
+            denying.add(namespace)
+    reported: set[str] = set()
+    for resource in resources:
+        if resource.type not in MODEL_TYPES:
+            continue
+        namespace = namespace_of(resource.props, resource.default_namespace)
+        if not isinstance(namespace, str) or namespace in denying | unknown | reported:
+            continue
+        reported.add(namespace)
+        yield (
+            resource.urn,
+            f"{_display(resource)} serves a model in namespace {namespace}, which has no default-deny NetworkPolicy, "
+            f"so any pod of the cluster can call its models directly, past the gateway and its authentication. "
+            f"Declare a NetworkPolicy in {namespace} with podSelector: {{}}, policyTypes: [Ingress, Egress] and no "
+            f"rules, and allow what must reach the models explicitly (components/tenancy.py does both).",
+        )
+
+
 gpu_pods_have_priority_class = resource_policy(
     name="gpu-pods-have-priority-class",
     description=(
@@ -191,4 +245,14 @@ mig_slices_offered = stack_policy(
     severity=Severity.HIGH,
 )
 
-POLICIES = [gpu_pods_have_priority_class, gpu_workloads_have_quota, mig_slices_offered]
+model_namespaces_deny_by_default = stack_policy(
+    name="model-namespaces-deny-by-default",
+    description=(
+        "Every namespace with an InferenceService or a Canary has a NetworkPolicy that selects every pod and "
+        "allows no ingress, so models are reached only through the explicit allows."
+    ),
+    check=check_model_namespaces_deny_by_default,
+    severity=Severity.HIGH,
+)
+
+POLICIES = [gpu_pods_have_priority_class, gpu_workloads_have_quota, mig_slices_offered, model_namespaces_deny_by_default]

@@ -9,6 +9,7 @@ from policies.gpu_platform_policies.tenancy import (
     gpu_pods_have_priority_class,
     gpu_workloads_have_quota,
     mig_slices_offered,
+    model_namespaces_deny_by_default,
 )
 
 from .engine import UNKNOWN_STRING, run, run_stack, stack_resource
@@ -143,3 +144,43 @@ def test_layouts_are_read_from_the_mig_parted_config_when_the_name_says_nothing(
 
 def test_whole_gpus_are_not_checked_for_slices():
     assert run_stack(mig_slices_offered, [stack_resource(ISVC, inference_service())]) == []
+
+
+# --- model namespaces deny by default ------------------------------------------------------------------
+
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+
+
+def _network_policy(namespace="serving", name="default-deny", **spec):
+    body = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], **spec}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": namespace}, "spec": body}
+
+
+def test_a_model_namespace_with_a_default_deny_passes():
+    resources = [stack_resource(NETWORK_POLICY, _network_policy()), stack_resource(ISVC, inference_service(), "llm")]
+    assert run_stack(model_namespaces_deny_by_default, resources) == []
+
+
+def test_a_model_namespace_without_one_fails_once_naming_the_namespace():
+    resources = [stack_resource(ISVC, inference_service(name=n), n) for n in ("a", "b")]
+    violations = run_stack(model_namespaces_deny_by_default, resources)
+    assert len(violations) == 1 and "namespace serving, which has no default-deny NetworkPolicy" in violations[0][1]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"ingress": [{"from": [{"podSelector": {}}]}]},  # allows, does not deny
+        {"podSelector": {"matchLabels": {"app": "x"}}},  # some pods only
+        {"policyTypes": ["Egress"]},  # egress only
+    ],
+    ids=["with-a-rule", "some-pods", "egress-only"],
+)
+def test_policies_that_do_not_deny_every_ingress_do_not_count(spec):
+    resources = [stack_resource(NETWORK_POLICY, _network_policy(**spec)), stack_resource(ISVC, inference_service(), "llm")]
+    assert len(run_stack(model_namespaces_deny_by_default, resources)) == 1
+
+
+def test_a_default_deny_elsewhere_does_not_count():
+    resources = [stack_resource(NETWORK_POLICY, _network_policy(namespace="other")), stack_resource(ISVC, inference_service(), "llm")]
+    assert len(run_stack(model_namespaces_deny_by_default, resources)) == 1
