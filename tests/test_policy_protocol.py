@@ -179,6 +179,8 @@ VARIANTS: list[Variant] = [
      lambda r: with_objects(r, deployment("big", gpus=1, namespace="prod", gpu_resource="nvidia.com/mig-7g.80gb"),
                             quota("prod", {"requests.nvidia.com/mig-7g.80gb": "1"})),
      "mig-slices-offered"),
+    ("models without authentication in prod", "aws-prod", {"auth": {"mode": "none"}},
+     lambda r: r, "prod-models-need-a-token"),
     ("model namespace without a default-deny network policy", "aws-dev", None,
      lambda r: with_objects(r, service_account("models-s3", "scratch"), inference_service("mnist", namespace="scratch")),
      "model-namespaces-deny-by-default"),

@@ -829,6 +829,37 @@ class Tenant(_Model):
     )
 
 
+# --- entry ------------------------------------------------------------------------------------
+
+
+class AuthSettings(_Model):
+    """Who may call the models: tokens from your identity provider, checked at the ingress gateway."""
+
+    mode: Literal["jwt", "none"] = Field(
+        description="`jwt`: every request to a model carries a valid token whose tenant claim names the model's "
+        "tenant; `none`: anyone who reaches the gateway may call every model (refused by the policy pack in prod)."
+    )
+    issuer: Optional[str] = Field(default=None, pattern=r"^https://", description="The tokens' `iss`, with `mode: jwt`.")
+    jwks_uri: Optional[str] = Field(
+        default=None, pattern=r"^https://", description="Where the issuer publishes its signing keys (JWKS), with `mode: jwt`."
+    )
+    audiences: tuple[str, ...] = Field(
+        default=(), max_length=10, description="Accepted `aud` values; empty: any audience of that issuer."
+    )
+    tenant_claim: str = Field(
+        default="groups",
+        pattern=r"^[A-Za-z0-9_.:/-]{1,100}$",
+        description="The token claim listing the caller's tenants (a group per tenant); without tenants the one "
+        "tenant is `models`.",
+    )
+
+    @model_validator(mode="after")
+    def _jwt_settings(self) -> "AuthSettings":
+        if self.mode == "jwt" and (self.issuer is None or self.jwks_uri is None):
+            raise ValueError("issuer and jwksUri: both required with `mode: jwt`")
+        return self
+
+
 # --- whole stacks -------------------------------------------------------------------------
 
 
@@ -845,6 +876,9 @@ class _StackBase(_Model):
         max_length=MAX_MODELS,
         description=f"Catalog models (manifests/models/) this environment serves, each with what it overrides; "
         f"at most {MAX_MODELS}.",
+    )
+    auth: AuthSettings = Field(
+        description="How callers of the models authenticate; say `mode: none` to serve without tokens (dev only)."
     )
     tenants: dict[PoolName, Tenant] = Field(
         default_factory=dict,

@@ -11,10 +11,14 @@ import pulumi
 from components.alerting import Alerting, AlertingArgs
 from components.cluster import KubernetesCluster, gpu_pools, system_node_selector
 from components.dashboards import Dashboards, DashboardsArgs
+from components.entry_auth import EntryAuth, EntryAuthArgs
+from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.notebooks import NotebookOAuth, Notebooks, NotebooksArgs
+from infra.program.model_catalog import load_catalog
 from infra.program.models import Models, deploy_models
 from infra.program.platform import Platform
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
+from infra.program.tenancy import model_namespace, tenant_plans
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -26,6 +30,8 @@ class Workloads:
     dashboards: Optional[Dashboards]
     # Tenant name -> its JupyterHub, for tenants with `notebooks`.
     notebooks: Mapping[str, Notebooks] = field(default_factory=dict)
+    # Tokens checked at the gateway (auth mode jwt with the Istio mesh).
+    entry_auth: Optional[EntryAuth] = None
 
 
 def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[str]:
@@ -101,13 +107,45 @@ def deploy_notebooks(settings: Settings, cluster: KubernetesCluster, platform: P
     }
 
 
+def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Optional[EntryAuth]:
+    """JWT authentication and per-tenant authorization at the ingress gateway (components/entry_auth.py)."""
+    auth = settings.auth
+    if auth.mode != "jwt" or platform.mesh is None:
+        return None
+    assert auth.issuer is not None and auth.jwks_uri is not None, "AuthSettings requires both with mode jwt"
+    served: dict[str, tuple[str, list[str]]] = {plan.name: (plan.namespace, []) for plan in tenant_plans(settings)}
+    by_namespace = {namespace: name for name, (namespace, _) in served.items()}
+    catalog = load_catalog()
+    # Only KServe models have hosts on the gateway; a Flagger-released Deployment is reached inside the mesh.
+    for model in settings.models:
+        if catalog[model].serving == "kserve":
+            served[by_namespace[model_namespace(settings, model)]][1].append(model)
+    return EntryAuth(
+        f"{settings.cluster_name}-entry-auth",
+        EntryAuthArgs(
+            issuer=auth.issuer,
+            jwks_uri=auth.jwks_uri,
+            audiences=tuple(auth.audiences),
+            tenant_claim=auth.tenant_claim,
+            domain=settings.platform.knative.domain,
+            gateway_namespace=GATEWAY_PIN.namespace,
+            gateway_selector=GATEWAY_SELECTOR,
+            tenants={name: (namespace, tuple(models)) for name, (namespace, models) in served.items()},
+            # Istio's CRDs come with istio-base; the gateway's pods are what the policies select.
+            depends_on=(platform.mesh.gateway,),
+        ),
+        pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
+    )
+
+
 def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Workloads:
     # Alert rules and dashboards are read by the Prometheus and Grafana of the monitoring add-on; a
     # cluster without it may have no PrometheusRule CRD at all.
     models = deploy_models(settings, cluster, platform)
     notebooks = deploy_notebooks(settings, cluster, platform)
+    entry_auth = protect_entry(settings, cluster, platform)
     if platform.monitoring is None:
-        return Workloads(models=models, alerts=None, dashboards=None, notebooks=notebooks)
+        return Workloads(models=models, alerts=None, dashboards=None, notebooks=notebooks, entry_auth=entry_auth)
     name = settings.cluster_name
     available = capabilities(settings, cluster)
     # After the monitoring release: it installs the PrometheusRule CRD and the namespace both use.
@@ -118,4 +156,6 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
         f"{name}-alerts", AlertingArgs(environment=settings.environment, capabilities=available), after_monitoring
     )
     dashboards = Dashboards(f"{name}-dashboards", DashboardsArgs(capabilities=available), after_monitoring)
-    return Workloads(models=models, alerts=alerts, dashboards=dashboards, notebooks=notebooks)
+    return Workloads(
+        models=models, alerts=alerts, dashboards=dashboards, notebooks=notebooks, entry_auth=entry_auth
+    )

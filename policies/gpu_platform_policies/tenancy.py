@@ -8,6 +8,8 @@
   MIG layout that holds that profile; otherwise the pod stays Pending forever.
 - Every namespace that serves models has a default-deny NetworkPolicy (all pods, Ingress, no rule), so a
   model is reachable only from where an explicit allow says.
+- In prod, models are not reachable without a token: the stack checks JWTs (RequestAuthentication with a
+  jwtRule) and authorizes callers (an ALLOW AuthorizationPolicy) on the gateway.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import yaml
 from pulumi_policy import Severity
 
+from . import config
 from .builders import StackResource, resource_policy, stack_policy
-from .shapes import HELM_RELEASE, gpu_requests, namespace_of, node_pools_of, pods_of
+from .shapes import ENVIRONMENT_TAG, HELM_RELEASE, environment_of_provider, gpu_requests, namespace_of, node_pools_of, pods_of
 from .stack import Finding, _display
 from .values import UNKNOWN, as_mapping, get
 
@@ -215,6 +218,59 @@ def check_model_namespaces_deny_by_default(resources: Sequence[StackResource]) -
         )
 
 
+# --- prod models need a token ----------------------------------------------------------------------
+
+REQUEST_AUTHENTICATION = "kubernetes:security.istio.io/v1:RequestAuthentication"
+AUTHORIZATION_POLICY = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
+INFERENCE_SERVICE_TYPE = MODEL_TYPES[0]
+
+
+def _checks_tokens(resources: Sequence[StackResource]) -> Optional[bool]:
+    """Whether some RequestAuthentication has a JWT rule and some ALLOW AuthorizationPolicy requires a
+    request principal (a valid token) in a rule; None while either is unknown."""
+    jwt = allow = False
+    for resource in resources:
+        if resource.type == REQUEST_AUTHENTICATION:
+            rules = get(resource.props, "spec.jwtRules")
+            if rules is UNKNOWN:
+                return None
+            jwt = jwt or bool(rules)
+        elif resource.type == AUTHORIZATION_POLICY:
+            spec = get(resource.props, "spec")
+            if spec is UNKNOWN:
+                return None
+            spec = as_mapping(spec)
+            if spec.get("action", "ALLOW") != "ALLOW":
+                continue
+            for rule in spec.get("rules") or []:
+                for source in as_mapping(rule).get("from") or []:
+                    if as_mapping(as_mapping(source).get("source")).get("requestPrincipals"):
+                        allow = True
+    return jwt and allow
+
+
+def check_prod_models_need_a_token(
+    resources: Sequence[StackResource],
+    *,
+    environment: str = config.ENVIRONMENT.default,
+    stack_tags: Optional[Mapping[str, str]] = None,
+) -> Iterator[Finding]:
+    tier = environment or (stack_tags or {}).get(ENVIRONMENT_TAG)
+    tier = tier or next((e for r in resources if (e := environment_of_provider(r.type, r.props))), None)
+    if tier != "prod":
+        return
+    models = [r for r in resources if r.type == INFERENCE_SERVICE_TYPE]
+    if not models or _checks_tokens(resources) is not False:
+        return
+    names = ", ".join(sorted(_display(r) for r in models))
+    yield (
+        models[0].urn,
+        f"prod serves models ({names}) that anyone reaching the gateway may call without a token: no "
+        f"RequestAuthentication with a jwtRule and ALLOW AuthorizationPolicy requiring a request principal. Set "
+        f"gpu-platform:auth to mode: jwt with your issuer and jwksUri (components/entry_auth.py).",
+    )
+
+
 gpu_pods_have_priority_class = resource_policy(
     name="gpu-pods-have-priority-class",
     description=(
@@ -255,4 +311,21 @@ model_namespaces_deny_by_default = stack_policy(
     severity=Severity.HIGH,
 )
 
-POLICIES = [gpu_pods_have_priority_class, gpu_workloads_have_quota, mig_slices_offered, model_namespaces_deny_by_default]
+prod_models_need_a_token = stack_policy(
+    name="prod-models-need-a-token",
+    description=(
+        "A prod stack that serves InferenceServices checks callers' tokens: a RequestAuthentication with a JWT rule "
+        "and an ALLOW AuthorizationPolicy that requires a request principal."
+    ),
+    check=check_prod_models_need_a_token,
+    severity=Severity.HIGH,
+    options=config.options(config.ENVIRONMENT),
+)
+
+POLICIES = [
+    gpu_pods_have_priority_class,
+    gpu_workloads_have_quota,
+    mig_slices_offered,
+    model_namespaces_deny_by_default,
+    prod_models_need_a_token,
+]

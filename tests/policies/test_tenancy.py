@@ -10,6 +10,7 @@ from policies.gpu_platform_policies.tenancy import (
     gpu_workloads_have_quota,
     mig_slices_offered,
     model_namespaces_deny_by_default,
+    prod_models_need_a_token,
 )
 
 from .engine import UNKNOWN_STRING, run, run_stack, stack_resource
@@ -184,3 +185,39 @@ def test_policies_that_do_not_deny_every_ingress_do_not_count(spec):
 def test_a_default_deny_elsewhere_does_not_count():
     resources = [stack_resource(NETWORK_POLICY, _network_policy(namespace="other")), stack_resource(ISVC, inference_service(), "llm")]
     assert len(run_stack(model_namespaces_deny_by_default, resources)) == 1
+
+
+# --- prod models need a token -------------------------------------------------------------------------
+
+REQUEST_AUTHENTICATION = "kubernetes:security.istio.io/v1:RequestAuthentication"
+AUTHORIZATION_POLICY = "kubernetes:security.istio.io/v1:AuthorizationPolicy"
+
+
+def _entry(jwt_rules=({"issuer": "https://id.example", "jwksUri": "https://id.example/keys"},), principals=("*",)):
+    ra = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication", "metadata": {"name": "jwt", "namespace": "istio-system"},
+          "spec": {"jwtRules": list(jwt_rules)}}  # fmt: skip
+    rule = {"from": [{"source": {"requestPrincipals": list(principals)}}]} if principals else {"to": [{"operation": {"paths": ["/*"]}}]}
+    ap = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "callers", "namespace": "istio-system"},
+          "spec": {"action": "ALLOW", "rules": [rule]}}  # fmt: skip
+    return [stack_resource(REQUEST_AUTHENTICATION, ra, "jwt"), stack_resource(AUTHORIZATION_POLICY, ap, "callers")]
+
+
+def test_prod_models_behind_token_checks_pass():
+    resources = [*_entry(), stack_resource(ISVC, inference_service(), "llm")]
+    assert run_stack(prod_models_need_a_token, resources, config={"environment": "prod"}) == []
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [[], _entry(jwt_rules=()), _entry(principals=())],
+    ids=["nothing", "no-jwt-rule", "allow-without-a-token"],
+)
+def test_prod_models_without_token_checks_fail(entry):
+    resources = [*entry, stack_resource(ISVC, inference_service(), "llm")]
+    violations = run_stack(prod_models_need_a_token, resources, config={"environment": "prod"})
+    assert len(violations) == 1 and "without a token" in violations[0][1] and "serving/llm" in violations[0][1]
+
+
+def test_outside_prod_models_may_go_without_tokens():
+    resources = [stack_resource(ISVC, inference_service(), "llm")]
+    assert run_stack(prod_models_need_a_token, resources, config={"environment": "dev"}) == []

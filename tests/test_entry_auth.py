@@ -1,0 +1,94 @@
+"""Who may call which model, on the rendered stacks: JWTs checked at the gateway, callers authorized per
+tenant by the model hosts they may reach (components/entry_auth.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.entry_auth import AUTHORIZATION_POLICY, KNATIVE_PROBE_HEADER, REQUEST_AUTHENTICATION, model_hosts
+from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
+from infra.program.model_catalog import load_catalog
+from infra.program.settings import ConfigError, load_settings
+from infra.program.stack_config import stack_input
+from infra.program.tenancy import model_namespace, tenant_plans
+from tests.conftest import SHIPPED_STACKS, expanded, stack_settings
+from tests.upstream import requires_shared, validate_custom_resource
+
+JWT_STACKS = [s for s in SHIPPED_STACKS if stack_settings(s).auth.mode == "jwt"]
+OPEN_STACKS = [s for s in SHIPPED_STACKS if stack_settings(s).auth.mode == "none"]
+
+
+def security_objects(stack: str, kind: str) -> dict[str, dict[str, Any]]:
+    return {o.name: o.manifest for o in expanded(stack).of_kind(kind) if o.namespace == GATEWAY_PIN.namespace}
+
+
+def test_prod_stacks_check_tokens() -> None:
+    assert {s for s in SHIPPED_STACKS if stack_settings(s).environment == "prod"} <= set(JWT_STACKS)
+
+
+@pytest.mark.parametrize("stack", JWT_STACKS)
+def test_the_gateway_checks_the_stacks_issuer(stack: str) -> None:
+    auth = stack_settings(stack).auth
+    (request_authentication,) = security_objects(stack, "RequestAuthentication").values()
+    assert request_authentication["metadata"]["name"] == REQUEST_AUTHENTICATION
+    assert request_authentication["spec"]["selector"] == {"matchLabels": dict(GATEWAY_SELECTOR)}
+    (rule,) = request_authentication["spec"]["jwtRules"]
+    assert (rule["issuer"], rule["jwksUri"]) == (auth.issuer, auth.jwks_uri)
+    assert rule.get("audiences", []) == list(auth.audiences)
+
+
+@pytest.mark.parametrize("stack", JWT_STACKS)
+def test_each_tenant_reaches_exactly_its_own_models(stack: str) -> None:
+    settings = stack_settings(stack)
+    catalog = load_catalog()
+    (policy,) = security_objects(stack, "AuthorizationPolicy").values()
+    assert policy["metadata"]["name"] == AUTHORIZATION_POLICY
+    spec = policy["spec"]
+    assert spec["action"] == "ALLOW" and spec["selector"] == {"matchLabels": dict(GATEWAY_SELECTOR)}
+    probe, *tenant_rules = spec["rules"]
+    # Knative's ingress prober carries no token; nothing else passes without one.
+    assert probe == {"when": [{"key": f"request.headers[{KNATIVE_PROBE_HEADER}]", "values": ["*"]}]}
+    by_tenant = {rule["when"][0]["values"][0]: rule for rule in tenant_rules}
+    for plan in tenant_plans(settings):
+        models = [
+            m for m in settings.models if catalog[m].serving == "kserve" and model_namespace(settings, m) == plan.namespace
+        ]
+        if not models:
+            assert plan.name not in by_tenant
+            continue
+        rule = by_tenant[plan.name]
+        assert rule["from"] == [{"source": {"requestPrincipals": ["*"]}}]
+        assert rule["when"] == [{"key": f"request.auth.claims[{settings.auth.tenant_claim}]", "values": [plan.name]}]
+        (to,) = rule["to"]
+        expected = {h for m in models for h in model_hosts(m, plan.namespace, settings.platform.knative.domain)}
+        assert set(to["operation"]["hosts"]) == expected
+
+
+@requires_shared
+@pytest.mark.parametrize("stack", JWT_STACKS)
+def test_the_gateway_policies_are_valid_against_istios_crds(stack: str) -> None:
+    manifests = [*security_objects(stack, "RequestAuthentication").values(), *security_objects(stack, "AuthorizationPolicy").values()]
+    assert len(manifests) == 2
+    assert [p for m in manifests for p in validate_custom_resource(m)] == []
+
+
+@pytest.mark.parametrize("stack", OPEN_STACKS)
+def test_a_stack_that_says_none_checks_no_tokens(stack: str) -> None:
+    assert security_objects(stack, "RequestAuthentication") == {}
+    assert security_objects(stack, "AuthorizationPolicy") == {}
+
+
+def test_authentication_is_never_off_by_default() -> None:
+    raw = stack_input("aws-dev")
+    raw.pop("auth")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(raw, "aws-dev")
+    assert caught.value.problems == ["gpu-platform:auth: required, but not set"]
+
+
+def test_jwt_needs_its_issuer_and_keys() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(stack_input("aws-prod", {"auth": {"mode": "jwt"}}), "aws-prod")
+    assert caught.value.problems == ["gpu-platform:auth: issuer and jwksUri: both required with `mode: jwt`"]
