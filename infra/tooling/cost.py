@@ -724,9 +724,9 @@ def _side_cost(render_dir: Path, side: str) -> tuple[Optional[dict[str, Any]], O
 def compare_costs(old_dir: Path, new_dir: Path) -> CostDiff:
     old, old_note = _side_cost(old_dir, "old")
     new, new_note = _side_cost(new_dir, "new")
-    notes = [note for note in (old_note, new_note) if note]
     old_totals, new_totals = (totals(old) if old else None), (totals(new) if new else None)
-    if old_totals is None and new_totals is None:
-        reason = (new or old or {}).get("reason")
-        notes += [str(reason)] if reason else []
+    if old_totals is None and new_totals is None:  # an existing cluster, say: why, once
+        reason = (new or {}).get("reason") or (old or {}).get("reason") or new_note or old_note
+        return CostDiff(None, None, (str(reason),) if reason else ())
+    notes = [note for note in (old_note, new_note) if note]
     return CostDiff(old_totals, new_totals, tuple(notes))
