@@ -250,7 +250,13 @@ class Estimate:
 
 
 def _int(value: Any) -> Optional[int]:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A whole number, or None. The engine sends every number as a float (protobuf Struct values are
+    doubles): 2.0 is 2; an unknown value (a preview placeholder) or 2.5 is None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
