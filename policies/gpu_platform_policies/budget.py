@@ -6,7 +6,8 @@ Under a real `pulumi preview` the pack sees only resources, so both figures come
   becomes the tag `gpu-platform-budget-monthly-usd` in the cloud provider's default tags (AWS) or
   labels (GCP), as the tier does (infra/program/clusters.py `common_tags`). A provider's inputs are
   among the resources the engine sends, so the pack reads the budget the stack file states, nothing
-  configured twice. (The program cannot set stack tags, and a component's outputs reach no policy.)
+  configured twice. (A program cannot set stack tags; the providers' defaults are where the pack
+  already reads the tier from.)
 - The estimate: priced here from the same resources by the one pricing implementation,
   infra/tooling/cost.py, with the one price table, manifests/prices.yaml, exactly as the render
   prices resources.json into cost.json. The pack runs from the repository checkout
