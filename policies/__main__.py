@@ -16,6 +16,12 @@ from pathlib import Path
 PACK_DIR = str(Path(__file__).resolve().parent)
 if PACK_DIR not in sys.path:
     sys.path.insert(0, PACK_DIR)
+# The budget rules price the stack with the project's own pricing, infra/tooling/cost.py, and its price
+# table, manifests/prices.yaml (gpu_platform_policies/budget.py): the repository root goes last on the
+# path, so the pack's own virtualenv still wins for every package it installs.
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+if REPO_ROOT not in sys.path:
+    sys.path.append(REPO_ROOT)
 
 from gpu_platform_policies.pack import ENFORCEMENT_LEVEL, INITIAL_CONFIG, PACK_NAME, POLICIES  # noqa: E402
 from gpu_platform_policies.values import keep_secret_marks_in_policies  # noqa: E402

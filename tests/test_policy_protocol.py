@@ -205,6 +205,8 @@ VARIANTS: list[Variant] = [
      lambda r: with_objects(r, deployment("ranker"), canary("ranker", GOOD_METRICS[:1])), "canaries-gate-on-success-and-latency"),
     ("canary whose target does not exist", "aws-dev", None,
      lambda r: with_objects(r, canary("ghost", GOOD_METRICS)), "canary-targets-exist"),
+    ("eks prod estimate over its budget", "aws-prod", {"budget": {"monthlyUsd": 5000}}, lambda r: r, "monthly-cost-within-budget"),
+    ("gke prod estimate over its budget", "gcp-prod", {"budget": {"monthlyUsd": 5000}}, lambda r: r, "monthly-cost-within-budget"),
 ]  # fmt: skip
 
 
@@ -227,6 +229,13 @@ def test_the_controls_of_the_variants_pass(analyzer: Any, render: Render) -> Non
         helm_release("dashboard", version="1.2.3"),
     )
     assert analyze(analyzer, good, {}) == []
+
+
+def test_a_stack_near_its_budget_gets_an_advisory_warning_with_both_figures(analyzer: Any, render: Render) -> None:
+    # The engine sends numbers as doubles (2.0 nodes): the pack prices them as the render does.
+    violations = analyze(analyzer, render("aws-prod", {"budget": {"monthlyUsd": 10000}}), {})
+    assert [(v.policy, v.enforcement) for v in violations] == [("monthly-cost-near-budget", "advisory")]
+    assert "$8,561.40" in violations[0].message and "86 % of the stack's budget of $10,000.00" in violations[0].message
 
 
 def test_a_waiver_in_the_policy_config_turns_a_violation_advisory(analyzer: Any, render: Render) -> None:

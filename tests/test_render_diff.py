@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from infra.tooling import render_diff
+from infra.tooling.cost import estimate
 from infra.tooling.mock_engine import RenderResult, render_stack
 from infra.tooling.render import write_render
 from infra.tooling.render_diff import (
@@ -718,6 +719,55 @@ def test_a_chart_value_change_in_the_real_program_names_the_deployment_it_change
     section = f"{AUTOSCALER_TITLE} (1 changed):\n  ~ Deployment kube-system/{AUTOSCALER_NAME}\n      {flag.describe()}"
     assert section in text
     assert '      values.extraArgs.expander: "least-waste" -> "most-pods"' in text, "the Helm values section stays"
+
+
+# --- a pool resized in the real program: the monthly cost moves -----------------------------------
+
+
+def test_a_pool_resize_in_the_real_program_shows_a_nonzero_monthly_cost_delta(render: Render, tmp_path: Path) -> None:
+    # Only dev's GPU pool's maxSize changes (2 -> 5; the default tenant's quota follows the pool): the
+    # minimum cost stays, the maximum grows by three spot L4 nodes and their disks, and the report and
+    # the pull-request comment say so.
+    bigger = {"gpuPools": {"gpu-spot": {"gpuType": "nvidia-l4", "maxSize": 5}}}
+    old, new = _write_resources(tmp_path / "old", render("aws-dev")), _write_resources(tmp_path / "new", render("aws-dev", bigger))
+    for directory, result in ((old, render("aws-dev")), (new, render("aws-dev", bigger))):
+        (directory / "cost.json").write_text(json.dumps(estimate(result.resources).as_json()))
+    diff = compare_render_dirs(old, new)
+    (group,) = [d for d in diff.changed if d.label == f"{NODE_GROUP}  gpu-aws-dev-gpu-spot"]
+    assert "scalingConfig.maxSize: 2 -> 5" in _described(group) and not group.replaced
+    assert diff.cost.old is not None and diff.cost.new is not None and diff.cost.delta is not None
+    assert diff.cost.delta[0] == 0 and diff.cost.delta[1] > 0
+    assert diff.cost.new[1] - diff.cost.old[1] == pytest.approx(diff.cost.delta[1])
+
+    text = format_text(StackDiff("aws-dev", "stack file", "maxSize 5", diff))
+    (line,) = [line for line in text.splitlines() if line.startswith("Monthly cost (USD, list prices): ")]
+    assert f"max ${diff.cost.old[1]:,.2f} -> ${diff.cost.new[1]:,.2f} (+${diff.cost.delta[1]:,.2f})" in line
+    assert "min" in line and "(+$0.00)" in line
+    markdown = format_markdown(StackDiff("aws-dev", "stack file", "maxSize 5", diff))
+    assert "| Monthly cost (USD, list prices) | Before | After | Delta |" in markdown
+    assert f"| max (every pool at its maximum) | ${diff.cost.old[1]:,.2f} | ${diff.cost.new[1]:,.2f} | **+${diff.cost.delta[1]:,.2f}** |" in markdown
+
+
+def test_a_side_rendered_before_cost_json_is_priced_from_its_resources_and_says_so(
+    render: Render, tmp_path: Path
+) -> None:
+    old = _write_resources(tmp_path / "old", render("aws-dev"))  # resources.json only: an older render
+    new = tmp_path / "new"
+    write_render(render("aws-dev"), new)
+    diff = compare_render_dirs(old, new)
+    assert diff.cost.old == diff.cost.new and diff.cost.delta == (0, 0)
+    assert diff.cost.notes == ("the old side's render predates cost.json: its resources priced with this checkout's table",)
+    assert "predates cost.json" in format_text(StackDiff("aws-dev", "old", "new", diff))
+
+
+def test_an_existing_cluster_diff_says_there_is_no_estimate(render: Render, tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_render(render("local"), old)
+    write_render(render("local"), new)
+    diff = compare_render_dirs(old, new)
+    assert diff.cost.delta is None
+    (line,) = [line for line in format_text(StackDiff("local", "a", "b", diff)).splitlines() if "Monthly cost" in line]
+    assert line.startswith("Monthly cost: not estimated on either side (the stack deploys onto an existing cluster")
 
 
 # --- the git plumbing, on a throwaway repository ----------------------------------------------

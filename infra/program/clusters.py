@@ -19,11 +19,19 @@ Settings = Union[AwsStack, GcpStack, ExistingStack]
 
 
 def common_tags(settings: Settings) -> dict[str, str]:
-    return {
+    """The cloud provider's default tags (AWS) or labels (GCP), on every resource it creates.
+
+    The policy pack reads the tier and the budget from them: under `pulumi preview` it sees only the
+    resources, and a provider's defaults are among them (policies/gpu_platform_policies/budget.py).
+    """
+    tags = {
         "gpu-platform-environment": settings.environment,
         "gpu-platform-stack": pulumi.get_stack(),
         "managed-by": "pulumi",
     }
+    if settings.budget is not None:  # digits only: a valid AWS tag and GCP label value alike
+        tags["gpu-platform-budget-monthly-usd"] = str(settings.budget.monthly_usd)
+    return tags
 
 
 def system_pool_spec(pool: SystemPool) -> SystemPoolSpec:

@@ -863,6 +863,18 @@ class AuthSettings(_Model):
 # --- whole stacks -------------------------------------------------------------------------
 
 
+class Budget(_Model):
+    """A monthly spending limit; the policy pack holds the stack's cost estimate to it (docs/cost.md)."""
+
+    monthly_usd: int = Field(
+        ge=1,
+        le=100_000_000,
+        description="Most the stack may cost a month with every node pool at its maximum size, in whole US "
+        "dollars at the list prices of manifests/prices.yaml. The policy pack fails a preview above it and "
+        "warns from 80 %.",
+    )
+
+
 class _StackBase(_Model):
     environment: Tier = Field(description="Tier whose defaults apply: `dev`, `staging` or `prod`.")
     cluster_name: str = Field(
@@ -885,6 +897,11 @@ class _StackBase(_Model):
         max_length=MAX_TENANTS,
         description="Teams sharing the cluster, each with its namespace, quotas and priority; every model then "
         "names its tenant. Empty: every model in the one `models` namespace.",
+    )
+    budget: Optional[Budget] = Field(
+        default=None,
+        description="Monthly budget the cost estimate at maximum size must stay within (policy "
+        "`monthly-cost-within-budget`); unset: no budget. Not for an existing cluster, which has no cloud price.",
     )
 
     def tenant_namespace(self, tenant: str) -> str:
@@ -923,6 +940,15 @@ class ExistingStack(_StackBase):
         max_length=MAX_GPU_POOLS,
         description=f"GPU node pools the cluster already has (none on a kind cluster), at most {MAX_GPU_POOLS}.",
     )
+
+    @model_validator(mode="after")
+    def _no_budget_without_a_price(self) -> "ExistingStack":
+        if self.budget is not None:
+            raise ValueError(
+                "budget: a cluster the stack does not create has no cloud price to estimate (docs/cost.md), so "
+                "there is nothing to hold to a budget; remove the key"
+            )
+        return self
 
 
 StackSettings = Annotated[Union[AwsStack, GcpStack, ExistingStack], Field(discriminator="cloud")]

@@ -278,7 +278,9 @@ def defaults_of(model: type[BaseModel], tier: str, cloud: str) -> dict[str, str]
                 for p in fields
                 if p.startswith(f"{path}.") and MAP_ENTRY not in p[len(path) :] and LIST_ITEM not in p[len(path) :]
             ]
-            cells[path] = REQUIRED if REQUIRED in inside else BY_KEY
+            optional = not info.is_required() and info.get_default(call_default_factory=True, validated_data={}) is None
+            # An optional block (default None) is unset until given, whatever its keys require then.
+            cells[path] = UNSET if optional else REQUIRED if REQUIRED in inside else BY_KEY
     return cells
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from infra.program.stack_config import ROOT, InvalidStackConfig, stack_names
 from infra.tooling.chart_cache import ChartCache
+from infra.tooling.cost import COST_FILE, PriceTableError, estimate
 from infra.tooling.mock_engine import STACK_TYPE, RenderResult, render_stack
 from infra.tooling.object_checks import NO_CRD, Problem, pod_problems, schema_problems, secret_problems
 from infra.tooling.objects import ObjectSet, expand_objects, report_lines, write_objects
@@ -45,6 +46,8 @@ def write_render(result: RenderResult, out_dir: Path, objects: Optional[ObjectSe
     out_dir.mkdir(parents=True)
     (out_dir / "resources.json").write_text(json.dumps(result.resources, indent=2, sort_keys=True) + "\n")
     (out_dir / "outputs.json").write_text(json.dumps(result.outputs, indent=2, sort_keys=True) + "\n")
+    # What it costs a month, priced from these same resources (infra/tooling/cost.py).
+    (out_dir / COST_FILE).write_text(json.dumps(estimate(result.resources).as_json(), indent=2) + "\n")
 
     for resource in result.kubernetes_objects:
         manifest = resource["inputs"]
@@ -232,11 +235,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     out_dir = args.out or ROOT / "build" / args.stack
     objects = expand_objects(result, charts=ChartCache(args.chart_dir, pull=not args.no_pull))
-    write_render(result, out_dir, objects)
+    try:
+        write_render(result, out_dir, objects)
+    except PriceTableError as error:
+        print(f"error: the price table is invalid:\n{error}", file=sys.stderr)
+        return 2
     problems = object_problems(objects, result.kubernetes_version)
     print(summary(result))
     print(
-        f"\nWrote {out_dir}: resources.json, {len(result.kubernetes_objects)} manifests, "
+        f"\nWrote {out_dir}: resources.json, cost.json, {len(result.kubernetes_objects)} manifests, "
         f"{len(result.helm_releases)} Helm releases, {len(objects.objects)} objects, graph.mmd"
     )
     print("\n" + objects_report(objects, problems))

@@ -20,7 +20,13 @@ before the render wrote `objects/` is compared without them, and the report says
 A report, not a gate: exit 0 whether or not anything changed; 2 when REF is unknown, when a stack
 is missing on one side, or when a side fails to render (a render that wrote everything and exits 1
 because its own object checks found problems is compared all the same). `--format markdown` is for a pull-request
-comment: a heading per stack, a "+added ~changed -removed" line and collapsible details.
+comment: a heading per stack, a "+added ~changed -removed" line, the monthly cost before and after
+and collapsible details.
+
+Each side's monthly cost (its render's cost.json, infra/tooling/cost.py: every pool at its minimum
+size and at its maximum) is shown before and after, with the delta, so a pull request that resizes a
+pool shows what that costs. A side rendered before cost.json existed is priced from its resources.json
+with this checkout's price table, and the report says so.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from infra.tooling.cost import CostDiff, compare_costs
 
 # Not imported from infra.program.stack_config: that pulls in the Pulumi SDK, and this module only
 # drives git and two render processes.
@@ -357,6 +365,7 @@ class RenderDiff:
     manifests: list[ObjectDiff] = field(default_factory=list)
     outputs: list[Change] = field(default_factory=list)
     objects: ObjectsDiff = field(default_factory=ObjectsDiff)
+    cost: CostDiff = field(default_factory=lambda: CostDiff(None, None))
 
     @property
     def summary(self) -> str:
@@ -747,6 +756,7 @@ def compare_render_dirs(old_dir: Path, new_dir: Path) -> RenderDiff:
     old_outputs_file, new_outputs_file = old_dir / "outputs.json", new_dir / "outputs.json"
     if old_outputs_file.exists() and new_outputs_file.exists():
         diff.outputs = diff_values(json.loads(old_outputs_file.read_text()), json.loads(new_outputs_file.read_text()))
+    diff.cost = compare_costs(old_dir, new_dir)
     return diff
 
 
@@ -879,6 +889,7 @@ def format_text(result: StackDiff) -> str:
     if diff.objects.compared:
         lines.append(f"Kubernetes objects: {diff.objects.summary}  ({_object_counts_in_words(diff.objects)})")
     lines += _objects_not_compared(result)
+    lines += diff.cost.text_lines()
     if diff.replaced:
         lines.append(f"Replaced ({len(diff.replaced)}), deleted and created again by the cloud, see Changed:")
         lines += [f"  +- {line}" for line in _replacements(diff)]
@@ -907,6 +918,7 @@ def format_markdown(result: StackDiff, max_chars: int = MAX_MARKDOWN_CHARS) -> s
     ]
     if diff.objects.compared:
         head += ["", f"Kubernetes objects: **{diff.objects.summary}** ({_object_counts_in_words(diff.objects)})"]
+    head += ["", *diff.cost.markdown_lines()]
     not_compared = _objects_not_compared(result)
     if not_compared:
         head += ["", "> [!NOTE]", *(f"> {line}" for line in not_compared)]

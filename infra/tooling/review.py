@@ -1,10 +1,11 @@
-"""What a reviewer of a render reads first: the node pools and the Helm charts, as two tables.
+"""What a reviewer of a render reads first: the node pools, what the stack costs a month, and the Helm charts.
 
-Both come from the RenderResult, that is from what `pulumi up` would send: EKS node groups
+All come from the RenderResult, that is from what `pulumi up` would send: EKS node groups
 (`aws:eks/nodeGroup:NodeGroup`) and GKE node pools (`gcp:container/nodePool:NodePool`) from their
 inputs, charts from the Helm releases. A pool of an existing cluster is no resource of the program
 (components/existing_cluster.py): those rows come from the stack's settings, the only place they
-are declared.
+are declared. The cost is infra/tooling/cost.py's estimate of the same resources (the render writes
+it as cost.json).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from components.node_pools import (
 )
 from infra.program.settings import ConfigError, ExistingStack, load_settings
 from infra.program.stack_config import stack_file, stack_input
+from infra.tooling.cost import estimate, summary_lines
 from infra.tooling.mock_engine import RenderResult
 
 EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -265,11 +267,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "
 
 
 def review_lines(result: RenderResult, settings: Any = None) -> list[str]:
-    """The node pool and Helm chart tables, each under a heading (a heading with "none" when empty)."""
+    """The node pool table, the monthly cost (both totals and the items) and the Helm chart table, each
+    under a heading (a table's heading with "none" when it is empty)."""
     pools = pool_rows(result, settings)
     charts = chart_rows(result)
     lines = [f"Node pools ({len(pools)}):"]
     lines += table(POOL_HEADERS, [astuple(row) for row in pools]) if pools else ["    none"]
+    lines += ["", *summary_lines(estimate(result.resources).as_json())]
     lines += ["", f"Helm charts ({len(charts)}):"]
     lines += table(CHART_HEADERS, [astuple(row) for row in charts]) if charts else ["    none"]
     return lines

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from pulumi_policy import (
+    EnforcementLevel,
     PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
@@ -107,7 +108,9 @@ def stack_policy(
     severity: Severity,
     options: Optional[PolicyOptions] = None,
     remediation_steps: Optional[str] = None,
+    enforcement_level: Optional[EnforcementLevel] = None,
 ) -> StackValidationPolicy:
+    """`enforcement_level`: this policy's own default; None takes the pack's (pack.py)."""
     wants_tags = _accepts(check, "stack_tags")
 
     def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -125,4 +128,5 @@ def stack_policy(
         config_schema=options.schema() if options else None,
         severity=severity,
         remediation_steps=remediation_steps,
+        enforcement_level=enforcement_level,
     )

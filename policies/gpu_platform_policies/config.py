@@ -97,6 +97,19 @@ EXTERNAL_CANARY_TARGETS = Option(
     ),
 )
 
+WARN_FROM_PERCENT = Option(
+    "warnFromPercent",
+    "warn_from_percent",
+    {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "default": 80,
+        "description": "Warn when the estimated monthly cost at maximum size reaches this share of the stack's "
+        "budget (in percent).",
+    },
+)
+
 
 @dataclass(frozen=True)
 class PolicyOptions:

@@ -9,10 +9,11 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, Policy
 
-from . import clusters, helm, network, nodes, secrets, stack, tenancy, workloads
+from . import budget, clusters, helm, network, nodes, secrets, stack, tenancy, workloads
 
 PACK_NAME = "gpu-platform-policies"
-# Every policy blocks a deployment unless the policy config file lowers it (see docs/policies.md).
+# Every policy blocks a deployment unless the policy config file lowers it (see docs/policies.md), but
+# for the advisory ones that set their own level (monthly-cost-near-budget).
 ENFORCEMENT_LEVEL = EnforcementLevel.MANDATORY
 
 POLICIES: list[Policy] = [
@@ -24,6 +25,7 @@ POLICIES: list[Policy] = [
     *secrets.POLICIES,
     *stack.POLICIES,
     *tenancy.POLICIES,
+    *budget.POLICIES,
 ]
 
 # The allowlists' defaults, taken from the policies' config schemas (config.py) so they are written

@@ -48,6 +48,7 @@ TIME_SLICING_LABEL = f"{LABEL_PREFIX}/time-slicing-replicas"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 SPOT_TAINT_KEY = f"{LABEL_PREFIX}/spot"
 ENVIRONMENT_TAG = f"{LABEL_PREFIX}-environment"  # provider default tags / labels, see infra/program/clusters.py
+BUDGET_TAG = f"{LABEL_PREFIX}-budget-monthly-usd"  # likewise, set when the stack has a budget
 
 # Node labels the clouds add themselves, usable in a pod's node selection.
 EKS_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
@@ -595,8 +596,8 @@ def helm_chart_of(resource_type: str, props: Mapping[str, Any], resource_name: s
 # --- the stack's environment ------------------------------------------------------------------
 
 
-def environment_of_provider(provider_type: Optional[str], provider_props: Optional[Mapping[str, Any]]) -> Optional[str]:
-    """The tier a provider tags everything with: AWS `defaultTags.tags`, GCP `defaultLabels`."""
+def provider_tag(provider_type: Optional[str], provider_props: Optional[Mapping[str, Any]], key: str) -> Optional[str]:
+    """A tag a provider puts on everything it creates: AWS `defaultTags.tags`, GCP `defaultLabels`."""
     props = provider_props or {}
     if provider_type == AWS_PROVIDER:
         tags = as_mapping(json_object(props.get("defaultTags")).get("tags"))
@@ -604,8 +605,13 @@ def environment_of_provider(provider_type: Optional[str], provider_props: Option
         tags = json_object(props.get("defaultLabels"))
     else:
         return None
-    environment = tags.get(ENVIRONMENT_TAG)
-    return environment if isinstance(environment, str) and environment else None
+    value = tags.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def environment_of_provider(provider_type: Optional[str], provider_props: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """The tier a provider tags everything with."""
+    return provider_tag(provider_type, provider_props, ENVIRONMENT_TAG)
 
 
 def walk(value: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:

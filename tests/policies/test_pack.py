@@ -18,7 +18,9 @@ PACK_DIR = ROOT / "policies"
 def test_pack_identity():
     assert PACK_NAME == "gpu-platform-policies"
     assert ENFORCEMENT_LEVEL is EnforcementLevel.MANDATORY
-    assert all(policy.enforcement_level is None for policy in POLICIES)  # the pack's level applies
+    # The pack's level applies to every policy but the advisory warning before a budget is exceeded.
+    own = {policy.name: policy.enforcement_level for policy in POLICIES if policy.enforcement_level is not None}
+    assert own == {"monthly-cost-near-budget": EnforcementLevel.ADVISORY}
 
 
 def test_policy_names_are_unique_kebab_case():
@@ -60,7 +62,7 @@ def test_pack_files():
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     )
-    assert pins == {"pulumi-policy": "1.21.0", "pulumi": "3.272.0"}
+    assert pins == {"pulumi-policy": "1.21.0", "pulumi": "3.272.0", "PyYAML": "6.0.3", "pydantic": "2.14.3"}
     assert all(project_pins[name] == version for name, version in pins.items())  # the tests run what the pack runs
 
 
