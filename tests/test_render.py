@@ -76,7 +76,7 @@ def test_a_config_error_prints_every_problem_and_exits_2_without_a_traceback(
     _write_stack(
         tmp_path,
         "broken",
-        "config:\n  gpu-platform:environment: dev\n  gpu-platform:cloud: aws\n"
+        "config:\n  gpu-platform:environment: dev\n  gpu-platform:cloud: aws\n  gpu-platform:auth: {mode: none}\n"
         "  gpu-platform:aws: {region: us-west-2, zoneCoutn: 2}\n"
         "  gpu-platform:gpuPools: {gpu: {gpuType: nvidia-l4, minSize: 3, maxSize: 1}}\n",
     )

@@ -45,8 +45,9 @@ LOCATIONS: dict[str, dict[str, Any]] = {
 
 
 def bare_stack(tier: str, cloud: str, **keys: Any):
-    """The settings of a stack that states only its tier and where it runs (plus `keys`)."""
-    raw = {"environment": tier, "cloud": cloud, "kubernetesVersion": "1.35", **LOCATIONS[cloud], **keys}
+    """The settings of a stack that states only its tier, where it runs and how callers authenticate, which
+    every stack must say (plus `keys`)."""
+    raw = {"environment": tier, "cloud": cloud, "kubernetesVersion": "1.35", "auth": {"mode": "none"}, **LOCATIONS[cloud], **keys}
     return load_settings(raw, "t")
 
 
@@ -99,10 +100,8 @@ def test_dev_stacks_are_unprotected_and_aws_ones_share_one_nat_gateway(stack: st
 
 
 def test_prod_tier_defaults_separate_serving_from_batch_without_time_slicing() -> None:
-    # A prod stack that states nothing but where it runs gets the whole prod shape.
-    settings = load_settings(
-        {"environment": "prod", "cloud": "aws", "kubernetesVersion": "1.35", "aws": {"region": "eu-west-1"}}, "p"
-    )
+    # A prod stack that states nothing but where it runs (and who may call it) gets the whole prod shape.
+    settings = bare_stack("prod", "aws")
     assert isinstance(settings, AwsStack)
     pools = settings.gpu_pools
     assert set(pools) == {"gpu-serving", "gpu-batch"}
@@ -164,7 +163,7 @@ def test_cli_strings_are_coerced_like_typed_yaml() -> None:
     # The Pulumi CLI passes `pulumi config set --path gpuPools.x.maxSize 3` values as strings.
     settings = load_settings(
         {"environment": "dev", "cloud": "aws", "kubernetesVersion": "1.35", "aws": {"region": "us-west-2"},
-         "deletionProtection": "true", "gpuPools": {"x": {"gpuType": "nvidia-l4", "maxSize": "3"}}},
+         "auth": {"mode": "none"}, "deletionProtection": "true", "gpuPools": {"x": {"gpuType": "nvidia-l4", "maxSize": "3"}}},
         "s",
     )  # fmt: skip
     assert settings.deletion_protection is True
