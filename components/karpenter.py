@@ -284,8 +284,9 @@ def controller_values(args: KarpenterArgs, role_arn: pulumi.Input[str], queue_na
         },
         "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT, "annotations": {IRSA_ANNOTATION: role_arn}},
         "replicas": replicas,
-        # The chart's own affinity keeps it off Karpenter nodes; ours puts it on the system node group.
-        "nodeSelector": {"kubernetes.io/os": "linux", **args.system_node_selector},
+        # The chart's own affinity keeps it off Karpenter nodes; ours puts it on the system node group (Helm merges
+        # this map over the chart's `kubernetes.io/os: linux`).
+        "nodeSelector": dict(args.system_node_selector),
         "controller": {"resources": {"requests": dict(CONTROLLER_REQUESTS[args.environment])}},
         # The ServiceMonitor is ours (karpenter_service_monitor), made once the Prometheus Operator's CRDs exist.
         "serviceMonitor": {"enabled": False},

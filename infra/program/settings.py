@@ -726,10 +726,15 @@ class ClusterAutoscalerAddon(Addon):
 
 
 class MaintenanceWindow(_Model):
-    start: str = Field(
-        pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="When the daily window opens, `HH:MM` in UTC, e.g. `02:00`."
-    )
+    start: str = Field(description="When the daily window opens, `HH:MM` in UTC, e.g. `02:00`.")
     hours: int = Field(ge=1, le=23, description="How long it stays open, in hours.")
+
+    @field_validator("start")
+    @classmethod
+    def _time_of_day(cls, start: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", start):
+            raise ValueError("a time of day `HH:MM` (UTC), e.g. 02:00")
+        return start
 
 
 class KarpenterAddon(_Model):
@@ -740,10 +745,16 @@ class KarpenterAddon(_Model):
     )
     ami_version: str = Field(
         default="latest",
-        pattern=r"^(latest|v\d{8})$",
         description="EKS-optimised AL2023 AMI release of the GPU nodes (`al2023@<version>`; Karpenter picks the "
         "NVIDIA variant for GPU instance types): `latest`, or a release such as `v20261110` to roll AMIs by hand.",
     )
+    @field_validator("ami_version")
+    @classmethod
+    def _ami_release(cls, version: str) -> str:
+        if version != "latest" and not re.fullmatch(r"v\d{8}", version):
+            raise ValueError("`latest` or an AMI release such as v20261110")
+        return version
+
     maintenance_window: Optional[MaintenanceWindow] = Field(
         default=None,
         description="Daily window (UTC) in which serving GPU nodes may be replaced for drift (a new AMI, a changed "
