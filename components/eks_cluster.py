@@ -14,6 +14,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from components.aws_iam import ec2_node_role
 from components.cluster import ClusterIdentity, KubernetesCluster
 from components.karpenter import DISCOVERY_TAG, GPU_NOT_READY_TAINT, Karpenter, KarpenterArgs, KarpenterOptions, KarpenterPool
 from components.node_pools import GPU_TAINT, GpuPoolSpec, NodePoolDescription, SystemPoolSpec
@@ -21,12 +22,6 @@ from components.node_pools import GPU_TAINT, GpuPoolSpec, NodePoolDescription, S
 # Control-plane logs the audit trail needs (who called the API, and how they authenticated).
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator")
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
-NODE_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
-    "AmazonSSMManagedInstanceCore",
-)
 # Cluster Autoscaler reads these ASG tags to build a template node for a group at zero nodes
 # (cluster-autoscaler AWS README, "Auto-Discovery Setup"; ../shared/upstream/cluster-autoscaler).
 CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
@@ -219,27 +214,7 @@ class EksGpuCluster(KubernetesCluster):
             opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
         )
 
-        node_role = aws.iam.Role(
-            f"{name}-node",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
-            opts=child,
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{policy}",
-                role=node_role.name,
-                policy_arn=f"arn:aws:iam::aws:policy/{policy}",
-                opts=child,
-            )
-            for policy in NODE_POLICIES
-        ]
+        node_role, attachments = ec2_node_role(f"{name}-node", child)
 
         system = args.system_pool.describe()
         autoscaler = "karpenter" if args.karpenter else "cluster-autoscaler"

@@ -55,6 +55,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.aws_iam import ec2_node_role, irsa_trust_policy
 from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.gpu_catalog import aws_vcpus
@@ -98,12 +99,6 @@ CONTROLLER_REQUESTS: Mapping[str, Mapping[str, str]] = {
     "staging": {"cpu": "500m", "memory": "512Mi"},
     "prod": {"cpu": "1", "memory": "1Gi"},
 }
-NODE_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
-    "AmazonSSMManagedInstanceCore",
-)
 
 # The interruption events Karpenter handles (karpenter.sh "Disruption", Interruption), rule name -> (source,
 # detail-type) of the CloudFormation template's rules.
@@ -298,25 +293,7 @@ def controller_values(args: KarpenterArgs, role_arn: pulumi.Input[str], queue_na
 
 
 def trust_policy(oidc_provider_arn: str, oidc_issuer_url: str) -> str:
-    issuer = oidc_issuer_url.removeprefix("https://")
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": oidc_provider_arn},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {
-                            f"{issuer}:sub": f"system:serviceaccount:{PIN.namespace}:{SERVICE_ACCOUNT}",
-                            f"{issuer}:aud": "sts.amazonaws.com",
-                        }
-                    },
-                }
-            ],
-        }
-    )
+    return irsa_trust_policy(oidc_provider_arn, oidc_issuer_url, PIN.namespace, SERVICE_ACCOUNT)
 
 
 def controller_policy(
@@ -647,28 +624,9 @@ class Karpenter(pulumi.ComponentResource):
             )
 
         # --- nodes: role, instance profile, access entry ----------------------------------------------------
-        self.node_role = aws.iam.Role(
-            f"{name}-node",
-            description=f"Nodes Karpenter launches for EKS cluster {args.cluster_name}",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
-            opts=child,
+        self.node_role, node_policies = ec2_node_role(
+            f"{name}-node", child, description=f"Nodes Karpenter launches for EKS cluster {args.cluster_name}"
         )
-        node_policies = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{policy}",
-                role=self.node_role.name,
-                policy_arn=partition.apply(lambda p, policy=policy: f"arn:{p}:iam::aws:policy/{policy}"),
-                opts=child,
-            )
-            for policy in NODE_POLICIES
-        ]
         instance_profile = aws.iam.InstanceProfile(f"{name}-node", role=self.node_role.name, opts=child)
         # The cluster authenticates by access entries only (components/eks_cluster.py, AuthenticationMode.API);
         # EC2_LINUX puts the node in system:nodes, as a managed node group's own entry does.
