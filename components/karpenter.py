@@ -511,6 +511,8 @@ def gpu_ready_daemon_set(pools: tuple[KarpenterPool, ...]) -> dict[str, Any]:
                             "command": ["/tools/sh", "-c", GPU_READY_SCRIPT],
                             "env": [
                                 {"name": "PATH", "value": "/tools:/bin:/usr/local/bin"},
+                                # kubectl writes its discovery cache under $HOME; the root filesystem is read-only.
+                                {"name": "HOME", "value": "/tools"},
                                 {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
                             ],
                             "volumeMounts": [tools],
