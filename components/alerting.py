@@ -40,7 +40,7 @@ TIERS = ("dev", "staging", "prod")
 # Alertmanager routes on these; kube-prometheus-stack's own rules use the same three. `critical` pages
 # whoever is on call, so only prod uses it (tests/test_alerts.py holds every tier to that).
 SEVERITIES = ("info", "warning", "critical")
-CAPABILITIES = ("gpu", "istio", "knative", "kserve", "flagger")
+CAPABILITIES = ("gpu", "istio", "knative", "kserve", "flagger", "karpenter")
 REQUIRED_ANNOTATIONS = ("summary", "description", "runbook")
 THRESHOLD_PLACEHOLDER = "$threshold"
 

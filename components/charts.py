@@ -56,6 +56,13 @@ _MINIO_REPOSITORY = "https://operator.min.io"
 _MINIO_VERSION = "7.1.1"
 _FLAGGER_REPOSITORY = "https://flagger.app"
 
+_KARPENTER_COMPATIBILITY = (
+    "Karpenter v1.14.1 (controller image public.ecr.aws/karpenter/controller:1.14.1) serves karpenter.sh/v1 "
+    "NodePool and NodeClaim and karpenter.k8s.aws/v1 EC2NodeClass (karpenter/v1.14.1/crds). EKS only, on the "
+    "system managed node group; the controller and CRD charts are released together and must stay equal. "
+    "Chart.yaml in the repo carries a placeholder version; the published charts are 1.14.1."
+)
+
 CHART_PINS: Mapping[str, ChartPin] = {
     "cert-manager": ChartPin(
         chart="cert-manager",
@@ -248,6 +255,26 @@ CHART_PINS: Mapping[str, ChartPin] = {
             "Kubernetes >= 1.28 (Chart.yaml kubeVersion); our clusters run 1.35. Its user-scheduler ships "
             "kube-scheduler v1.30.14, too old for 1.35, so components/notebooks.py leaves it off."
         ),
+    ),
+    # Karpenter's two charts: the CRDs (NodePool, NodeClaim, EC2NodeClass) as templates, so `helm upgrade`
+    # upgrades them (a chart's crds/ folder is only ever installed), then the controller. The OCI registry
+    # publishes the charts without a leading "v" since v0.35.0 (Karpenter upgrade guide), and the docs
+    # install both into kube-system (KARPENTER_NAMESPACE=kube-system in "Getting Started with Karpenter").
+    "karpenter-crd": ChartPin(
+        chart="karpenter-crd",
+        repository="oci://public.ecr.aws/karpenter",
+        version="1.14.1",
+        namespace="kube-system",
+        upstream="karpenter/v1.14.1",
+        compatibility=_KARPENTER_COMPATIBILITY,
+    ),
+    "karpenter": ChartPin(
+        chart="karpenter",
+        repository="oci://public.ecr.aws/karpenter",
+        version="1.14.1",
+        namespace="kube-system",
+        upstream="karpenter/v1.14.1",
+        compatibility=_KARPENTER_COMPATIBILITY,
     ),
     "cluster-autoscaler": ChartPin(
         chart="cluster-autoscaler",

@@ -64,8 +64,14 @@ def system_node_selector(cluster: KubernetesCluster) -> dict[str, str]:
 
 def gpu_node_tolerations(cluster: KubernetesCluster) -> list[dict[str, str]]:
     """Tolerations for every taint a GPU pool carries (GPU and spot), for DaemonSets that must run on
-    every GPU node: device plugin, DCGM exporter, node exporter."""
-    return tolerations_of(gpu_pools(cluster))
+    every GPU node: device plugin, DCGM exporter, node exporter. Startup taints too (Karpenter pools): those
+    DaemonSets are what advertises the GPU and so what the startup taint waits for; workloads never get them."""
+    pools = gpu_pools(cluster)
+    seen = {(t["key"], t["effect"]): t for t in tolerations_of(pools)}
+    for pool in pools:
+        for taint in pool.startup_taints:
+            seen.setdefault((taint.key, taint.effect), taint.toleration())
+    return list(seen.values())
 
 
 def tolerations_of(pools: Iterable[NodePoolDescription]) -> list[dict[str, str]]:

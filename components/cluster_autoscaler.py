@@ -29,6 +29,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.aws_iam import irsa_trust_policy
 from components.charts import CHART_PINS
 from components.helm import helm_release
 
@@ -108,25 +109,7 @@ class ClusterAutoscalerArgs:
 
 def trust_policy(oidc_provider_arn: str, oidc_issuer_url: str) -> str:
     """Only the autoscaler's ServiceAccount, with a token minted for STS, may assume the role."""
-    issuer = oidc_issuer_url.removeprefix("https://")  # IAM condition keys name the issuer without scheme
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": oidc_provider_arn},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                    "Condition": {
-                        "StringEquals": {
-                            f"{issuer}:sub": f"system:serviceaccount:{PIN.namespace}:{SERVICE_ACCOUNT}",
-                            f"{issuer}:aud": "sts.amazonaws.com",
-                        }
-                    },
-                }
-            ],
-        }
-    )
+    return irsa_trust_policy(oidc_provider_arn, oidc_issuer_url, PIN.namespace, SERVICE_ACCOUNT)
 
 
 def permissions_policy(cluster_name: str, asg_arns: str) -> str:

@@ -36,7 +36,7 @@ LABELS: Mapping[str, str] = {
 }
 # What an environment must have for a dashboard to show anything (see components/alerting.py for the
 # capabilities); a dashboard not named here is installed everywhere.
-REQUIRES: Mapping[str, frozenset[str]] = {"gpu-fleet": frozenset({"gpu"})}
+REQUIRES: Mapping[str, frozenset[str]] = {"gpu-fleet": frozenset({"gpu"}), "karpenter": frozenset({"karpenter"})}
 
 
 @dataclass(frozen=True)

@@ -14,18 +14,14 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from components.aws_iam import ec2_node_role
 from components.cluster import ClusterIdentity, KubernetesCluster
+from components.karpenter import DISCOVERY_TAG, GPU_NOT_READY_TAINT, Karpenter, KarpenterArgs, KarpenterOptions, KarpenterPool
 from components.node_pools import GPU_TAINT, GpuPoolSpec, NodePoolDescription, SystemPoolSpec
 
 # Control-plane logs the audit trail needs (who called the API, and how they authenticated).
 CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator")
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
-NODE_POLICIES = (
-    "AmazonEKSWorkerNodePolicy",
-    "AmazonEKS_CNI_Policy",
-    "AmazonEC2ContainerRegistryReadOnly",
-    "AmazonSSMManagedInstanceCore",
-)
 # Cluster Autoscaler reads these ASG tags to build a template node for a group at zero nodes
 # (cluster-autoscaler AWS README, "Auto-Discovery Setup"; ../shared/upstream/cluster-autoscaler).
 CA_TEMPLATE_PREFIX = "k8s.io/cluster-autoscaler/node-template"
@@ -54,6 +50,9 @@ class EksGpuClusterArgs:
     deletion_protection: bool
     system_pool: SystemPoolSpec
     gpu_pools: tuple[GpuPoolSpec, ...]
+    # Set: the GPU pools are Karpenter NodePools (components/karpenter.py); None: managed node groups that
+    # Cluster Autoscaler scales (components/cluster_autoscaler.py, installed by the platform layer).
+    karpenter: Optional[KarpenterOptions] = None
 
 
 def autoscaler_template_tags(pool: NodePoolDescription) -> dict[str, str]:
@@ -83,6 +82,7 @@ class EksVpc(pulumi.ComponentResource):
         zones: list[str],
         single_nat_gateway: bool,
         opts: Optional[pulumi.ResourceOptions] = None,
+        private_subnet_tags: Optional[dict[str, str]] = None,
     ):
         super().__init__("gpu-platform:cluster:EksVpc", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -139,7 +139,12 @@ class EksVpc(pulumi.ComponentResource):
                 vpc_id=vpc.id,
                 availability_zone=zone,
                 cidr_block=str(private_blocks[index]),
-                tags={"Name": f"{cluster_name}-private-{zone}", "kubernetes.io/role/internal-elb": "1", **cluster_tag},
+                tags={
+                    "Name": f"{cluster_name}-private-{zone}",
+                    "kubernetes.io/role/internal-elb": "1",
+                    **cluster_tag,
+                    **(private_subnet_tags or {}),
+                },
                 opts=child,
             )
             private_routes = aws.ec2.RouteTable(
@@ -172,9 +177,12 @@ class EksGpuCluster(KubernetesCluster):
         zones = aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(parent=self)).names
         if len(zones) < args.zone_count:
             raise ValueError(f"{args.region} has {len(zones)} available zones, the stack asks for {args.zone_count}")
+        # With Karpenter, nodes launch into the private subnets it finds by this tag.
+        discovery = {DISCOVERY_TAG: args.cluster_name} if args.karpenter else None
         network = EksVpc(
-            f"{name}-network", args.cluster_name, args.vpc_cidr, list(zones[: args.zone_count]), args.single_nat_gateway, child
-        )
+            f"{name}-network", args.cluster_name, args.vpc_cidr, list(zones[: args.zone_count]), args.single_nat_gateway,
+            child, private_subnet_tags=discovery,
+        )  # fmt: skip
 
         secrets_key = aws.kms.Key(
             f"{name}-secrets",
@@ -206,30 +214,23 @@ class EksGpuCluster(KubernetesCluster):
             opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
         )
 
-        node_role = aws.iam.Role(
-            f"{name}-node",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
-            opts=child,
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(
-                f"{name}-node-{policy}",
-                role=node_role.name,
-                policy_arn=f"arn:aws:iam::aws:policy/{policy}",
-                opts=child,
-            )
-            for policy in NODE_POLICIES
-        ]
+        node_role, attachments = ec2_node_role(f"{name}-node", child)
 
         system = args.system_pool.describe()
-        gpu_pools = [(spec, spec.describe(GPU_TAINT)) for spec in args.gpu_pools]
+        autoscaler = "karpenter" if args.karpenter else "cluster-autoscaler"
+        system = dataclasses.replace(system, autoscaler="cluster-autoscaler" if not args.karpenter else None)
+        gpu_pools = [
+            (
+                spec,
+                dataclasses.replace(
+                    spec.describe(GPU_TAINT),
+                    autoscaler=autoscaler,
+                    # No GPU pod lands before the device plugin advertises the GPUs (components/karpenter.py).
+                    startup_taints=(GPU_NOT_READY_TAINT,) if args.karpenter else (),
+                ),
+            )
+            for spec in args.gpu_pools
+        ]
         # Node groups wait for the cluster and for the node role's policies: a node that boots
         # without them never joins.
         group_opts = pulumi.ResourceOptions(parent=self, depends_on=[cluster, *attachments])
@@ -240,7 +241,7 @@ class EksGpuCluster(KubernetesCluster):
             disk_size_gb=args.system_pool.disk_size_gb, capacity_type="onDemand",
         )  # fmt: skip
         groups: dict[str, pulumi.Resource] = {system.name: system_group}
-        for spec, pool in gpu_pools:
+        for spec, pool in gpu_pools if not args.karpenter else ():
             groups[pool.name] = self._node_group(
                 name, args, pool, group_opts, node_role.arn, network.private_subnet_ids,
                 ami_type=args.gpu_ami_type, desired_size=spec.min_size, disk_size_gb=spec.disk_size_gb,
@@ -257,6 +258,31 @@ class EksGpuCluster(KubernetesCluster):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[system_group]),
         )
         self._block_storage(name, args, cluster, group_opts)
+        self.karpenter: Optional[Karpenter] = None
+        if args.karpenter:
+            self.karpenter = Karpenter(
+                f"{name}-karpenter",
+                KarpenterArgs(
+                    cluster_name=args.cluster_name,
+                    region=args.region,
+                    environment=args.karpenter.environment,
+                    cluster_endpoint=cluster.core.apply(lambda core: core.endpoint),
+                    oidc_provider_arn=cluster.oidc_provider_arn,
+                    oidc_issuer_url=cluster.oidc_provider_url,
+                    system_node_selector=system.node_selector,
+                    pools=tuple(KarpenterPool(spec, pool) for spec, pool in gpu_pools),
+                    consolidate_after=args.karpenter.consolidate_after,
+                    ami_version=args.karpenter.ami_version,
+                    maintenance_window=args.karpenter.maintenance_window,
+                ),
+                # The controller runs on the system node group and the nodes it launches join through the cluster.
+                pulumi.ResourceOptions(
+                    parent=self,
+                    providers={"kubernetes": self.provider, **({"aws": self.aws_provider} if self.aws_provider else {})},
+                    depends_on=[cluster, system_group],
+                ),
+            )
+            groups.update(self.karpenter.node_pools)
         self.cluster_name = cluster.kubeconfig_json.apply(lambda _: args.cluster_name)
         self.endpoint = cluster.core.apply(lambda core: core.endpoint)
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)

@@ -15,6 +15,7 @@ nothing here serves video. L4, T4, A10G and L40S have no MIG.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
@@ -79,6 +80,10 @@ class GpuType:
     # GPUs per machine -> GKE machine type; the accelerator is attached with the same count.
     gcp_machine_types: Mapping[int, str] = field(default_factory=dict)
     mig: Optional[MigGeometry] = None  # None: no MIG on this GPU
+
+    def aws_instance_type_names(self) -> tuple[str, ...]:
+        """Every AWS instance type the catalog knows with this GPU, whatever its GPU count, in catalog order."""
+        return tuple(name for count in sorted(self.aws_instance_types) for name in self.aws_instance_types[count])
 
     def offered_on(self, cloud: str) -> bool:
         return bool(self.machines(cloud))
@@ -200,3 +205,17 @@ def mig_placement(gpu: GpuType, layout: Sequence[str]) -> Optional[dict[int, str
 
     return place(0, frozenset())
 
+
+
+_EC2_SIZE = re.compile(r"^(\d*)xlarge$")
+
+
+def aws_vcpus(instance_type: str) -> Optional[int]:
+    """vCPUs of an EC2 GPU instance type, from its size: in the G and P families an `xlarge` has 4 vCPUs and an
+    `Nxlarge` 4N (g6.xlarge 4, g6.12xlarge 48, p5.48xlarge 192; "Amazon EC2 instance types", Accelerated
+    computing). None for a size this rule does not cover (`metal`)."""
+    family, _, size = instance_type.partition(".")
+    match = _EC2_SIZE.match(size)
+    if not match or not family[:1] in ("g", "p"):
+        return None
+    return 4 * int(match.group(1) or 1)

@@ -205,6 +205,23 @@ def resources(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str
     return {"requests": requests, "limits": limits}
 
 
+# Karpenter never disrupts a node voluntarily (drift, consolidation) while a pod with this annotation runs there.
+DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
+
+
+def pod_annotations(args: ModelArgs) -> dict[str, str]:
+    """`karpenter.sh/do-not-disrupt` on a prod serving GPU model that lands on Karpenter pools. Always on, not only
+    during a rollout: nothing tells the platform when a Knative or Flagger rollout ends, and the serving pools
+    consolidate only empty nodes (components/karpenter.py), so what the annotation costs is that a new AMI reaches
+    a serving node once it empties or an operator drains it (docs/runbooks.md)."""
+    spec = args.spec
+    if args.environment != "prod" or spec.purpose != "serving" or not spec.gpu:
+        return {}
+    if not any(pool.autoscaler == "karpenter" for pool in pools_for(spec, args.gpu_pools)):
+        return {}
+    return {DO_NOT_DISRUPT_ANNOTATION: "true"}
+
+
 def inference_service(args: ModelArgs) -> dict[str, Any]:
     spec = args.spec
     model: dict[str, Any] = {
@@ -239,6 +256,10 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         predictor["canaryTrafficPercent"] = spec.canary.traffic_percent
     if not predictor["tolerations"]:
         del predictor["tolerations"]
+    annotations = pod_annotations(args)
+    if annotations:
+        # The predictor's own annotations go on its pods (KServe ComponentExtensionSpec `annotations`).
+        predictor["annotations"] = annotations
     return {
         "apiVersion": INFERENCE_SERVICE_API_VERSION,
         "kind": "InferenceService",
@@ -375,7 +396,7 @@ class CanaryModel(pulumi.ComponentResource):
                 replicas=max(spec.min_replicas, 1),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": spec.name}),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=pod_annotations(args) or None),
                     spec=k8s.core.v1.PodSpecArgs(
                         priority_class_name=spec.priority_class,
                         affinity=where["affinity"],

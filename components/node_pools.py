@@ -44,7 +44,13 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 SPOT_TAINT_KEY = f"{LABEL_PREFIX}/spot"
 
 Role = Literal["system", "gpu"]
-CapacityType = Literal["onDemand", "spot"]
+# `spotWithFallback`: spot first, on-demand when spot has no capacity (Karpenter only: one NodePool allows
+# both capacity types and Karpenter launches spot while any is offered, components/karpenter.py).
+CapacityType = Literal["onDemand", "spot", "spotWithFallback"]
+# The CAPACITY_LABEL value of each: a pool that may land on spot says so, so its nodes keep the spot taint.
+CAPACITY_LABEL_VALUES: Mapping[str, str] = {"onDemand": "on-demand", "spot": "spot", "spotWithFallback": "spot-with-fallback"}
+# Who adds and removes a managed pool's nodes; None on an existing cluster.
+Autoscaler = Literal["karpenter", "cluster-autoscaler", "gke"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,14 @@ class NodePoolDescription:
     mig_layout: tuple[str, ...] = ()
     # False on GKE, whose own device plugin advertises MIG partitions as nvidia.com/gpu.
     mig_resources_by_profile: bool = True
+    # Taints a new node carries until something removes them (Karpenter `startupTaints`): no workload
+    # tolerates them, only the DaemonSets that must run before a GPU pod may land (gpu_node_tolerations).
+    startup_taints: tuple[Taint, ...] = ()
+    autoscaler: Optional[Autoscaler] = None
+
+    @property
+    def may_run_on_spot(self) -> bool:
+        return self.capacity_type in ("spot", "spotWithFallback")
 
     @property
     def node_selector(self) -> dict[str, str]:
@@ -187,7 +201,7 @@ def gpu_labels(
         POOL_LABEL: pool_name,
         ROLE_LABEL: "gpu",
         GPU_TYPE_LABEL: gpu_type,
-        CAPACITY_LABEL: "spot" if capacity_type == "spot" else "on-demand",
+        CAPACITY_LABEL: CAPACITY_LABEL_VALUES[capacity_type],
         PURPOSE_LABEL: purpose,
         TIME_SLICING_LABEL: str(time_slicing_replicas),
     }
@@ -242,7 +256,8 @@ class GpuPoolSpec:
 
     @property
     def spot(self) -> bool:
-        return self.capacity_type == "spot"
+        """May run on spot capacity: spot, or spot with on-demand fallback (tainted either way)."""
+        return self.capacity_type in ("spot", "spotWithFallback")
 
     def describe(self, gpu_taint: Taint, device_plugin_label: bool = True) -> NodePoolDescription:
         """`gpu_taint` differs per cloud: see GPU_TAINT and GKE_GPU_TAINT. `device_plugin_label` is

@@ -236,3 +236,39 @@ def node_selector_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[s
             yield f"{prefix}{key}"
         elif isinstance(value, Mapping):
             yield from node_selector_paths(value, f"{prefix}{key}.")
+
+
+# --- the pools as the cloud receives them -----------------------------------------------------------------------
+
+EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+GKE_NODE_POOL = "gcp:container/nodePool:NodePool"
+KARPENTER_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+POOL_TYPES = (EKS_NODE_GROUP, GKE_NODE_POOL, KARPENTER_NODE_POOL)
+_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "PREFER_NO_SCHEDULE": "PreferNoSchedule", "NO_EXECUTE": "NoExecute"}
+
+
+def rendered_pools(result: RenderResult) -> list[dict[str, Any]]:
+    """Every node pool of a rendered stack, whatever makes it: an EKS managed node group, a GKE node pool or a
+    Karpenter NodePool (components/karpenter.py), each as {"resource", "labels", "taints": [(key, effect)]}, effects
+    in Kubernetes' spelling. GKE's own GPU taint is not among a pool's inputs and not listed."""
+    pools = []
+    for resource in result.resources:
+        inputs = resource["inputs"]
+        if resource["type"] == EKS_NODE_GROUP:
+            labels, taints = inputs.get("labels") or {}, inputs.get("taints") or []
+        elif resource["type"] == GKE_NODE_POOL:
+            config = inputs.get("nodeConfig") or {}
+            labels, taints = config.get("labels") or {}, config.get("taints") or []
+        elif resource["type"] == KARPENTER_NODE_POOL:
+            template = inputs["spec"]["template"]
+            labels, taints = template["metadata"].get("labels") or {}, template["spec"].get("taints") or []
+        else:
+            continue
+        pools.append(
+            {
+                "resource": resource,
+                "labels": dict(labels),
+                "taints": [(t["key"], _EFFECTS.get(t["effect"], t["effect"])) for t in taints],
+            }
+        )
+    return pools

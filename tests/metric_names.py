@@ -108,18 +108,38 @@ FLAGGER_GAUGES = frozenset(
 )
 FLAGGER_HISTOGRAMS = frozenset({"flagger_canary_duration_seconds"})
 
+# Karpenter v1.14 (karpenter.sh/v1.14/reference/metrics, generated from the controller's registrations; the
+# names of aws/karpenter-provider-aws website/content/en/preview/reference/metrics.md).
+KARPENTER_METRICS = frozenset(
+    {
+        "karpenter_pods_state",
+        "karpenter_nodeclaims_created_total",
+        "karpenter_nodeclaims_terminated_total",
+        "karpenter_nodeclaims_disrupted_total",
+        "karpenter_nodes_created_total",
+        "karpenter_nodes_terminated_total",
+        "karpenter_nodepools_usage",
+        "karpenter_nodepools_limit",
+        "karpenter_interruption_received_messages_total",
+        "karpenter_cloudprovider_errors_total",
+        "karpenter_scheduler_queue_depth",
+    }
+)
+KARPENTER_HISTOGRAMS = frozenset({"karpenter_pods_startup_duration_seconds"})
+
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def known_metrics() -> frozenset[str]:
     """Every metric name a query may use (needs ../shared for the DCGM list)."""
-    histograms = ISTIO_HISTOGRAMS | KNATIVE_HISTOGRAMS | FLAGGER_HISTOGRAMS
+    histograms = ISTIO_HISTOGRAMS | KNATIVE_HISTOGRAMS | FLAGGER_HISTOGRAMS | KARPENTER_HISTOGRAMS
     return frozenset(
         dcgm_metrics()
         | ISTIO_COUNTERS
         | KNATIVE_GAUGES
         | KUBE_STATE_METRICS
         | FLAGGER_GAUGES
+        | KARPENTER_METRICS
         | {f"{name}{suffix}" for name in histograms for suffix in HISTOGRAM_SUFFIXES}
     )
 

@@ -66,6 +66,7 @@ INFERENCE_ALERTS = {
 }
 CANARY_ALERTS = {"CanaryRolledBack"}
 TENANCY_ALERTS = {"TenantGpuQuotaNearlyUsed", "MigConfigFailed", "TenantGpuPodsPending"}
+KARPENTER_ALERTS = {"KarpenterPodsWaitingForCapacity", "KarpenterNodePoolAtLimit", "KarpenterNodesChurning", "KarpenterInterruptions"}
 
 # What the issue asks of the rules, in every tier: (threshold as written in the expression, `for:`).
 # None: the tier table in the rule file decides.
@@ -128,7 +129,7 @@ def without_monitoring(stack: str) -> dict[str, Any]:
 
 def test_the_shipped_rule_files_load() -> None:
     names = {rule.alert for rule_file in load_rule_files() for rule in rule_file.rules}
-    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS | TENANCY_ALERTS
+    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS | TENANCY_ALERTS | KARPENTER_ALERTS
 
 
 BAD_RULE_FILES: Mapping[str, tuple[str, str]] = {

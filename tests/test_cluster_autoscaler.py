@@ -4,7 +4,7 @@ ASGs, discovery tags that match the node groups, tier settings, and a pod that n
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -17,7 +17,7 @@ from components.node_pools import system_labels
 from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS, ClusterAutoscalerAddon, ConfigError, load_settings
 from infra.program.stack_config import stack_input
-from tests.conftest import AWS_STACKS, GCP_STACKS, Render, assert_pinned_release_on_cluster, at
+from tests.conftest import AWS_STACKS, GCP_STACKS, Render, assert_pinned_release_on_cluster, at, rendered
 from tests.upstream import (
     SHARED,
     chart_values,
@@ -49,6 +49,29 @@ README_READ_ACTIONS = {
     "eks:DescribeNodegroup",
 }
 README_WRITE_ACTIONS = {"autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"}
+
+
+# The shipped EKS stacks use Karpenter (tests/test_karpenter.py); this path is tested through the override.
+CLUSTER_AUTOSCALER = {"platform": {"autoscaler": "cluster-autoscaler"}}
+
+
+def _merged(base: dict[str, Any], extra: Optional[dict[str, Any]]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in (extra or {}).items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+@pytest.fixture
+def render() -> Render:
+    """Every AWS stack rendered with `autoscaler: cluster-autoscaler` (plus the test's own overrides)."""
+
+    def with_cluster_autoscaler(stack: str, overrides: Optional[dict[str, Any]] = None) -> RenderResult:
+        if stack_input(stack)["cloud"] != "aws":
+            return rendered(stack, overrides)
+        return rendered(stack, _merged(CLUSTER_AUTOSCALER, overrides))
+
+    return with_cluster_autoscaler
 
 
 def owned(result: RenderResult, type_token: str) -> list[dict[str, Any]]:
@@ -123,6 +146,12 @@ def test_the_pinned_chart_is_installed_in_kube_system_on_the_stacks_cluster(rend
     found = release(result)
     assert_pinned_release_on_cluster(result, found, PIN)
     assert (found["inputs"]["name"], found["inputs"]["namespace"]) == ("cluster-autoscaler", "kube-system")
+
+
+def test_karpenter_stacks_get_no_cluster_autoscaler() -> None:
+    result = rendered("aws-dev")
+    assert result.of_type(COMPONENT) == []
+    assert [r for r in result.of_type(RELEASE) if r["inputs"]["chart"] == PIN.chart] == []
 
 
 @pytest.mark.parametrize("stack", [*GCP_STACKS, "local"])

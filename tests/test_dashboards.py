@@ -28,7 +28,7 @@ from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from tests.alert_tests import promtool, requires_promtool
-from tests.conftest import SHIPPED_STACKS, Render
+from tests.conftest import stacks_where, SHIPPED_STACKS, Render
 from tests.metric_names import known_metrics, metric_names
 from tests.upstream import requires_shared
 
@@ -71,7 +71,7 @@ def exprs(model: Mapping[str, Any]) -> str:
 
 
 def test_the_shipped_dashboards() -> None:
-    assert set(DASHBOARDS) == {"gpu-fleet", "inference"}
+    assert set(DASHBOARDS) == {"gpu-fleet", "inference", "karpenter"}
     uids = [d.model["uid"] for d in DASHBOARDS.values()]
     titles = [d.model["title"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids) and len(set(titles)) == len(titles)
@@ -209,6 +209,8 @@ def test_each_dashboard_is_a_configmap_the_sidecar_selects(render: Render, stack
     result = render(stack)
     rendered = config_maps(result)
     expected = {"gpu-fleet.json", "inference.json"} if stack in STACKS_WITH_GPU_POOLS else {"inference.json"}
+    if stack in stacks_where(lambda s: s.platform.autoscaler == "karpenter", cloud="aws"):
+        expected.add("karpenter.json")  # only where Karpenter runs (components/dashboards.py REQUIRES)
     assert set(rendered) == expected
     (monitoring_release,) = [r for r in result.of_type(RELEASE) if f"::{MONITORING}$" in r["urn"]]
     for key, resource in rendered.items():

@@ -15,10 +15,9 @@ from typing import Any, Iterator, Mapping
 import pytest
 
 from infra.tooling.mock_engine import RenderResult
-from tests.conftest import AWS_STACKS, GCP_STACKS, Render
+from tests.conftest import AWS_STACKS, GCP_STACKS, Render, rendered_pools
 
 MANAGED_STACKS = [*AWS_STACKS, *GCP_STACKS]
-POOL_TYPES = ("aws:eks/nodeGroup:NodeGroup", "gcp:container/nodePool:NodePool")
 INFERENCE_SERVICE = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -64,16 +63,7 @@ class DependencyGraph:
 
 def pool_urns(result: RenderResult) -> dict[str, str]:
     """Pool name -> URN of its node group (EKS) or node pool (GKE), found by the pool label."""
-    pools = {}
-    for resource in result.resources:
-        if resource["type"] == POOL_TYPES[0]:
-            labels = resource["inputs"]["labels"]
-        elif resource["type"] == POOL_TYPES[1]:
-            labels = resource["inputs"]["nodeConfig"]["labels"]
-        else:
-            continue
-        pools[labels[POOL_LABEL]] = resource["urn"]
-    return pools
+    return {pool["labels"][POOL_LABEL]: pool["resource"]["urn"] for pool in rendered_pools(result)}
 
 
 def on_cluster(result: RenderResult) -> list[dict[str, Any]]:

@@ -108,9 +108,14 @@ def test_system_pool_is_untainted_on_demand_cpu(render: Render, stack: str) -> N
     assert system["labels"]["gpu-platform/role"] == "system"
 
 
+# GPU pools as managed node groups: the `autoscaler: cluster-autoscaler` path (with Karpenter, the default, they
+# are NodePools: tests/test_karpenter.py).
+NODE_GROUPS = {"platform": {"autoscaler": "cluster-autoscaler"}}
+
+
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_every_gpu_pool_runs_the_nvidia_ami_and_carries_the_gpu_taint(render: Render, stack: str) -> None:
-    groups = gpu_groups(render(stack))
+    groups = gpu_groups(render(stack, NODE_GROUPS))
     assert groups, "every AWS stack has at least one GPU pool"
     for group in groups.values():
         assert group["amiType"] == "AL2023_x86_64_NVIDIA"
@@ -120,14 +125,14 @@ def test_every_gpu_pool_runs_the_nvidia_ami_and_carries_the_gpu_taint(render: Re
 
 
 def test_the_gpu_ami_can_be_chosen_per_stack(render: Render) -> None:
-    result = render("aws-dev", {"aws": {"region": "us-west-2", "gpuAmiType": "BOTTLEROCKET_x86_64_NVIDIA"}})
+    result = render("aws-dev", {**NODE_GROUPS, "aws": {"region": "us-west-2", "gpuAmiType": "BOTTLEROCKET_x86_64_NVIDIA"}})
     assert {g["amiType"] for g in gpu_groups(result).values()} == {"BOTTLEROCKET_x86_64_NVIDIA"}
     assert node_groups(result)["system"]["amiType"] == "AL2023_x86_64_STANDARD"
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_spot_pools_are_separated_by_taint_and_label(render: Render, stack: str) -> None:
-    for group in gpu_groups(render(stack)).values():
+    for group in gpu_groups(render(stack, NODE_GROUPS)).values():
         spot_taint = {"key": "gpu-platform/spot", "value": "true", "effect": "NO_SCHEDULE"}
         if group["capacityType"] == "SPOT":
             assert spot_taint in group["taints"]
@@ -141,7 +146,7 @@ def test_spot_pools_are_separated_by_taint_and_label(render: Render, stack: str)
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_gpu_pools_get_the_capacity_purpose_and_machines_their_stack_promises(render: Render, stack: str) -> None:
-    groups = gpu_groups(render(stack))
+    groups = gpu_groups(render(stack, NODE_GROUPS))
     promised = promised_gpu_pools(stack)
     assert set(groups) == set(promised)
     for name, pool in promised.items():
@@ -157,7 +162,7 @@ def test_gpu_pools_get_the_capacity_purpose_and_machines_their_stack_promises(re
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_time_slicing_exactly_where_the_tier_says(render: Render, stack: str) -> None:
-    groups = gpu_groups(render(stack))
+    groups = gpu_groups(render(stack, NODE_GROUPS))
     promised = promised_gpu_pools(stack)
     replicas = {name: str(pool["timeSlicingReplicas"]) for name, pool in promised.items()}
     assert {name: g["labels"]["gpu-platform/time-slicing-replicas"] for name, g in groups.items()} == replicas
@@ -171,13 +176,13 @@ def test_time_slicing_exactly_where_the_tier_says(render: Render, stack: str) ->
 def test_gpu_pools_scale_within_their_promised_sizes_from_their_minimum(render: Render, stack: str) -> None:
     # On dev, a pool whose file sets no minSize scales to zero (TIER_GPU_POOL).
     for name, pool in promised_gpu_pools(stack).items():
-        scaling = gpu_groups(render(stack))[name]["scalingConfig"]
+        scaling = gpu_groups(render(stack, NODE_GROUPS))[name]["scalingConfig"]
         assert scaling == {"minSize": pool["minSize"], "desiredSize": pool["minSize"], "maxSize": pool["maxSize"]}, name
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_asgs_carry_the_node_template_tags_scale_from_zero_needs(render: Render, stack: str) -> None:
-    result = render(stack)
+    result = render(stack, NODE_GROUPS)
     asg_tags: dict[str, dict[str, str]] = {}
     for tag in result.of_type("aws:autoscaling/tag:Tag"):
         asg_tags.setdefault(tag["inputs"]["autoscalingGroupName"], {})[tag["inputs"]["tag"]["key"]] = tag["inputs"]["tag"]["value"]

@@ -39,7 +39,7 @@ from components.node_pools import (
 from infra.program.model_catalog import load_catalog
 from infra.program.stack_config import stack_input
 from infra.tooling.mock_engine import RenderResult, run_under_mocks
-from tests.conftest import MANAGED_CLOUDS, Render, promised_gpu_pools, stacks_where
+from tests.conftest import MANAGED_CLOUDS, Render, promised_gpu_pools, stacks_where, rendered_pools
 from tests.upstream import (
     SHARED,
     check_pin_values,
@@ -88,7 +88,8 @@ def device_plugin_config_map(result: RenderResult) -> dict[str, Any]:
 
 
 def gpu_node_group_labels(result: RenderResult) -> dict[str, dict[str, str]]:
-    groups = [g["inputs"]["labels"] for g in result.of_type(NODE_GROUP)]
+    """Labels of every GPU pool's nodes: EKS node groups, or Karpenter NodePools (the default on EKS)."""
+    groups = [pool["labels"] for pool in rendered_pools(result) if pool["resource"]["type"] != "gcp:container/nodePool:NodePool"]
     return {labels["gpu-platform/pool"]: labels for labels in groups if labels[ROLE_LABEL] == "gpu"}
 
 

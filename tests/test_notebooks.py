@@ -224,6 +224,9 @@ def rendered_pools(s: Scenario) -> list[tuple[dict[str, str], set[tuple[str, str
     for group in s.result.of_type("aws:eks/nodeGroup:NodeGroup"):
         taints = {(t["key"], effects[t["effect"]]) for t in group["inputs"].get("taints") or []}
         found.append((group["inputs"]["labels"], taints))
+    for pool in s.result.of_type("kubernetes:karpenter.sh/v1:NodePool"):
+        template = pool["inputs"]["spec"]["template"]
+        found.append((template["metadata"]["labels"], {(t["key"], t["effect"]) for t in template["spec"].get("taints") or []}))
     for pool in s.result.of_type("gcp:container/nodePool:NodePool"):
         config = pool["inputs"]["nodeConfig"]
         found.append((config.get("labels") or {}, {(t["key"], effects[t["effect"]]) for t in config.get("taints") or []}))

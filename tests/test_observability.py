@@ -19,7 +19,7 @@ from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from policies.gpu_platform_policies.secrets import check_literal_credentials
-from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, system_pool_labels
+from tests.conftest import SHIPPED_STACKS, Render, assert_pinned_release_on_cluster, at, system_pool_labels, rendered_pools
 from tests.upstream import (
     chart_values,
     check_pin_values,
@@ -92,18 +92,17 @@ def tolerates_by_name(tolerations: list[Mapping[str, str]], key: str, effect: st
 
 
 def rendered_pool_labels(result: RenderResult) -> list[Mapping[str, str]]:
-    """Node labels of every EKS node group and GKE node pool (the same keys on both clouds)."""
-    groups = [g["inputs"]["labels"] for g in result.of_type("aws:eks/nodeGroup:NodeGroup")]
-    return groups + [p["inputs"]["nodeConfig"]["labels"] for p in result.of_type("gcp:container/nodePool:NodePool")]
+    """Node labels of every EKS node group, Karpenter NodePool and GKE node pool (the same keys everywhere)."""
+    return [pool["labels"] for pool in rendered_pools(result)]
 
 
 def rendered_pool_taints(result: RenderResult) -> set[tuple[str, str]]:
-    """(key, effect) of every taint the program puts on an EKS node group or GKE node pool."""
-    taints = set()
-    for group in result.of_type("aws:eks/nodeGroup:NodeGroup"):
-        taints |= {(t["key"], CLOUD_EFFECTS[t["effect"]]) for t in group["inputs"].get("taints") or []}
-    for pool in result.of_type("gcp:container/nodePool:NodePool"):
-        taints |= {(t["key"], CLOUD_EFFECTS[t["effect"]]) for t in pool["inputs"]["nodeConfig"].get("taints") or []}
+    """(key, effect) of every taint the program puts on a node pool, startup taints of Karpenter NodePools
+    included: the node exporter must run while a GPU node still waits for its device plugin."""
+    taints = {taint for pool in rendered_pools(result) for taint in pool["taints"]}
+    for pool in result.of_type("kubernetes:karpenter.sh/v1:NodePool"):
+        startup = pool["inputs"]["spec"]["template"]["spec"].get("startupTaints") or []
+        taints |= {(t["key"], t["effect"]) for t in startup}
     return taints
 
 
@@ -356,7 +355,7 @@ def test_node_exporter_runs_on_every_gpu_node(render: Render, stack: str) -> Non
     result = render(stack)
     tolerations = at(values(result), "prometheus-node-exporter.tolerations")
     assert tolerates_by_name(tolerations, GPU_TAINT_KEY, "NoSchedule")
-    has_spot_pool = any(labels.get(CAPACITY_LABEL) == "spot" for labels in rendered_pool_labels(result))
+    has_spot_pool = any(labels.get(CAPACITY_LABEL) in ("spot", "spot-with-fallback") for labels in rendered_pool_labels(result))
     assert tolerates_by_name(tolerations, SPOT_TAINT_KEY, "NoSchedule") is has_spot_pool
     for key, effect in rendered_pool_taints(result):
         assert tolerates_by_name(tolerations, key, effect), (key, effect)

@@ -132,7 +132,12 @@ def canary(name: str, metrics: list[dict]) -> tuple[str, dict]:
 
 def _drop_taint(key: str) -> Callable[[dict], None]:
     def edit(inputs: dict) -> None:
-        taints = inputs["nodeConfig"]["taints"] if "nodeConfig" in inputs else inputs["taints"]
+        if "nodeConfig" in inputs:
+            taints = inputs["nodeConfig"]["taints"]
+        elif "spec" in inputs:  # a Karpenter NodePool
+            taints = inputs["spec"]["template"]["spec"]["taints"]
+        else:
+            taints = inputs["taints"]
         taints[:] = [t for t in taints if t["key"] != key]
 
     return edit
@@ -146,10 +151,14 @@ GOOD_METRICS = [
 # (variant name, stack, config overrides or None, how to break the render, expected policy)
 Variant = tuple[str, str, "dict | None", Callable[[RenderResult], RenderResult], str]
 VARIANTS: list[Variant] = [
-    ("eks gpu pool without the gpu taint", "aws-dev", None,
+    ("eks gpu pool without the gpu taint", "aws-dev", {"platform": {"autoscaler": "cluster-autoscaler"}},
      lambda r: edited(r, "aws:eks/nodeGroup:NodeGroup", "-gpu-spot", _drop_taint("nvidia.com/gpu")), "gpu-node-pools-tainted"),
-    ("eks spot pool without the spot taint", "aws-dev", None,
+    ("eks spot pool without the spot taint", "aws-dev", {"platform": {"autoscaler": "cluster-autoscaler"}},
      lambda r: edited(r, "aws:eks/nodeGroup:NodeGroup", "-gpu-spot", _drop_taint("gpu-platform/spot")), "spot-node-pools-tainted"),
+    ("karpenter gpu node pool without the gpu taint", "aws-dev", None,
+     lambda r: edited(r, "kubernetes:karpenter.sh/v1:NodePool", "-gpu-spot", _drop_taint("nvidia.com/gpu")), "gpu-node-pools-tainted"),
+    ("karpenter spot node pool without the spot taint", "aws-dev", None,
+     lambda r: edited(r, "kubernetes:karpenter.sh/v1:NodePool", "-gpu-spot", _drop_taint("gpu-platform/spot")), "spot-node-pools-tainted"),
     ("gke spot pool without the spot taint", "gcp-dev", None,
      lambda r: edited(r, "gcp:container/nodePool:NodePool", "-gpu-spot", _drop_taint("gpu-platform/spot")), "spot-node-pools-tainted"),
     ("eks secrets not encrypted", "aws-prod", None,
@@ -258,7 +267,7 @@ def test_the_render_cli_exits_1_on_a_mandatory_violation_and_0_on_a_waiver(tmp_p
     config.write_text(json.dumps({"no-time-sliced-gpus-in-prod": {"environment": "prod"}}))
     failed = run("--policy-pack-config", str(config))
     assert failed.returncode == 1, failed.stderr
-    assert "[mandatory] no-time-sliced-gpus-in-prod  (gpu-aws-dev-gpu-spot)" in failed.stdout
+    assert "[mandatory] no-time-sliced-gpus-in-prod  (gpu-aws-dev-karpenter-gpu-spot)" in failed.stdout
 
     config.write_text(json.dumps({"no-time-sliced-gpus-in-prod": {"enforcementLevel": "advisory", "environment": "prod"}}))
     waived = run("--policy-pack-config", str(config))

@@ -176,7 +176,8 @@ def test_the_summary_lists_each_pool_with_machines_capacity_size_gpus_sharing_an
     rows = _table(summary(result), "Node pools (2):")
     assert rows[0] == ["Pool", "Cloud object", "Machines", "Capacity", "Nodes min/max (desired)", "GPU", "GPUs/node",
                        "Sharing", "Taints"]  # fmt: skip
-    gpu_row = ["gpu-spot", "EKS node group gpu-aws-dev-gpu-spot", "g6.xlarge, g6.2xlarge", "spot", "0/2 (0)", "nvidia-l4",
+    # A Karpenter NodePool has no node count, only its GPU limit (maxSize x gpuCount).
+    gpu_row = ["gpu-spot", "Karpenter NodePool gpu-spot", "g6.xlarge, g6.2xlarge", "spot", "0/2 GPUs", "nvidia-l4",
                "1", "time-slicing ×4 per GPU", "nvidia.com/gpu=true:NoSchedule, gpu-platform/spot=true:NoSchedule"]  # fmt: skip
     assert rows[1:] == [["system", "EKS node group gpu-aws-dev-system", "m7i.xlarge", "on-demand", "1/3 (1)", "-", "-", "-", "-"],
                         gpu_row]  # fmt: skip
@@ -213,7 +214,7 @@ def test_the_summary_lists_every_helm_chart_with_its_version_and_namespace(rende
 
 
 def test_the_tree_collapses_a_node_groups_autoscaling_tags_into_one_row_and_keeps_the_total(render: Render) -> None:
-    result = render("aws-dev")
+    result = render("aws-dev", {"platform": {"autoscaler": "cluster-autoscaler"}})  # GPU pools as node groups
     text = summary(result)
     tags = [r for r in result.of_type("aws:autoscaling/tag:Tag") if r["parent"].endswith("::gpu-aws-dev-gpu-spot")]
     assert len(tags) >= COLLAPSE_REPEATS_AT

@@ -365,11 +365,13 @@ def _write_resources(directory: Path, result: RenderResult) -> Path:
 def test_a_capacity_type_change_replaces_the_eks_node_group_and_says_what_that_does(render: Render, tmp_path: Path) -> None:
     # The real program: dev's spot GPU pool made on-demand. EKS cannot change a node group's capacity
     # type in place (REPLACE_ON_CHANGES), so the group is replaced, not updated.
-    on_demand = {"gpuPools": {"gpu-spot": {"gpuType": "nvidia-l4", "capacityType": "onDemand"}}}
-    old = _write_resources(tmp_path / "old", render("aws-dev"))
+    # GPU pools are node groups with `autoscaler: cluster-autoscaler` (a Karpenter NodePool changes in place).
+    node_groups = {"platform": {"autoscaler": "cluster-autoscaler"}}
+    on_demand = {**node_groups, "gpuPools": {"gpu-spot": {"gpuType": "nvidia-l4", "capacityType": "onDemand"}}}
+    old = _write_resources(tmp_path / "old", render("aws-dev", node_groups))
     new = _write_resources(tmp_path / "new", render("aws-dev", on_demand))
     diff = compare_render_dirs(old, new)
-    urn = next(r["urn"] for r in render("aws-dev").of_type(NODE_GROUP) if r["name"] == "gpu-aws-dev-gpu-spot")
+    urn = next(r["urn"] for r in render("aws-dev", node_groups).of_type(NODE_GROUP) if r["name"] == "gpu-aws-dev-gpu-spot")
 
     group = diff.change_of(urn)
     assert group.replaced and group.replaced_by == ["capacityType"], "labels, taints and tags change in place"
@@ -703,8 +705,9 @@ def test_a_chart_value_change_in_the_real_program_names_the_deployment_it_change
     # `platform.clusterAutoscaler.expander` is a Helm value (extraArgs.expander) of the Cluster
     # Autoscaler release; the chart turns it into a flag of its Deployment's container.
     old, new = tmp_path / "old", tmp_path / "new"
-    write_render(render("aws-dev"), old)
-    write_render(render("aws-dev", {"platform": {"clusterAutoscaler": {"expander": "most-pods"}}}), new)
+    with_ca = {"autoscaler": "cluster-autoscaler"}
+    write_render(render("aws-dev", {"platform": with_ca}), old)
+    write_render(render("aws-dev", {"platform": {**with_ca, "clusterAutoscaler": {"expander": "most-pods"}}}), new)
     diff = compare_render_dirs(old, new)
 
     assert diff.objects.compared, "write_render writes objects/ (infra/tooling/objects.py)"

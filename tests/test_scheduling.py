@@ -21,6 +21,9 @@ from tests.conftest import SHIPPED_STACKS, Render, expanded, promised_gpu_pools,
 CONTROLLER_PLACEMENT: Mapping[str, tuple[str, ...]] = {
     "cert-manager": ("nodeSelector", "webhook.nodeSelector", "cainjector.nodeSelector", "startupapicheck.nodeSelector"),
     "cluster-autoscaler": ("nodeSelector",),
+    # Karpenter (OCI charts, named by their full reference): the controller; the CRD chart has no pods.
+    "oci://public.ecr.aws/karpenter/karpenter": ("nodeSelector",),
+    "oci://public.ecr.aws/karpenter/karpenter-crd": (),
     "gpu-operator": (
         "operator.nodeSelector",
         "node-feature-discovery.master.nodeSelector",
@@ -84,6 +87,9 @@ def gpu_taints(result: RenderResult) -> set[tuple[str, str]]:
     for group in result.of_type("aws:eks/nodeGroup:NodeGroup"):
         for taint in group["inputs"].get("taints") or []:
             taints.add((taint["key"], KUBERNETES_EFFECT[taint["effect"]]))
+    for pool in result.of_type("kubernetes:karpenter.sh/v1:NodePool"):
+        for taint in pool["inputs"]["spec"]["template"]["spec"].get("taints") or []:
+            taints.add((taint["key"], taint["effect"]))
     for pool in result.of_type("gcp:container/nodePool:NodePool"):
         config = pool["inputs"].get("nodeConfig") or {}
         for taint in config.get("taints") or []:

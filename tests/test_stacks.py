@@ -23,24 +23,14 @@ import pytest
 
 from infra.program.stack_config import STACKS_DIR, stack_input
 from infra.tooling.mock_engine import RenderResult
-from tests.conftest import MANAGED_CLOUDS, SHIPPED_STACKS, TIER_GPU_POOL, Render, promised_gpu_pools, stacks_where
+from tests.conftest import POOL_TYPES, rendered_pools, MANAGED_CLOUDS, SHIPPED_STACKS, TIER_GPU_POOL, Render, promised_gpu_pools, stacks_where
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-POOL_TYPES = ("aws:eks/nodeGroup:NodeGroup", "gcp:container/nodePool:NodePool")
 
 
 def pool_labels(result: RenderResult) -> dict[str, dict[str, str]]:
-    """Node labels per pool, the same keys on EKS and GKE."""
-    pools = {}
-    for resource in result.resources:
-        if resource["type"] == POOL_TYPES[0]:
-            labels = resource["inputs"]["labels"]
-        elif resource["type"] == POOL_TYPES[1]:
-            labels = resource["inputs"]["nodeConfig"]["labels"]
-        else:
-            continue
-        pools[labels["gpu-platform/pool"]] = labels
-    return pools
+    """Node labels per pool, the same keys on EKS (node groups or Karpenter NodePools) and GKE."""
+    return {pool["labels"]["gpu-platform/pool"]: pool["labels"] for pool in rendered_pools(result)}
 
 
 def gpu_pool_summary(result: RenderResult) -> dict[str, tuple[str, str, str]]:
@@ -52,7 +42,7 @@ def gpu_pool_summary(result: RenderResult) -> dict[str, tuple[str, str, str]]:
     }
 
 
-CAPACITY_LABELS = {"spot": "spot", "onDemand": "on-demand"}
+CAPACITY_LABELS = {"spot": "spot", "onDemand": "on-demand", "spotWithFallback": "spot-with-fallback"}
 
 
 def promised_summary(stack: str) -> dict[str, tuple[str, str, str]]:

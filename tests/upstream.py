@@ -391,7 +391,11 @@ def chart_meta_note(project: str, chart: str, version: str) -> str:
     """INDEX.json's note on the chart's Chart.yaml (says so when its version is a placeholder)."""
     entry = _chart_entry("chart-meta", project, chart, version)
     assert entry is not None
-    return entry.get("note", "")
+    # Where the store also holds the chart unpacked (Karpenter: its Chart.yaml in the repository carries the
+    # previous release's version), that copy's `patches` say what the release process replaces.
+    unpacked = _unpacked_chart_entry("chart-meta", project, chart, version)
+    notes = [entry.get("note", ""), unpacked.get("note", "") if unpacked else ""]
+    return "; ".join(note for note in notes if note)
 
 
 def chart_values(project: str, chart: str, version: str) -> dict:

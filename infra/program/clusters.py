@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import pulumi
 import pulumi_aws as aws
@@ -12,6 +12,7 @@ from components.cluster import KubernetesCluster
 from components.eks_cluster import EksGpuCluster, EksGpuClusterArgs
 from components.existing_cluster import ExistingCluster, ExistingClusterArgs, ExistingGpuPoolSpec
 from components.gke_cluster import GkeGpuCluster, GkeGpuClusterArgs
+from components.karpenter import KarpenterOptions
 from components.node_pools import GpuPoolSpec, SystemPoolSpec, Taint
 from infra.program.settings import AwsStack, ExistingStack, GcpStack, ManagedGpuPool, SystemPool
 
@@ -91,8 +92,23 @@ def _eks(settings: AwsStack) -> EksGpuCluster:
             deletion_protection=settings.deletion_protection,
             system_pool=system_pool_spec(settings.system_pool),
             gpu_pools=gpu_pool_specs(settings.gpu_pools, "aws"),
+            karpenter=karpenter_options(settings),
         ),
         pulumi.ResourceOptions(providers={"aws": provider}),
+    )
+
+
+def karpenter_options(settings: AwsStack) -> Optional[KarpenterOptions]:
+    """With `platform.autoscaler: karpenter` the cluster makes its GPU pools Karpenter NodePools."""
+    if settings.platform.autoscaler != "karpenter":
+        return None
+    karpenter = settings.platform.karpenter
+    window = karpenter.maintenance_window
+    return KarpenterOptions(
+        environment=settings.environment,
+        consolidate_after=karpenter.consolidate_after,
+        ami_version=karpenter.ami_version,
+        maintenance_window=(window.start, window.hours) if window else None,
     )
 
 

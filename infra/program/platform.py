@@ -12,6 +12,7 @@ from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pool
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.eks_cluster import EksGpuCluster
 from components.gpu_stack import GpuStack, GpuStackArgs
+from components.karpenter import karpenter_service_monitor
 from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs
 from components.model_store import MINIO_CONTAINER_PORT, ModelStore, ModelStoreArgs
 from components.model_store import TENANT_NAMESPACE as STORE_NAMESPACE
@@ -32,6 +33,7 @@ class Platform:
     monitoring: Optional[Observability]
     cert_manager: Optional[CertManager]
     cluster_autoscaler: Optional[ClusterAutoscaler]
+    karpenter_monitor: Optional[pulumi.CustomResource]
     gpu: Optional[GpuStack]
     mesh: Optional[Mesh]
     serving: Optional[Serving]
@@ -128,10 +130,15 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             on_cluster,
         )
 
-    # EKS only: GKE node pools autoscale themselves (GcpStack has no such setting) and an existing
-    # cluster's owner runs their own. The IRSA role is made with the cluster's own aws provider.
+    # EKS only, with `autoscaler: cluster-autoscaler` (with Karpenter the cluster component installs Karpenter,
+    # whose NodePools are the GPU pools): GKE node pools autoscale themselves (GcpStack has no such setting)
+    # and an existing cluster's owner runs their own. The IRSA role is made with the cluster's own aws provider.
     cluster_autoscaler = None
-    if isinstance(settings, AwsStack) and settings.platform.cluster_autoscaler.enabled:
+    if (
+        isinstance(settings, AwsStack)
+        and settings.platform.autoscaler == "cluster-autoscaler"
+        and settings.platform.cluster_autoscaler.enabled
+    ):
         if not isinstance(cluster, EksGpuCluster) or cluster.aws_provider is None:
             raise TypeError("an aws stack's cluster is an EksGpuCluster with its own aws provider (infra/program/clusters.py)")
         autoscaler = settings.platform.cluster_autoscaler
@@ -149,6 +156,16 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 system_node_selector=system_nodes,
             ),
             pulumi.ResourceOptions(providers={"kubernetes": cluster.provider, "aws": cluster.aws_provider}),
+        )
+
+    # Karpenter's metrics, once the monitoring release has installed the ServiceMonitor CRD.
+    karpenter_monitor = None
+    if monitoring is not None and isinstance(cluster, EksGpuCluster) and cluster.karpenter is not None:
+        karpenter_monitor = karpenter_service_monitor(
+            f"{name}-karpenter-monitor",
+            pulumi.ResourceOptions(
+                providers={"kubernetes": cluster.provider}, depends_on=[monitoring.release, cluster.karpenter.release]
+            ),
         )
 
     progressive_delivery = None
@@ -214,6 +231,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         monitoring=monitoring,
         cert_manager=cert_manager,
         cluster_autoscaler=cluster_autoscaler,
+        karpenter_monitor=karpenter_monitor,
         gpu=gpu,
         mesh=mesh,
         serving=serving,

@@ -47,7 +47,8 @@ PROJECT = "gpu-platform"
 
 Tier = Literal["dev", "staging", "prod"]
 Cloud = Literal["aws", "gcp", "existing"]
-CapacityType = Literal["onDemand", "spot"]
+CapacityType = Literal["onDemand", "spot", "spotWithFallback"]
+Autoscaler = Literal["karpenter", "cluster-autoscaler"]
 Purpose = Literal["serving", "batch"]
 TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 GpuTypeName = Literal[tuple(GPU_TYPES)]  # type: ignore[valid-type]
@@ -82,6 +83,7 @@ TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
             "knative": {"scaleToZero": True, "scaleToZeroGracePeriod": "30s", "progressDeadline": "20m"},
             "modelStore": {"servers": 1, "volumesPerServer": 1, "volumeSizeGb": 20},
             "clusterAutoscaler": {"scaleDownUnneededTime": "5m", "scaleDownDelayAfterAdd": "5m"},
+            "karpenter": {"consolidateAfter": "1m"},
         },
     },
     "staging": {
@@ -94,6 +96,7 @@ TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
             "knative": {"scaleToZero": False, "scaleToZeroGracePeriod": "30s", "progressDeadline": "20m"},
             "modelStore": {"servers": 1, "volumesPerServer": 1, "volumeSizeGb": 100},
             "clusterAutoscaler": {"scaleDownUnneededTime": "10m", "scaleDownDelayAfterAdd": "10m"},
+            "karpenter": {"consolidateAfter": "5m"},
         },
     },
     "prod": {
@@ -108,6 +111,9 @@ TIER_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
             # Four servers: the smallest MinIO erasure set, so a lost node or volume loses no model.
             "modelStore": {"servers": 4, "volumesPerServer": 1, "volumeSizeGb": 250},
             "clusterAutoscaler": {"scaleDownUnneededTime": "20m", "scaleDownDelayAfterAdd": "15m"},
+            # Empty GPU nodes still go within minutes; replacing serving nodes for a new AMI (drift) waits for
+            # the nightly window (components/karpenter.py, disruption budgets).
+            "karpenter": {"consolidateAfter": "5m", "maintenanceWindow": {"start": "02:00", "hours": 4}},
         },
     },
 }
@@ -407,7 +413,10 @@ class GpuPoolBase(_Model):
 class ManagedGpuPool(GpuPoolBase):
     """A GPU node pool the program creates on EKS or GKE."""
 
-    capacity_type: CapacityType = Field(description="`onDemand` or `spot` (interruptible, tainted so only tolerant pods land).")
+    capacity_type: CapacityType = Field(
+        description="`onDemand`, `spot` (interruptible, tainted so only tolerant pods land) or `spotWithFallback` "
+        "(spot first, on-demand when spot has no capacity; tainted like spot; EKS with Karpenter only)."
+    )
     min_size: int = Field(default=0, ge=0, description="Fewest nodes; 0 lets the pool scale to zero.")
     max_size: int = Field(ge=1, le=100, description="Most nodes.")
     machine_types: Optional[tuple[str, ...]] = Field(
@@ -449,7 +458,18 @@ class ManagedGpuPool(GpuPoolBase):
         if (info.context or {}).get("tier") == "prod" and self.capacity_type == "spot" and self.purpose == "serving":
             raise ValueError(
                 "purpose: a spot pool in prod must not serve models (spot nodes are reclaimed with two minutes' "
-                "notice on AWS, 30 seconds on GCP); set `purpose: batch`, or `capacityType: onDemand` to serve"
+                "notice on AWS, 30 seconds on GCP) without an on-demand fallback; set `purpose: batch`, "
+                "`capacityType: onDemand`, or on EKS with Karpenter `capacityType: spotWithFallback`"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_needs_karpenter(self, info: ValidationInfo) -> "ManagedGpuPool":
+        # A GKE node pool and an EKS managed node group each have one capacity type.
+        if (info.context or {}).get("cloud") == "gcp" and self.capacity_type == "spotWithFallback":
+            raise ValueError(
+                "capacityType: spotWithFallback needs Karpenter (EKS); a GKE node pool is spot or not. Make a spot "
+                "pool and an onDemand pool of the same GPU type"
             )
         return self
 
@@ -705,6 +725,43 @@ class ClusterAutoscalerAddon(Addon):
     )
 
 
+class MaintenanceWindow(_Model):
+    start: str = Field(description="When the daily window opens, `HH:MM` in UTC, e.g. `02:00`.")
+    hours: int = Field(ge=1, le=23, description="How long it stays open, in hours.")
+
+    @field_validator("start")
+    @classmethod
+    def _time_of_day(cls, start: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", start):
+            raise ValueError("a time of day `HH:MM` (UTC), e.g. 02:00")
+        return start
+
+
+class KarpenterAddon(_Model):
+    consolidate_after: str = Field(
+        pattern=r"^\d+[smh]$",
+        description="How long a GPU node must be empty (serving pools) or empty or underutilised (batch pools, and "
+        "every pool in dev) before Karpenter removes it, e.g. `5m`.",
+    )
+    ami_version: str = Field(
+        default="latest",
+        description="EKS-optimised AL2023 AMI release of the GPU nodes (`al2023@<version>`; Karpenter picks the "
+        "NVIDIA variant for GPU instance types): `latest`, or a release such as `v20261110` to roll AMIs by hand.",
+    )
+    @field_validator("ami_version")
+    @classmethod
+    def _ami_release(cls, version: str) -> str:
+        if version != "latest" and not re.fullmatch(r"v\d{8}", version):
+            raise ValueError("`latest` or an AMI release such as v20261110")
+        return version
+
+    maintenance_window: Optional[MaintenanceWindow] = Field(
+        default=None,
+        description="Daily window (UTC) in which serving GPU nodes may be replaced for drift (a new AMI, a changed "
+        "node class); outside it only empty nodes are removed. None: any time, one node at a time.",
+    )
+
+
 class PlatformSettings(_Model):
     cert_manager: Addon = Field(default_factory=Addon, description="cert-manager, for KServe's webhook certificates.")
     gpu_operator: GpuOperatorAddon = Field(default_factory=GpuOperatorAddon, description="The GPU layer.")
@@ -722,8 +779,16 @@ class PlatformSettings(_Model):
 
 
 class AwsPlatformSettings(PlatformSettings):
+    autoscaler: Autoscaler = Field(
+        default="karpenter",
+        description="What scales the EKS GPU capacity: `karpenter` (each GPU pool a Karpenter NodePool and "
+        "EC2NodeClass) or `cluster-autoscaler` (each GPU pool a managed node group). The system pool is a managed "
+        "node group either way.",
+    )
+    karpenter: KarpenterAddon = Field(description="Karpenter's disruption settings and AMI, with `autoscaler: karpenter`.")
     cluster_autoscaler: ClusterAutoscalerAddon = Field(
-        description="Cluster Autoscaler for the EKS node groups (GKE pools autoscale themselves)."
+        description="Cluster Autoscaler for the EKS node groups, with `autoscaler: cluster-autoscaler` (GKE pools "
+        "autoscale themselves)."
     )
 
 
@@ -989,7 +1054,7 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
         catalog = load_catalog()
     except CatalogError as exc:
         raise ConfigError(exc.problems) from None
-    problems = model_problems(settings, catalog) + tenant_problems(settings, catalog)
+    problems = autoscaler_problems(settings) + model_problems(settings, catalog) + tenant_problems(settings, catalog)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -1069,6 +1134,31 @@ def _model_inside(annotation: Any) -> Optional[type[BaseModel]]:
         if _is_model(arg):
             return arg
     return None
+
+
+def autoscaler_problems(settings: Any) -> list[str]:
+    """What the EKS GPU pools need of the stack's autoscaler: spot with on-demand fallback is a Karpenter NodePool
+    (a managed node group has one capacity type), and a Karpenter pool launches only instance types EC2 offers
+    with its GPU, so at least one of its machineTypes must be one the GPU catalog knows."""
+    if settings.cloud != "aws":
+        return []
+    problems = []
+    karpenter = settings.platform.autoscaler == "karpenter"
+    for name, pool in settings.gpu_pools.items():
+        key = f"{PROJECT}:gpuPools.{name}"
+        if pool.capacity_type == "spotWithFallback" and not karpenter:
+            problems.append(
+                f"{key}.capacityType: spotWithFallback needs platform.autoscaler karpenter (an EKS managed node group "
+                "has one capacity type); set it, or make the pool spot or onDemand"
+            )
+        known = GPU_TYPES[pool.gpu_type].aws_instance_type_names()
+        if karpenter and pool.machine_types is not None and not set(pool.machine_types) & set(known):
+            problems.append(
+                f"{key}.machineTypes: none of {', '.join(pool.machine_types)} is an instance type the GPU catalog "
+                f"knows for {pool.gpu_type} (components/gpu_catalog.py: {', '.join(known)}); Karpenter would launch "
+                "nothing for this pool"
+            )
+    return problems
 
 
 def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[str]:

@@ -40,6 +40,8 @@ def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[st
     available = {name for name in ("istio", "knative", "kserve", "flagger") if getattr(addons, name).enabled}
     if gpu_pools(cluster):
         available.add("gpu")
+    if any(pool.autoscaler == "karpenter" for pool in cluster.node_pools):
+        available.add("karpenter")  # an EKS stack whose GPU pools are Karpenter NodePools (components/karpenter.py)
     return frozenset(available)
 
 

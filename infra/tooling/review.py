@@ -140,6 +140,35 @@ def _eks_row(group: Mapping[str, Any]) -> PoolRow:
     )
 
 
+KARPENTER_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+
+
+def _karpenter_row(resource: Mapping[str, Any]) -> PoolRow:
+    """A Karpenter NodePool (components/karpenter.py): no node count, only a limit in GPUs."""
+    spec = resource["inputs"].get("spec") or {}
+    template = (spec.get("template") or {}).get("spec") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    requirements = {r.get("key"): r.get("values") or [] for r in template.get("requirements") or []}
+    machines = list(requirements.get("node.kubernetes.io/instance-type") or [])
+    capacity = " or ".join(requirements.get("karpenter.sh/capacity-type") or ["on-demand"])
+    gpu_type = labels.get(GPU_TYPE_LABEL)
+    replicas = _int(labels.get(TIME_SLICING_LABEL)) or 1
+    gpus = _catalog_gpu_count(gpu_type, "aws", machines[0]) if gpu_type and machines else None
+    limit = (spec.get("limits") or {}).get("nvidia.com/gpu")
+    name = (resource["inputs"].get("metadata") or {}).get("name") or resource["name"]
+    return PoolRow(
+        pool=labels.get(POOL_LABEL) or name,
+        cloud_object=f"Karpenter NodePool {name}",
+        machines=", ".join(machines) or NONE,
+        capacity=capacity,
+        nodes=f"0/{limit} GPUs" if limit else "0/-",
+        gpu=gpu_type or NONE,
+        gpus_per_node=str(gpus if gpus is not None else "?") if gpu_type else NONE,
+        sharing=_sharing(bool(gpu_type), replicas, labels.get(MIG_CONFIG_LABEL)),
+        taints=_taints(template.get("taints") or []),
+    )
+
+
 def _gke_row(pool: Mapping[str, Any]) -> PoolRow:
     inputs = pool["inputs"]
     config = inputs.get("nodeConfig") or {}
@@ -222,6 +251,7 @@ def pool_rows(result: RenderResult, settings: Any = None) -> list[PoolRow]:
     resources; when not given it is loaded from the stack file of `result.stack`.
     """
     rows = [_eks_row(r) for r in result.of_type(EKS_NODE_GROUP)]
+    rows += [_karpenter_row(r) for r in result.of_type(KARPENTER_NODE_POOL)]
     rows += [_gke_row(r) for r in result.of_type(GKE_NODE_POOL)]
     if result.of_type(EXISTING_CLUSTER):
         settings = settings if settings is not None else stack_settings(result.stack)

@@ -87,6 +87,7 @@ EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 EKS_MANAGED_NODE_GROUP = "eks:index:ManagedNodeGroup"  # pulumi-eks component, child: aws:eks/nodeGroup
 EKS_SELF_MANAGED_NODE_GROUPS = ("eks:index:NodeGroupV2", "eks:index:NodeGroup")  # pulumi-eks, ASG + launch template
 GKE_NODE_POOL = "gcp:container/nodePool:NodePool"
+KARPENTER_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"  # components/karpenter.py: a GPU pool on EKS
 GKE_CLUSTER = "gcp:container/cluster:Cluster"
 EKS_CLUSTER = "aws:eks/cluster:Cluster"
 EKS_COMPONENT_CLUSTER = "eks:index:Cluster"
@@ -402,6 +403,7 @@ class NodePool:
     spot_evidence: Optional[str] = None
     sharing_evidence: Optional[str] = None  # time-slicing / GPU sharing
     taints_as_map: bool = False  # pulumi-eks NodeGroupV2 takes {key: {value, effect}}
+    kubernetes_effects: bool = False  # Karpenter NodePools spell effects as Kubernetes does (NoSchedule)
 
     @property
     def gpu(self) -> bool:
@@ -422,7 +424,8 @@ class NodePool:
     def taint_example(self, key: str, value: str = "true") -> str:
         if self.taints_as_map:
             return f'{self.taints_field}: {{"{key}": {{"value": "{value}", "effect": "NoSchedule"}}}}'
-        return f'{self.taints_field}: [{{"key": "{key}", "value": "{value}", "effect": "NO_SCHEDULE"}}]'
+        effect = "NoSchedule" if self.kubernetes_effects else "NO_SCHEDULE"
+        return f'{self.taints_field}: [{{"key": "{key}", "value": "{value}", "effect": "{effect}"}}]'
 
 
 def _taints(value: Any) -> Optional[tuple[Taint, ...]]:
@@ -441,7 +444,8 @@ def _taints(value: Any) -> Optional[tuple[Taint, ...]]:
 
 def _label_evidence(labels: Mapping[str, Any]) -> tuple[list[str], Optional[str], Optional[str]]:
     gpu = [f"label {ROLE_LABEL}=gpu"] if labels.get(ROLE_LABEL) == "gpu" else []
-    spot = f"label {CAPACITY_LABEL}=spot" if labels.get(CAPACITY_LABEL) == "spot" else None
+    capacity = labels.get(CAPACITY_LABEL)
+    spot = f"label {CAPACITY_LABEL}={capacity}" if capacity in ("spot", "spot-with-fallback") else None
     sharing = None
     try:
         replicas = int(str(labels.get(TIME_SLICING_LABEL)))
@@ -528,8 +532,41 @@ def _gke_pool(resource_type: str, name: Any, node_config: Any, field_prefix: str
     )
 
 
+def _karpenter_pool(resource_type: str, props: Mapping[str, Any]) -> NodePool:
+    """A Karpenter NodePool: labels and taints of its node template, instance types and capacity types from its
+    requirements. Its startupTaints are not the pool's: they are removed once the node is ready."""
+    spec = as_mapping(props.get("spec"))
+    template = as_mapping(spec.get("template"))
+    node_spec = as_mapping(template.get("spec"))
+    labels = as_mapping(as_mapping(template.get("metadata")).get("labels"))
+    gpu, spot, sharing = _label_evidence(labels)
+    requirements = [as_mapping(r) for r in as_list(node_spec.get("requirements"))]
+    for requirement in requirements:
+        values = [v for v in as_list(requirement.get("values")) if isinstance(v, str)]
+        if requirement.get("key") == "node.kubernetes.io/instance-type" and requirement.get("operator") == "In":
+            gpu += [f"instance type {t}" for t in values if is_nvidia_instance_type(t)]
+        if requirement.get("key") == "karpenter.sh/capacity-type" and requirement.get("operator") == "In" and "spot" in values:
+            spot = f"requirement karpenter.sh/capacity-type In [{', '.join(values)}]"
+    name = as_mapping(props.get("metadata")).get("name")
+    return NodePool(
+        resource_type=resource_type,
+        name=name if isinstance(name, str) else "",
+        field_prefix="spec.template.spec.",
+        taints=_taints(node_spec.get("taints")) if node_spec.get("taints") is not UNKNOWN else None,
+        labels=labels,
+        implicit_labels={"karpenter.sh/nodepool": name} if isinstance(name, str) else {},
+        gpu_evidence=tuple(gpu),
+        gpu_types=tuple(_label_gpu_types(labels)),
+        spot_evidence=spot,
+        sharing_evidence=sharing,
+        kubernetes_effects=True,
+    )
+
+
 def node_pools_of(resource_type: str, props: Mapping[str, Any]) -> list[NodePool]:
     """The node pools a resource creates (a GKE cluster can declare pools inline)."""
+    if resource_type == KARPENTER_NODE_POOL:
+        return [_karpenter_pool(resource_type, props)]
     if resource_type == EKS_NODE_GROUP:
         return [_eks_pool(resource_type, props)]
     if resource_type == EKS_MANAGED_NODE_GROUP or resource_type in EKS_SELF_MANAGED_NODE_GROUPS:
