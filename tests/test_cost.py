@@ -32,7 +32,8 @@ from tests.conftest import MANAGED_CLOUDS, SHIPPED_STACKS, Render, stack_setting
 PRICES = load_prices()
 MANAGED = [s for s in SHIPPED_STACKS if stack_settings(s).cloud in MANAGED_CLOUDS]
 EXISTING = [s for s in SHIPPED_STACKS if s not in MANAGED]
-NODE_POOL_TYPES = ("aws:eks/nodeGroup:NodeGroup", "gcp:container/nodePool:NodePool")
+# EKS node groups (the system pool; GPU pools with autoscaler: cluster-autoscaler), GKE pools, Karpenter NodePools.
+NODE_POOL_TYPES = ("aws:eks/nodeGroup:NodeGroup", "gcp:container/nodePool:NodePool", "kubernetes:karpenter.sh/v1:NodePool")
 
 
 def _region(stack: str) -> tuple[str, str]:
@@ -85,7 +86,11 @@ def test_every_machine_a_shipped_stack_runs_is_priced_for_its_region(render: Ren
 
 
 def test_a_machine_type_the_table_lacks_is_named_not_guessed(render: Render) -> None:
-    odd = {"gpuPools": {"gpu-spot": {"gpuType": "nvidia-l4", "machineTypes": ["g6.16xlarge"]}}}
+    # A node group may list any instance type (Karpenter pools take only the catalog's, a config error).
+    odd = {
+        "platform": {"autoscaler": "cluster-autoscaler"},
+        "gpuPools": {"gpu-spot": {"gpuType": "nvidia-l4", "machineTypes": ["g6.16xlarge"]}},
+    }
     cost = _cost(render, "aws-dev", odd)
     (missing,) = cost["unpriced"]
     assert missing["name"] == "gpu-aws-dev-gpu-spot"
@@ -147,13 +152,18 @@ def test_node_counts_are_the_rendered_pools_sizes(render: Render, stack: str) ->
             sizes.append((inputs["scalingConfig"]["minSize"], inputs["scalingConfig"]["maxSize"]))
         elif pool["type"] == "gcp:container/nodePool:NodePool":
             sizes.append((inputs["autoscaling"]["totalMinNodeCount"], inputs["autoscaling"]["totalMaxNodeCount"]))
+        elif pool["type"] == "kubernetes:karpenter.sh/v1:NodePool":
+            # Karpenter keeps no node warm; at most as many of the first instance type as the GPU limit holds.
+            (types,) = [r["values"] for r in inputs["spec"]["template"]["spec"]["requirements"] if r["key"] == "node.kubernetes.io/instance-type"]
+            per_node = next(n for g in GPU_TYPES.values() for n, names in g.aws_instance_types.items() if types[0] in names)
+            sizes.append((0, int(inputs["spec"]["limits"]["nvidia.com/gpu"]) // per_node))
     priced = [(i["count_min"], i["count_max"]) for i in cost["items"] if i["kind"] in ("nodes", "spot nodes (estimate)")]
     assert sorted(priced) == sorted(sizes)
 
 
 def test_spot_pools_are_priced_at_the_spot_estimate_from_the_spot_page(render: Render) -> None:
     cost = _cost(render, "aws-prod")
-    (batch,) = [i for i in cost["items"] if i["name"].startswith("gpu-aws-prod-gpu-batch: g6")]
+    (batch,) = [i for i in cost["items"] if i["name"].startswith("NodePool gpu-batch: g6")]
     assert batch["kind"] == "spot nodes (estimate)" and "first of 3 types" in batch["name"]
     prices = PRICES.region("aws", "us-east-1")
     assert prices is not None

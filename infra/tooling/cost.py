@@ -52,6 +52,12 @@ EKS_CLUSTER = "aws:eks/cluster:Cluster"
 EKS_COMPONENT = "eks:index:Cluster"  # pulumi-eks; the render sees it, the engine also its child cluster
 GKE_CLUSTER = "gcp:container/cluster:Cluster"
 EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+# Karpenter's GPU pools (components/karpenter.py): a NodePool sized by its limits, its disks in the
+# EC2NodeClass it names.
+KARPENTER_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+KARPENTER_NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+CAPACITY_TYPE_LABEL = "karpenter.sh/capacity-type"
 GKE_NODE_POOL = "gcp:container/nodePool:NodePool"
 AWS_NAT_GATEWAY = "aws:ec2/natGateway:NatGateway"
 AWS_ELASTIC_IP = "aws:ec2/eip:Eip"
@@ -354,6 +360,54 @@ def _eks_pool(resource: _Resource) -> _Pool | str:
     )
 
 
+def _gpus_per_node(instance_type: str) -> Optional[int]:
+    """GPUs of an EC2 instance type the GPU catalog knows (components/gpu_catalog.py), else None."""
+    from components.gpu_catalog import GPU_TYPES  # plain data, no Pulumi: importable in the pack too
+
+    for gpu in GPU_TYPES.values():
+        for count, types in gpu.aws_instance_types.items():
+            if instance_type in types:
+                return count
+    return None
+
+
+def _karpenter_pool(resource: _Resource, node_classes: Mapping[str, _Resource]) -> _Pool | str:
+    """A NodePool at 0 nodes (Karpenter keeps none warm: the models' minReplicas do) and at as many nodes
+    of its first instance type as its `nvidia.com/gpu` limit allows. A pool that may fall back from spot
+    to on-demand is priced on-demand, the dearer side."""
+    spec = _mapping(resource.inputs.get("spec"))
+    node_spec = _mapping(_mapping(spec.get("template")).get("spec"))
+    requirements = {
+        str(r.get("key")): [v for v in r.get("values") or [] if isinstance(v, str)]
+        for r in node_spec.get("requirements") or []
+        if isinstance(r, Mapping) and r.get("operator") == "In"
+    }
+    machines = requirements.get(INSTANCE_TYPE_LABEL) or []
+    if not machines:
+        return f"no {INSTANCE_TYPE_LABEL} requirement: the instance type Karpenter picks is unknown"
+    per_node = _gpus_per_node(machines[0])
+    # A Kubernetes quantity: "8" in the manifest, 8 or 8.0 through the engine.
+    raw_limit = _mapping(spec.get("limits")).get("nvidia.com/gpu")
+    limit = int(raw_limit) if isinstance(raw_limit, str) and raw_limit.isdigit() else _int(raw_limit)
+    if per_node is None or limit is None:
+        return f"the nvidia.com/gpu limit or the GPUs of {machines[0]} are unknown"
+    node_class = node_classes.get(str(_mapping(node_spec.get("nodeClassRef")).get("name")))
+    disks = _mapping(node_class.inputs.get("spec")).get("blockDeviceMappings") if node_class else None
+    first = _mapping(_mapping((disks or [{}])[0]).get("ebs")) if isinstance(disks, list) else {}
+    size = gib(first.get("volumeSize")) if first else None
+    name = _mapping(resource.inputs.get("metadata")).get("name") or resource.name
+    return _Pool(
+        resource=resource,
+        label=f"NodePool {name}",
+        machine=machines[0],
+        machine_count=len(machines),
+        spot=requirements.get(CAPACITY_TYPE_LABEL) == ["spot"],
+        nodes_min=0,
+        nodes_max=limit // per_node,
+        disk_gib=int(size) if size else EKS_DEFAULT_DISK_GIB,
+    )
+
+
 def _gke_zones(inputs: Mapping[str, Any]) -> int:
     locations = inputs.get("nodeLocations")
     if isinstance(locations, list) and locations:
@@ -585,10 +639,16 @@ def estimate(records: Iterable[Mapping[str, Any]], prices: Optional[PriceTable] 
     pool_items: list[CostItem] = []
     unpriced: list[Unpriced] = []
     nodes = [0, 0]
+    node_classes = {
+        str(_mapping(r.inputs.get("metadata")).get("name")): r for r in resources if r.type == KARPENTER_NODE_CLASS
+    }
     for resource in resources:
-        if resource.type not in (EKS_NODE_GROUP, GKE_NODE_POOL):
+        if resource.type == KARPENTER_NODE_POOL:
+            pool: _Pool | str = _karpenter_pool(resource, node_classes)
+        elif resource.type in (EKS_NODE_GROUP, GKE_NODE_POOL):
+            pool = _eks_pool(resource) if resource.type == EKS_NODE_GROUP else _gke_pool(resource)
+        else:
             continue
-        pool = _eks_pool(resource) if resource.type == EKS_NODE_GROUP else _gke_pool(resource)
         priced = _pool_items(pool, regional) if isinstance(pool, _Pool) else pool
         if isinstance(priced, str):
             unpriced.append(Unpriced(resource.name, priced))
