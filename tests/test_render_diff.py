@@ -727,6 +727,9 @@ def test_a_chart_value_change_in_the_real_program_names_the_deployment_it_change
 # --- a pool resized in the real program: the monthly cost moves -----------------------------------
 
 
+KARPENTER_NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+
+
 def test_a_pool_resize_in_the_real_program_shows_a_nonzero_monthly_cost_delta(render: Render, tmp_path: Path) -> None:
     # Only dev's GPU pool's maxSize changes (2 -> 5; the default tenant's quota follows the pool): the
     # minimum cost stays, the maximum grows by three spot L4 nodes and their disks, and the report and
@@ -736,8 +739,9 @@ def test_a_pool_resize_in_the_real_program_shows_a_nonzero_monthly_cost_delta(re
     for directory, result in ((old, render("aws-dev")), (new, render("aws-dev", bigger))):
         (directory / "cost.json").write_text(json.dumps(estimate(result.resources).as_json()))
     diff = compare_render_dirs(old, new)
-    (group,) = [d for d in diff.changed if d.label == f"{NODE_GROUP}  gpu-aws-dev-gpu-spot"]
-    assert "scalingConfig.maxSize: 2 -> 5" in _described(group) and not group.replaced
+    # The pool is a Karpenter NodePool (components/karpenter.py): its GPU limit is the pool's maxSize.
+    (pool,) = [d for d in diff.changed if d.label == f"{KARPENTER_NODE_POOL}  gpu-aws-dev-karpenter-gpu-spot"]
+    assert 'spec.limits["nvidia.com/gpu"]: "2" -> "5"' in _described(pool) and not pool.replaced
     assert diff.cost.old is not None and diff.cost.new is not None and diff.cost.delta is not None
     assert diff.cost.delta[0] == 0 and diff.cost.delta[1] > 0
     assert diff.cost.new[1] - diff.cost.old[1] == pytest.approx(diff.cost.delta[1])
