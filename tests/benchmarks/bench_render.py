@@ -92,7 +92,9 @@ def large_overrides(models: Mapping[str, Any]) -> dict[str, Any]:
         }
         for name, gpu, count, capacity, replicas, purpose in LARGE_GPU_POOLS
     }
-    return {"gpuPools": pools, "models": dict(models)}
+    # No tenants: the generated models all go to the one `models` namespace, whose GPU quota is the
+    # pools' capacity (infra/program/tenancy.py), instead of each needing a tenant and a quota.
+    return {"gpuPools": pools, "models": dict(models), "tenants": {}}
 
 
 def large_model_count() -> int:
