@@ -155,6 +155,12 @@ GPU_TYPES: Mapping[str, GpuType] = {
 }
 
 
+def gpus_per_machine(cloud: str, machine: str, gpu_type: Optional[str] = None) -> Optional[int]:
+    """GPUs on one `machine` of `cloud` as the catalog lists it (of `gpu_type` only, if given), else None."""
+    gpus = [GPU_TYPES[gpu_type]] if gpu_type in GPU_TYPES else [] if gpu_type else list(GPU_TYPES.values())
+    return next((count for gpu in gpus for count, names in gpu.machines(cloud).items() if machine in names), None)
+
+
 def mig_layout_problem(gpu: GpuType, layout: Sequence[str]) -> Optional[str]:
     """Why `layout` (the MIG profiles one GPU is cut into) cannot be made on `gpu`, or None if it can."""
     with_mig = ", ".join(name for name, g in GPU_TYPES.items() if g.mig)

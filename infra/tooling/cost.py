@@ -360,17 +360,6 @@ def _eks_pool(resource: _Resource) -> _Pool | str:
     )
 
 
-def _gpus_per_node(instance_type: str) -> Optional[int]:
-    """GPUs of an EC2 instance type the GPU catalog knows (components/gpu_catalog.py), else None."""
-    from components.gpu_catalog import GPU_TYPES  # plain data, no Pulumi: importable in the pack too
-
-    for gpu in GPU_TYPES.values():
-        for count, types in gpu.aws_instance_types.items():
-            if instance_type in types:
-                return count
-    return None
-
-
 def _karpenter_pool(resource: _Resource, node_classes: Mapping[str, _Resource]) -> _Pool | str:
     """A NodePool at 0 nodes (Karpenter keeps none warm: the models' minReplicas do) and at as many nodes
     of its first instance type as its `nvidia.com/gpu` limit allows. A pool that may fall back from spot
@@ -385,7 +374,9 @@ def _karpenter_pool(resource: _Resource, node_classes: Mapping[str, _Resource]) 
     machines = requirements.get(INSTANCE_TYPE_LABEL) or []
     if not machines:
         return f"no {INSTANCE_TYPE_LABEL} requirement: the instance type Karpenter picks is unknown"
-    per_node = _gpus_per_node(machines[0])
+    from components.gpu_catalog import gpus_per_machine  # plain data, no Pulumi: importable in the pack too
+
+    per_node = gpus_per_machine("aws", machines[0])
     # A Kubernetes quantity: "8" in the manifest, 8 or 8.0 through the engine.
     raw_limit = _mapping(spec.get("limits")).get("nvidia.com/gpu")
     limit = int(raw_limit) if isinstance(raw_limit, str) and raw_limit.isdigit() else _int(raw_limit)

@@ -14,7 +14,7 @@ from dataclasses import astuple, dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from components.eks_cluster import CA_TEMPLATE_PREFIX
-from components.gpu_catalog import GPU_TYPES
+from components.gpu_catalog import gpus_per_machine
 from components.node_pools import (
     GKE_GPU_TAINT,
     GPU_TYPE_LABEL,
@@ -104,13 +104,6 @@ def _sharing(gpus: bool, replicas: Optional[int], mig: Optional[str] = None, str
     return "whole GPUs"
 
 
-def _catalog_gpu_count(gpu_type: str, cloud: str, machine: str) -> Optional[int]:
-    """GPUs per node of a catalog machine (components/gpu_catalog.py), if the machine is one."""
-    gpu = GPU_TYPES.get(gpu_type)
-    machines = gpu.machines(cloud) if gpu else {}
-    return next((count for count, names in machines.items() if machine in names), None)
-
-
 def _eks_row(group: Mapping[str, Any]) -> PoolRow:
     inputs = group["inputs"]
     labels = inputs.get("labels") or {}
@@ -124,7 +117,7 @@ def _eks_row(group: Mapping[str, Any]) -> PoolRow:
         if schedulable:
             gpus = schedulable // replicas
         elif machines:
-            gpus = _catalog_gpu_count(gpu_type, "aws", machines[0])
+            gpus = gpus_per_machine("aws", machines[0], gpu_type)
     capacity_type = str(inputs.get("capacityType") or "ON_DEMAND")  # EKS's default
     capacity = {"SPOT": "spot", "ON_DEMAND": "on-demand"}.get(capacity_type, capacity_type)
     return PoolRow(
@@ -153,7 +146,7 @@ def _karpenter_row(resource: Mapping[str, Any]) -> PoolRow:
     capacity = " or ".join(requirements.get("karpenter.sh/capacity-type") or ["on-demand"])
     gpu_type = labels.get(GPU_TYPE_LABEL)
     replicas = _int(labels.get(TIME_SLICING_LABEL)) or 1
-    gpus = _catalog_gpu_count(gpu_type, "aws", machines[0]) if gpu_type and machines else None
+    gpus = gpus_per_machine("aws", machines[0], gpu_type) if gpu_type and machines else None
     limit = (spec.get("limits") or {}).get("nvidia.com/gpu")
     name = (resource["inputs"].get("metadata") or {}).get("name") or resource["name"]
     return PoolRow(
