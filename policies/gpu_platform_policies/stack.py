@@ -193,6 +193,16 @@ def check_canary_targets_exist(
 # --- no GPU time-slicing in prod -----------------------------------------------------------------------
 
 
+def stated_tier(environment: str, stack_tags: Optional[Mapping[str, str]]) -> Optional[str]:
+    """The tier the policy config or the stack tag states, if any."""
+    return environment or (stack_tags or {}).get(ENVIRONMENT_TAG)
+
+
+def providers_tier(resources: Sequence[StackResource]) -> Optional[str]:
+    """The tier any cloud provider of the stack carries in its default tags or labels."""
+    return next((e for r in resources if (e := environment_of_provider(r.type, r.props))), None)
+
+
 def check_no_time_slicing_in_prod(
     resources: Sequence[StackResource],
     *,
@@ -201,8 +211,8 @@ def check_no_time_slicing_in_prod(
 ) -> Iterator[Finding]:
     # The tier: this policy's config, else the stack tag, else the pool's provider's default tags or
     # labels, else any cloud provider's in the stack.
-    configured = environment or (stack_tags or {}).get(ENVIRONMENT_TAG)
-    stack_wide = next((e for r in resources if (e := environment_of_provider(r.type, r.props))), None)
+    configured = stated_tier(environment, stack_tags)
+    stack_wide = providers_tier(resources)
     for resource, pool in _pools(resources):
         if pool.sharing_evidence is None:
             continue

@@ -22,8 +22,8 @@ from pulumi_policy import Severity
 
 from . import config
 from .builders import StackResource, resource_policy, stack_policy
-from .shapes import ENVIRONMENT_TAG, HELM_RELEASE, environment_of_provider, gpu_requests, namespace_of, node_pools_of, pods_of
-from .stack import Finding, _display
+from .shapes import HELM_RELEASE, gpu_requests, namespace_of, node_pools_of, pods_of
+from .stack import Finding, _display, providers_tier, stated_tier
 from .values import UNKNOWN, as_mapping, get
 
 RESOURCE_QUOTA = "kubernetes:core/v1:ResourceQuota"
@@ -255,9 +255,7 @@ def check_prod_models_need_a_token(
     environment: str = config.ENVIRONMENT.default,
     stack_tags: Optional[Mapping[str, str]] = None,
 ) -> Iterator[Finding]:
-    tier = environment or (stack_tags or {}).get(ENVIRONMENT_TAG)
-    tier = tier or next((e for r in resources if (e := environment_of_provider(r.type, r.props))), None)
-    if tier != "prod":
+    if (stated_tier(environment, stack_tags) or providers_tier(resources)) != "prod":
         return
     models = [r for r in resources if r.type == INFERENCE_SERVICE_TYPE]
     if not models or _checks_tokens(resources) is not False:
