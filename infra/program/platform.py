@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 import pulumi
@@ -21,9 +21,9 @@ from components.observability import PROMETHEUS_URL, Observability, Observabilit
 from components.priorities import PriorityClasses
 from components.progressive_delivery import LOADTESTER_PIN, ProgressiveDelivery, ProgressiveDeliveryArgs
 from components.serving import KNATIVE_SERVING_NAMESPACE, Serving, ServingArgs
-from components.tenancy import NetworkIsolation, Tenant, TenantArgs
+from components.tenancy import TENANT_LABEL, NetworkIsolation, Tenant
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
-from infra.program.tenancy import namespace_labels, tenant_plans
+from infra.program.tenancy import tenant_plans
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -183,6 +183,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             on_cluster,
         )
 
+    plans = tenant_plans(settings)
     model_store = None
     if addons.model_store.enabled:
         model_store = ModelStore(
@@ -194,8 +195,8 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 volume_size_gb=addons.model_store.volume_size_gb,
                 system_node_selector=system_nodes,
                 # One namespace per tenant (or the one `models` namespace), labelled with its tenant.
-                model_namespaces=tuple(plan.namespace for plan in tenant_plans(settings)),
-                namespace_labels=namespace_labels(settings),
+                model_namespaces=tuple(plan.namespace for plan in plans),
+                namespace_labels={plan.namespace: {TENANT_LABEL: plan.name} for plan in plans},
                 # MinIO's ServiceMonitor only where this stack installs the Prometheus Operator's CRDs.
                 service_monitor=monitoring is not None,
                 monitoring=(monitoring.release,) if monitoring else (),
@@ -210,20 +211,10 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
     )
     tenants = {}
     if model_store is not None:
-        for plan in tenant_plans(settings):
+        for plan in plans:
             tenants[plan.name] = Tenant(
                 f"{name}-tenant-{plan.name}",
-                TenantArgs(
-                    name=plan.name,
-                    namespace=plan.namespace,
-                    gpus=plan.gpus,
-                    batch_gpus=plan.batch_gpus,
-                    cpu=plan.cpu,
-                    memory=plan.memory,
-                    pods=plan.pods,
-                    network=isolation,
-                    depends_on=(model_store.model_namespaces[plan.namespace],),
-                ),
+                replace(plan, network=isolation, depends_on=(model_store.model_namespaces[plan.namespace],)),
                 on_cluster,
             )
 

@@ -7,44 +7,23 @@ has a GPU quota (the policy pack requires one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Optional, Union
+from typing import Union
 
 from components.model_store import MODEL_NAMESPACE
 from components.priorities import model_priority
-from components.tenancy import TENANT_LABEL
+from components.tenancy import TenantArgs
 from infra.program.model_catalog import ModelSpec
 from infra.program.settings import AwsStack, ExistingStack, GcpStack, pool_capacity
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
 
-@dataclass(frozen=True)
-class TenantPlan:
-    name: str
-    namespace: str
-    gpus: Mapping[str, int]
-    batch_gpus: Mapping[str, int]
-    cpu: Optional[str]
-    memory: Optional[str]
-    pods: Optional[int]
-
-
-def tenant_plans(settings: Settings) -> list[TenantPlan]:
+def tenant_plans(settings: Settings) -> list[TenantArgs]:
+    """Each tenant's namespace and quotas; the platform layer adds its network isolation and what it waits for."""
     if not settings.tenants:
-        return [
-            TenantPlan(
-                name=MODEL_NAMESPACE,
-                namespace=MODEL_NAMESPACE,
-                gpus=pool_capacity(settings),
-                batch_gpus={},
-                cpu=None,
-                memory=None,
-                pods=None,
-            )
-        ]
+        return [TenantArgs(name=MODEL_NAMESPACE, namespace=MODEL_NAMESPACE, gpus=pool_capacity(settings))]
     return [
-        TenantPlan(
+        TenantArgs(
             name=name,
             namespace=settings.tenant_namespace(name),
             gpus=dict(tenant.quota.gpus),
@@ -55,10 +34,6 @@ def tenant_plans(settings: Settings) -> list[TenantPlan]:
         )
         for name, tenant in settings.tenants.items()
     ]
-
-
-def namespace_labels(settings: Settings) -> dict[str, dict[str, str]]:
-    return {plan.namespace: {TENANT_LABEL: plan.name} for plan in tenant_plans(settings)}
 
 
 def model_namespace(settings: Settings, model: str) -> str:
