@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
+from components.registry import ImageMirror
 
 PIN = CHART_PINS["cert-manager"]
 
@@ -42,6 +43,7 @@ RESOURCES: Mapping[str, Mapping[str, Any]] = {
 @dataclass(frozen=True)
 class CertManagerArgs:
     system_node_selector: Mapping[str, str]
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def cert_manager_values(args: CertManagerArgs) -> dict[str, Any]:
@@ -72,6 +74,10 @@ class CertManager(pulumi.ComponentResource):
         # holds the release until the webhook answers, so whatever depends on the release and creates
         # Certificates finds a working cert-manager.
         self.release = helm_release(
-            f"{name}-release", PIN, cert_manager_values(args), pulumi.ResourceOptions(parent=self)
+            f"{name}-release",
+            PIN,
+            cert_manager_values(args),
+            pulumi.ResourceOptions(parent=self),
+            image_mirror=args.image_mirror,
         )
         self.register_outputs({"release": self.release.name})

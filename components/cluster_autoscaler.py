@@ -32,6 +32,7 @@ import pulumi_kubernetes as k8s
 from components.aws_iam import irsa_trust_policy
 from components.charts import CHART_PINS
 from components.helm import helm_release
+from components.registry import ImageMirror
 
 PIN = CHART_PINS["cluster-autoscaler"]
 RELEASE_NAME = "cluster-autoscaler"
@@ -105,6 +106,7 @@ class ClusterAutoscalerArgs:
     scale_down_unneeded_time: str
     scale_down_delay_after_add: str
     system_node_selector: Mapping[str, str]
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def trust_policy(oidc_provider_arn: str, oidc_issuer_url: str) -> str:
@@ -232,5 +234,6 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             cluster_autoscaler_values(args, self.role.arn),
             pulumi.ResourceOptions(parent=self, depends_on=[policy]),
             release_name=RELEASE_NAME,
+            image_mirror=args.image_mirror,
         )
         self.register_outputs({"release": self.release.name, "roleArn": self.role.arn})

@@ -274,6 +274,7 @@ class EksGpuCluster(KubernetesCluster):
                     consolidate_after=args.karpenter.consolidate_after,
                     ami_version=args.karpenter.ami_version,
                     maintenance_window=args.karpenter.maintenance_window,
+                    image_mirror=args.karpenter.image_mirror,
                 ),
                 # The controller runs on the system node group and the nodes it launches join through the cluster.
                 pulumi.ResourceOptions(

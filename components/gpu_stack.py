@@ -41,6 +41,7 @@ from components.node_pools import (
     mig_config_name,
     required_node_affinity,
 )
+from components.registry import ImageMirror
 
 CLOUDS = ("aws", "gcp", "existing")
 WHOLE_GPU_PROFILE = device_plugin_profile(1)
@@ -99,6 +100,7 @@ class GpuStackArgs:
     system_node_selector: Mapping[str, str]  # where the operator's controllers run
     gpu_tolerations: tuple[Mapping[str, str], ...]  # every GPU/spot taint, for the DaemonSets on GPU nodes
     service_monitor: bool  # a Prometheus Operator is (or will be) installed: create the DCGM ServiceMonitor
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
     def __post_init__(self) -> None:
         problems = []
@@ -272,7 +274,11 @@ class GpuStack(pulumi.ComponentResource):
 
         if args.cloud == "gcp":
             self.release = helm_release(
-                f"{name}-dcgm-exporter", CHART_PINS["dcgm-exporter"], dcgm_exporter_values(args), release_opts
+                f"{name}-dcgm-exporter",
+                CHART_PINS["dcgm-exporter"],
+                dcgm_exporter_values(args),
+                release_opts,
+                image_mirror=args.image_mirror,
             )
         else:
             pin = CHART_PINS["gpu-operator"]
@@ -297,7 +303,9 @@ class GpuStack(pulumi.ComponentResource):
             release_opts = pulumi.ResourceOptions.merge(
                 release_opts, pulumi.ResourceOptions(depends_on=[default_requests])
             )
-            self.release = helm_release(f"{name}-operator", pin, gpu_operator_values(args), release_opts)
+            self.release = helm_release(
+                f"{name}-operator", pin, gpu_operator_values(args), release_opts, image_mirror=args.image_mirror
+            )
             # After the release, which creates the namespace. The device plugin's config manager reads
             # this ConfigMap as a mounted volume, so its pods wait for it rather than start unshared.
             k8s.core.v1.ConfigMap(

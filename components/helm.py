@@ -25,6 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.charts import ChartPin
+from components.registry import ImageMirror, chart_values_with_mirror
 
 # Long enough for a GPU node to scale up from zero and pull a multi-GB image before the release's
 # pods are ready (the GPU Operator's validator waits for a GPU node).
@@ -39,11 +40,13 @@ def helm_release(
     *,
     release_name: Optional[str] = None,
     namespace: Optional[pulumi.Input[str]] = None,
+    image_mirror: Optional[ImageMirror] = None,
 ) -> k8s.helm.v3.Release:
     """Install `pin` as release `release_name` (default: the chart's name) in `namespace` (default: the
     pin's). A chart installed once per tenant (JupyterHub, components/notebooks.py) names the tenant's
     namespace; the offline render expands the release where its `namespace` input says
-    (infra/tooling/objects.py)."""
+    (infra/tooling/objects.py). With `image_mirror`, every image the chart names comes from that registry
+    (components/registry.py)."""
     return k8s.helm.v3.Release(
         name,
         name=release_name or pin.chart,
@@ -52,7 +55,7 @@ def helm_release(
         repository_opts=None if pin.is_oci else k8s.helm.v3.RepositoryOptsArgs(repo=pin.repository),
         namespace=namespace if namespace is not None else pin.namespace,
         create_namespace=True,
-        values=dict(values),
+        values=chart_values_with_mirror(pin.chart, values, image_mirror),
         # A failed upgrade rolls back instead of leaving a half-applied release behind.
         atomic=True,
         cleanup_on_fail=True,

@@ -61,6 +61,7 @@ from components.custom_resource import custom_resource
 from components.gpu_catalog import aws_vcpus
 from components.helm import helm_release
 from components.node_pools import GPU_RESOURCE, ROLE_LABEL, GpuPoolSpec, NodePoolDescription, Taint
+from components.registry import ImageMirror, mirrored
 
 PIN = CHART_PINS["karpenter"]
 CRD_PIN = CHART_PINS["karpenter-crd"]
@@ -144,6 +145,7 @@ class KarpenterOptions:
     consolidate_after: str
     ami_version: str = "latest"
     maintenance_window: Optional[tuple[str, int]] = None
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class KarpenterArgs:
     ami_version: str = "latest"
     # (start "HH:MM" UTC, hours): when drift may replace serving nodes; None: any time.
     maintenance_window: Optional[tuple[str, int]] = None
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 # --- pure builders (tests/test_karpenter.py checks them against the CRDs) -------------------------------------
@@ -464,7 +467,7 @@ def gpu_ready_tolerations(pools: tuple[KarpenterPool, ...]) -> list[dict[str, st
     return list(seen.values())
 
 
-def gpu_ready_daemon_set(pools: tuple[KarpenterPool, ...]) -> dict[str, Any]:
+def gpu_ready_daemon_set(pools: tuple[KarpenterPool, ...], image_mirror: Optional[ImageMirror] = None) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": GPU_READY_NAME, "app.kubernetes.io/part-of": "gpu-platform"}
     tools = {"name": "tools", "mountPath": "/tools"}
     return {
@@ -497,7 +500,7 @@ def gpu_ready_daemon_set(pools: tuple[KarpenterPool, ...]) -> dict[str, Any]:
                     "initContainers": [
                         {
                             "name": "busybox",
-                            "image": BUSYBOX_IMAGE,
+                            "image": mirrored(image_mirror, BUSYBOX_IMAGE),
                             "command": ["/bin/busybox", "sh", "-c", "cp /bin/busybox /tools/ && /tools/busybox --install -s /tools"],
                             "volumeMounts": [tools],
                             "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
@@ -507,7 +510,7 @@ def gpu_ready_daemon_set(pools: tuple[KarpenterPool, ...]) -> dict[str, Any]:
                     "containers": [
                         {
                             "name": "remove-startup-taint",
-                            "image": KUBECTL_IMAGE,
+                            "image": mirrored(image_mirror, KUBECTL_IMAGE),
                             "command": ["/tools/sh", "-c", GPU_READY_SCRIPT],
                             "env": [
                                 {"name": "PATH", "value": "/tools:/bin:/usr/local/bin"},
@@ -668,6 +671,7 @@ class Karpenter(pulumi.ComponentResource):
             controller_values(args, self.controller_role.arn, self.queue.name),
             pulumi.ResourceOptions(parent=self, depends_on=[*waits_for, crds, controller_policy_resource, *rules]),
             release_name=RELEASE_NAME,
+            image_mirror=args.image_mirror,
         )
 
         # --- the startup-taint remover ------------------------------------------------------------------------
@@ -704,7 +708,7 @@ class Karpenter(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=waits_for),
         )
-        daemon_set = gpu_ready_daemon_set(args.pools)
+        daemon_set = gpu_ready_daemon_set(args.pools, args.image_mirror)
         remover = k8s.apps.v1.DaemonSet(
             f"{name}-{GPU_READY_NAME}",
             metadata=daemon_set["metadata"],

@@ -37,6 +37,7 @@ import pulumi_kubernetes as k8s
 from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
+from components.registry import ImageMirror
 
 BASE_PIN = CHART_PINS["istio-base"]
 ISTIOD_PIN = CHART_PINS["istiod"]
@@ -117,6 +118,7 @@ class MeshArgs:
     system_node_selector: Mapping[str, str]
     # The release that installs the Prometheus Operator's CRDs; without one, no PodMonitor.
     monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def _check(args: MeshArgs) -> None:
@@ -243,6 +245,7 @@ class Mesh(pulumi.ComponentResource):
             base_values(args),
             child,
             release_name=BASE_RELEASE,
+            image_mirror=args.image_mirror,
         )
         # istiod's templates include webhooks and its own config for kinds whose CRDs base installs.
         self.istiod = helm_release(
@@ -251,6 +254,7 @@ class Mesh(pulumi.ComponentResource):
             istiod_values(args),
             after(self.base),
             release_name=ISTIOD_RELEASE,
+            image_mirror=args.image_mirror,
         )
         # The gateway pods' proxy is injected by istiod's webhook (inject.istio.io/templates: gateway).
         self.gateway = helm_release(
@@ -259,6 +263,7 @@ class Mesh(pulumi.ComponentResource):
             gateway_values(args),
             after(self.istiod),
             release_name=GATEWAY_RELEASE,
+            image_mirror=args.image_mirror,
         )
 
         self.peer_authentication = None

@@ -44,6 +44,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.models import MODEL_LABEL, MODELS_BUCKET, ModelImportSource, ModelSpec, ModelStorage
+from components.registry import ImageMirror, mirrored
 
 # The label every import pod carries: the one kind of model-namespace pod that reaches the internet
 # (components/tenancy.py lets it out on 443).
@@ -130,6 +131,7 @@ class ModelImportArgs:
     system_node_selector: Mapping[str, str]
     # The store's Secret and ServiceAccount in the namespace, and its Tenant: the Job reads and writes them.
     depends_on: Sequence[pulumi.Resource] = ()
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def _source(spec: ModelSpec) -> ModelImportSource:
@@ -162,7 +164,7 @@ def import_job(args: ModelImportArgs) -> dict[str, Any]:
     scheme = "https" if storage.use_https else "http"
     container = {
         "name": "import",
-        "image": IMPORT_IMAGE,
+        "image": mirrored(args.image_mirror, IMPORT_IMAGE),
         "command": ["python", "-c", IMPORT_SCRIPT],
         "args": [source.repo, source.revision, MODELS_BUCKET, prefix],
         "env": [

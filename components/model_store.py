@@ -63,6 +63,7 @@ import pulumi_random as random
 from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
+from components.registry import ImageMirror, mirrored
 
 OPERATOR_PIN = CHART_PINS["minio-operator"]
 TENANT_PIN = CHART_PINS["minio-tenant"]
@@ -80,6 +81,9 @@ POOL_NAME = "pool-0"  # the operator's and the chart's default name for the firs
 # What the tenant chart of this release runs (helm/tenant/values.yaml tenant.image), pinned here rather than
 # left to the operator's built-in default, so a pin bump is the only thing that upgrades MinIO.
 MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-04-08T15-41-24Z"
+# The operator's sidecar at the operator's own release (helm/operator/values.yaml, `sidecarImage` example).
+SIDECAR_REPOSITORY = "quay.io/minio/operator-sidecar"
+SIDECAR_TAG = "v7.1.1"
 # The chart's defaults, set explicitly: MinIO's data lives at <mountPath><subPath>, and moving either after
 # the first deploy strands the data already written (helm/tenant/values.yaml, subPath warning).
 MOUNT_PATH = "/export"
@@ -201,6 +205,7 @@ class ModelStoreArgs:
     # needs the Prometheus Operator's CRDs: `monitoring` is the release that installs them.
     service_monitor: bool = False
     monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def _check(args: ModelStoreArgs) -> None:
@@ -240,6 +245,9 @@ def operator_values(args: ModelStoreArgs) -> dict[str, Any]:
             "nodeSelector": dict(args.system_node_selector),
             # A list replaces the chart's, which only sets OPERATOR_STS_ENABLED=on.
             "env": [dict(entry) for entry in OPERATOR_ENV],
+            # The sidecar and init container the operator adds to every MinIO pod, named here (the chart's
+            # default is empty, leaving the operator's built-in choice) so it is listed and can be mirrored.
+            "sidecarImage": {"repository": SIDECAR_REPOSITORY, "tag": SIDECAR_TAG},
         }
     }
 
@@ -291,7 +299,7 @@ def tenant_manifest(args: ModelStoreArgs) -> dict[str, Any]:
         }
 
     spec: dict[str, Any] = {
-        "image": MINIO_IMAGE,
+        "image": mirrored(args.image_mirror, MINIO_IMAGE),
         "configuration": {"name": ROOT_CONFIG_SECRET},
         "users": [{"name": KSERVE_USER_SECRET}],
         "buckets": [{"name": BUCKET}],
@@ -402,7 +410,9 @@ class ModelStore(pulumi.ComponentResource):
         def after(*dependencies: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=list(dependencies))
 
-        self.operator = helm_release(f"{name}-operator", OPERATOR_PIN, operator_values(args), child)
+        self.operator = helm_release(
+            f"{name}-operator", OPERATOR_PIN, operator_values(args), child, image_mirror=args.image_mirror
+        )
 
         # Created here, not by a release: the Secrets the Tenant names must exist in it first.
         self.tenant_namespace = k8s.core.v1.Namespace(

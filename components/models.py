@@ -36,6 +36,7 @@ from components.node_pools import (
     required_node_affinity,
     selector_expressions,
 )
+from components.registry import ImageMirror, mirrored
 
 INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
 CANARY_API_VERSION = "flagger.app/v1beta1"
@@ -147,6 +148,7 @@ class ModelArgs:
     depends_on: Sequence[pulumi.Resource] = ()
     # deployment models only:
     loadtester_url: str = ""
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def storage_uri(spec: ModelSpec, path: Optional[str] = None) -> str:
@@ -404,7 +406,7 @@ class CanaryModel(pulumi.ComponentResource):
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="server",
-                                image=spec.image,
+                                image=mirrored(args.image_mirror, spec.image) if spec.image else None,
                                 args=server_args(args),
                                 ports=[k8s.core.v1.ContainerPortArgs(name="http", container_port=spec.port)],
                                 env=[*credentials, k8s.core.v1.EnvVarArgs(name="AWS_DEFAULT_REGION", value=storage.region)],

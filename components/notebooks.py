@@ -88,6 +88,7 @@ from components.node_pools import (
     selector_expressions,
 )
 from components.priorities import INTERACTIVE
+from components.registry import ImageMirror
 
 PIN = CHART_PINS["jupyterhub"]
 
@@ -132,6 +133,10 @@ SPAWN_TIMEOUT_SECONDS = 1200
 # How often the culler looks, at most: the chart's 600 s, or half the timeout when that is shorter, so a
 # server is stopped at most 1.5 timeouts after its last activity.
 CULL_EVERY_SECONDS = 600
+
+# The user servers' image: the chart's sample (jupyterhub/4.4.0 values.yaml singleuser.image), a tenant's own later.
+NOTEBOOK_IMAGE_NAME = "quay.io/jupyterhub/k8s-singleuser-sample"
+NOTEBOOK_IMAGE_TAG = "4.4.0"
 
 # Istio's per-pod opt-out of sidecar injection (the label; the annotation of the same name is deprecated).
 NO_SIDECAR_LABELS: Mapping[str, str] = {"sidecar.istio.io/inject": "false"}
@@ -194,6 +199,7 @@ class NotebooksArgs:
     # What the release waits for: the tenant's Namespace (and the operator's OAuth Secret, if a resource),
     # and the `interactive` PriorityClass (user pods naming a missing class are refused by the API server).
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def _check(args: NotebooksArgs) -> None:
@@ -415,6 +421,8 @@ def notebook_values(args: NotebooksArgs) -> dict[str, Any]:
             "chp": {"nodeSelector": dict(args.system_node_selector), "resources": resources("proxy")},
         },
         "singleuser": {
+            # Named here rather than left to the chart's default, so the image list (infra/run images) sees it.
+            "image": {"name": NOTEBOOK_IMAGE_NAME, "tag": NOTEBOOK_IMAGE_TAG},
             "profileList": profile_list(args),
             "cpu": {"guarantee": cores, "limit": cores},
             "memory": {"guarantee": memory, "limit": memory},
@@ -484,6 +492,7 @@ class Notebooks(pulumi.ComponentResource):
             pulumi.ResourceOptions(parent=self, depends_on=waits_for),
             release_name=RELEASE_NAME,
             namespace=args.namespace,
+            image_mirror=args.image_mirror,
         )
         self.url = hub_url(args.namespace)
         self.register_outputs({"release": self.release.name, "url": self.url})

@@ -18,6 +18,7 @@ import pulumi_random as random
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
+from components.registry import ImageMirror
 from components.state_metrics import kube_state_metrics_values
 
 PIN = CHART_PINS["kube-prometheus-stack"]
@@ -118,6 +119,7 @@ class ObservabilityArgs:
     alertmanager_storage_gb: int
     system_node_selector: Mapping[str, str]
     gpu_tolerations: tuple[Mapping[str, str], ...]
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def _volume_claim(size_gb: int) -> dict[str, Any]:
@@ -274,6 +276,6 @@ class Observability(pulumi.ComponentResource):
         )
         # The values name the Secret through its output, so the release waits for it.
         values = observability_values(args, self.grafana_admin_secret.metadata.name)
-        self.release = helm_release(f"{name}-release", PIN, values, child)
+        self.release = helm_release(f"{name}-release", PIN, values, child, image_mirror=args.image_mirror)
 
         self.register_outputs({"namespace": self.namespace.metadata.name, "release": self.release.name})

@@ -42,6 +42,7 @@ from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.mesh import PEER_AUTHENTICATION_API_VERSION, PEER_AUTHENTICATION_KIND
+from components.registry import ImageMirror
 
 FLAGGER_PIN = CHART_PINS["flagger"]
 LOADTESTER_PIN = CHART_PINS["flagger-loadtester"]
@@ -109,6 +110,7 @@ class ProgressiveDeliveryArgs:
     # VirtualServices, and the injector that gives the load tester its sidecar).
     monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
     mesh: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def _check(args: ProgressiveDeliveryArgs) -> None:
@@ -259,6 +261,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
             flagger_values(args),
             after(*args.monitoring, *args.mesh),
             release_name=FLAGGER_RELEASE,
+            image_mirror=args.image_mirror,
         )
 
         # Created here rather than by the release: it carries the injection label, which must be on the
@@ -296,6 +299,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                 *args.mesh,
             ),
             release_name=LOADTESTER_RELEASE,
+            image_mirror=args.image_mirror,
         )
 
         self.register_outputs(

@@ -32,6 +32,7 @@ from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.node_pools import required_node_affinity, selector_expressions
+from components.registry import ImageMirror
 
 OPERATOR_PIN = CHART_PINS["knative-operator"]
 KSERVE_CRD_PIN = CHART_PINS["kserve-crd"]
@@ -70,6 +71,30 @@ POD_SPEC_FEATURES: Mapping[str, str] = {
 # manifest with the controller's credentials, which fails for NGC (nvcr.io needs a pull secret) and is
 # rate-limited on Docker Hub. KServe's own KnativeServing sets exactly these.
 REGISTRIES_SKIPPING_TAG_RESOLVING = "nvcr.io,index.docker.io"
+
+# The images the operator runs for Serving and net-istio 1.21.1, by their `spec.registry.override` keys (a
+# container name, or `<deployment>/<container>` where two share one: the operator would otherwise give
+# net-istio's `controller` Serving's image, knative/docs#4683). The operator's manifests name them by digest;
+# the release also publishes each under its tag, which is what a mirror copies.
+KNATIVE_IMAGE_OVERRIDE_KEYS: Mapping[str, str] = {
+    "activator": "serving/cmd/activator",
+    "autoscaler": "serving/cmd/autoscaler",
+    "autoscaler-hpa": "serving/cmd/autoscaler-hpa",
+    "controller": "serving/cmd/controller",
+    "webhook": "serving/cmd/webhook",
+    "queue-proxy": "serving/cmd/queue",
+    "net-istio-controller/controller": "net-istio/cmd/controller",
+    "net-istio-webhook/webhook": "net-istio/cmd/webhook",
+}
+
+
+def knative_images() -> dict[str, str]:
+    """Override key -> the public image of that Serving component at the pinned release."""
+    return {
+        key: f"gcr.io/knative-releases/knative.dev/{path}:v{KNATIVE_SERVING_VERSION}"
+        for key, path in KNATIVE_IMAGE_OVERRIDE_KEYS.items()
+    }
+
 
 # Every Deployment of Serving 1.21.1 with net-istio, as KServe's KnativeServing lists them
 # (kserve/v0.20.0/examples/knative-serving-istio.yaml): each is pinned to the system pool.
@@ -122,6 +147,7 @@ class ServingArgs:
     gateway: Sequence[pulumi.Resource] = field(default_factory=tuple)
     # The release with the Prometheus Operator's CRDs; without one, Knative's metrics are not scraped.
     monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def _check(args: ServingArgs) -> None:
@@ -182,6 +208,16 @@ def knative_serving(args: ServingArgs) -> dict[str, Any]:
         },
         "high-availability": {"replicas": replicas},
     }
+    if args.image_mirror is not None:
+        mirror = args.image_mirror
+        spec["registry"] = {"override": {key: mirror.image(image) for key, image in knative_images().items()}}
+        deployment = spec["config"]["deployment"]
+        # The override does not reach the queue-proxy sidecar the controller adds to model pods
+        # (knative/operator#2313, open): its image is set in config-deployment as well.
+        deployment["queue-sidecar-image"] = spec["registry"]["override"]["queue-proxy"]
+        # Tags on the mirror are not resolved to digests either: that would need the controller to hold
+        # the mirror's credentials, which the nodes have and Knative does not.
+        deployment["registries-skipping-tag-resolving"] += "," + mirror.registry.split("/", 1)[0]
     if args.system_node_selector:
         spec["workloads"] = [
             {"name": workload, "nodeSelector": dict(args.system_node_selector)} for workload in KNATIVE_WORKLOADS
@@ -264,7 +300,9 @@ class Serving(pulumi.ComponentResource):
         self.operator = self.knative_serving = None
         if args.install_knative:
             # A Release: the chart ships its CRDs in templates and Helm applies them first.
-            self.operator = helm_release(f"{name}-knative-operator", OPERATOR_PIN, operator_values(args), after())
+            self.operator = helm_release(
+                f"{name}-knative-operator", OPERATOR_PIN, operator_values(args), after(), image_mirror=args.image_mirror
+            )
             namespace = k8s.core.v1.Namespace(
                 f"{name}-knative-serving-namespace",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=KNATIVE_SERVING_NAMESPACE),
@@ -289,12 +327,14 @@ class Serving(pulumi.ComponentResource):
                 KSERVE_PIN,
                 kserve_values(args),
                 after(self.kserve_crd, self.knative_serving, *args.cert_manager, *args.gateway),
+                image_mirror=args.image_mirror,
             )
             self.runtimes = helm_release(
                 f"{name}-kserve-runtimes",
                 RUNTIMES_PIN,
                 runtime_values(args),
                 after(self.kserve),
+                image_mirror=args.image_mirror,
             )
 
         self.register_outputs({})

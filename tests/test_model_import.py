@@ -220,20 +220,24 @@ def test_a_new_revision_is_a_new_job(hf_catalog: Any) -> None:
 # --- air-gapped stacks ------------------------------------------------------------------------
 
 
+# An air-gapped stack pulls its images from a mirror (components/registry.py).
+AIR_GAPPED = {"airGapped": True, "privateRegistry": {"mirror": "registry.test.internal/mirror"}}
+
+
 def test_air_gapped_is_off_by_default() -> None:
     assert load_settings(stack_input(STACK), STACK).platform.air_gapped is False
 
 
 def test_an_air_gapped_stack_refuses_a_hugging_face_model(hf_catalog: Any) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(stack_input(STACK, {"platform": {"airGapped": True}}), STACK)
+        load_settings(stack_input(STACK, {"platform": AIR_GAPPED}), STACK)
     (problem,) = caught.value.problems
     assert problem.startswith(f"gpu-platform:models.{MODEL}: copied from Hugging Face")
     assert "gpu-platform:platform.airGapped is true" in problem
 
 
 def test_an_air_gapped_stack_without_hugging_face_models_is_fine(hf_catalog: Any) -> None:
-    raw = stack_input(STACK, {"platform": {"airGapped": True}})
+    raw = stack_input(STACK, {"platform": AIR_GAPPED})
     raw["models"] = {name: value for name, value in raw["models"].items() if name != MODEL}
     assert load_settings(raw, STACK).platform.air_gapped is True
 
@@ -244,7 +248,7 @@ def test_the_render_of_an_air_gapped_stack_exits_2_with_one_error(
     stacks = tmp_path / "stacks"
     stacks.mkdir()
     document = yaml.safe_load((infra.program.stack_config.STACKS_DIR / f"Pulumi.{STACK}.yaml").read_text())
-    document["config"]["gpu-platform:platform"] = {"airGapped": True}
+    document["config"]["gpu-platform:platform"] = AIR_GAPPED
     (stacks / "Pulumi.air-gapped.yaml").write_text(yaml.safe_dump(document))
     monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", stacks)
     out = tmp_path / "out"

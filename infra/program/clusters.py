@@ -109,6 +109,7 @@ def karpenter_options(settings: AwsStack) -> Optional[KarpenterOptions]:
         consolidate_after=karpenter.consolidate_after,
         ami_version=karpenter.ami_version,
         maintenance_window=(window.start, window.hours) if window else None,
+        image_mirror=settings.platform.image_mirror,
     )
 
 

@@ -66,6 +66,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
                 storage=storage_for(spec),
                 system_node_selector=system_node_selector(cluster),
                 depends_on=(store.tenant, *accounts),
+                image_mirror=settings.platform.image_mirror,
             ),
             on_cluster,
         )
@@ -86,6 +87,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             gpu_pools=pools,
             depends_on=(*releases, *accounts, *guardrails, *nodes, *copied),
             loadtester_url=loadtester_url,
+            image_mirror=settings.platform.image_mirror,
         )
 
     serving = platform.serving

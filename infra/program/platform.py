@@ -47,6 +47,7 @@ class Platform:
 def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
     addons = settings.platform
     name = settings.cluster_name
+    mirror = addons.image_mirror
     on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     system_nodes = system_node_selector(cluster)
     gpu_tolerations = tuple(gpu_node_tolerations(cluster))
@@ -64,13 +65,14 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 alertmanager_storage_gb=addons.monitoring.alertmanager_storage_gb,
                 system_node_selector=system_nodes,
                 gpu_tolerations=gpu_tolerations,
+                image_mirror=mirror,
             ),
             on_cluster,
         )
 
     cert_manager = None
     if addons.cert_manager.enabled:
-        cert_manager = CertManager(f"{name}-cert-manager", CertManagerArgs(system_node_selector=system_nodes), on_cluster)
+        cert_manager = CertManager(f"{name}-cert-manager", CertManagerArgs(system_node_selector=system_nodes, image_mirror=mirror), on_cluster)
 
     gpu = None
     if addons.gpu_operator.enabled and gpu_pools(cluster):
@@ -83,6 +85,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 gpu_tolerations=gpu_tolerations,
                 # A cluster that brings its own Prometheus Operator keeps the ServiceMonitor too.
                 service_monitor=True,
+                image_mirror=mirror,
             ),
             # The DCGM ServiceMonitor needs the Prometheus Operator's CRDs from the monitoring release.
             # The GPU pools: its DaemonSets run on every GPU node, so it is removed before them.
@@ -107,6 +110,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 public_gateway=addons.istio.public_gateway,
                 system_node_selector=system_nodes,
                 monitoring=(monitoring.release,) if monitoring else (),
+                image_mirror=mirror,
             ),
             on_cluster,
         )
@@ -126,6 +130,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 cert_manager=(cert_manager.release,) if cert_manager else (),
                 gateway=(mesh.gateway,) if mesh else (),
                 monitoring=(monitoring.release,) if monitoring else (),
+                image_mirror=mirror,
             ),
             on_cluster,
         )
@@ -154,6 +159,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 scale_down_unneeded_time=autoscaler.scale_down_unneeded_time,
                 scale_down_delay_after_add=autoscaler.scale_down_delay_after_add,
                 system_node_selector=system_nodes,
+                image_mirror=mirror,
             ),
             pulumi.ResourceOptions(providers={"kubernetes": cluster.provider, "aws": cluster.aws_provider}),
         )
@@ -179,6 +185,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 system_node_selector=system_nodes,
                 monitoring=(monitoring.release,) if monitoring else (),
                 mesh=(mesh.istiod,) if mesh else (),
+                image_mirror=mirror,
             ),
             on_cluster,
         )
@@ -200,6 +207,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 # MinIO's ServiceMonitor only where this stack installs the Prometheus Operator's CRDs.
                 service_monitor=monitoring is not None,
                 monitoring=(monitoring.release,) if monitoring else (),
+                image_mirror=mirror,
             ),
             on_cluster,
         )

@@ -31,6 +31,7 @@ from pydantic.alias_generators import to_camel
 from components.charts import CHART_PINS
 from components.gpu_catalog import GPU_TYPES, mig_layout_problem
 from components.node_pools import GPU_RESOURCE, MIG_RESOURCE_PREFIX, gpu_resources_per_node
+from components.registry import ImageMirror
 from infra.program.model_catalog import (
     MAX_NESTING,
     MAX_VALUES,
@@ -762,6 +763,16 @@ class KarpenterAddon(_Model):
     )
 
 
+class PrivateRegistry(_Model):
+    mirror: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d{1,5})?(/[a-z0-9]([-a-z0-9._]*[a-z0-9])?)*$",
+        description="Registry (host, optional port and path) holding a copy of every image the platform runs, "
+        "each under its source registry: `docker.io/istio/pilot:1.28.10` is pulled as "
+        "`<mirror>/docker.io/istio/pilot:1.28.10`. `infra/run images STACK --copy-to-mirror` prints the copy "
+        "commands. The nodes must be able to pull from it (docs/entry.md, \"Private registry\").",
+    )
+
+
 class PlatformSettings(_Model):
     cert_manager: Addon = Field(default_factory=Addon, description="cert-manager, for KServe's webhook certificates.")
     gpu_operator: GpuOperatorAddon = Field(default_factory=GpuOperatorAddon, description="The GPU layer.")
@@ -774,8 +785,25 @@ class PlatformSettings(_Model):
     air_gapped: bool = Field(
         default=False,
         description="The cluster cannot reach the internet: catalog models copied from Hugging Face "
-        "(`source.huggingface`, manifests/models/README.md) are refused; upload their files to the store instead.",
+        "(`source.huggingface`, manifests/models/README.md) are refused; upload their files to the store instead. "
+        "Needs `privateRegistry`, since no public registry is reachable either.",
     )
+    private_registry: Optional[PrivateRegistry] = Field(
+        default=None, description="Pull every image from this mirror instead of its public registry."
+    )
+
+    @property
+    def image_mirror(self) -> Optional[ImageMirror]:
+        return ImageMirror(self.private_registry.mirror) if self.private_registry else None
+
+    @model_validator(mode="after")
+    def _air_gapped_needs_a_mirror(self) -> "PlatformSettings":
+        if self.air_gapped and self.private_registry is None:
+            raise ValueError(
+                "airGapped: an air-gapped cluster cannot pull from public registries; set privateRegistry.mirror "
+                "to the registry that holds the platform's images"
+            )
+        return self
 
 
 class AwsPlatformSettings(PlatformSettings):

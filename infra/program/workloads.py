@@ -73,6 +73,7 @@ def notebooks_args(
         max_servers=notebooks.max_servers,
         cpu=notebooks.cpu,
         memory=notebooks.memory,
+        image_mirror=settings.platform.image_mirror,
         # Only the kinds of GPU the tenant's quota grants are offered as server profiles.
         gpu_quota=dict(settings.tenants[tenant].quota.gpus),
         depends_on=tuple(depends_on),
