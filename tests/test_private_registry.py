@@ -4,6 +4,7 @@ the image list says what to copy there (infra/tooling/images.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -202,3 +203,12 @@ def test_the_render_of_an_air_gapped_stack_without_a_mirror_exits_2(
     assert "Traceback" not in captured.err + captured.out
     errors = [line for line in captured.err.splitlines() if "gpu-platform:" in line]
     assert len(errors) == 1 and "privateRegistry.mirror" in errors[0], captured.err
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_policy_config_holds_each_stack_to_its_own_mirror(stack: str) -> None:
+    """images-from-private-registry checks what the stack's pack config names: it must be the stack's mirror."""
+    config = json.loads((Path("stacks/policy") / f"{stack}.json").read_text())
+    mirror = stack_settings(stack).platform.image_mirror
+    configured = config.get("images-from-private-registry", {}).get("privateRegistry", "")
+    assert configured == (mirror.registry if mirror else "")

@@ -110,6 +110,18 @@ WARN_FROM_PERCENT = Option(
     },
 )
 
+PRIVATE_REGISTRY = Option(
+    "privateRegistry",
+    "private_registry",
+    {
+        "type": "string",
+        "default": "",
+        "pattern": r"^([a-z0-9][-a-z0-9.]*(:\d{1,5})?(/[-a-z0-9._]+)*)?$",
+        "description": "The stack's image mirror (gpu-platform:platform.privateRegistry.mirror). Set: every image "
+        "a resource or chart value names must come from it. Empty: images may come from any registry.",
+    },
+)
+
 
 @dataclass(frozen=True)
 class PolicyOptions:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, Policy
 
-from . import budget, clusters, helm, network, nodes, secrets, stack, tenancy, workloads
+from . import budget, clusters, helm, network, nodes, registry, secrets, stack, tenancy, workloads
 
 PACK_NAME = "gpu-platform-policies"
 # Every policy blocks a deployment unless the policy config file lowers it (see docs/policies.md), but
@@ -26,6 +26,7 @@ POLICIES: list[Policy] = [
     *stack.POLICIES,
     *tenancy.POLICIES,
     *budget.POLICIES,
+    *registry.POLICIES,
 ]
 
 # The allowlists' defaults, taken from the policies' config schemas (config.py) so they are written
