@@ -33,6 +33,10 @@ AWS_ACCELERATOR_LABEL = "k8s.amazonaws.com/accelerator"
 # Alertmanager, MinIO) stays Pending. https://docs.aws.amazon.com/eks/latest/userguide/ebs-csi.html
 EBS_CSI_SERVICE_ACCOUNT = "system:serviceaccount:kube-system:ebs-csi-controller-sa"
 DEFAULT_STORAGE_CLASS = "gp3"
+# The managed VPC CNI add-on, pinned so a cluster does not change its pod network when AWS publishes a new
+# default: the build of VPC CNI v1.23.0 (aws/amazon-vpc-cni-k8s). Check the builds offered for the cluster's
+# Kubernetes minor with `aws eks describe-addon-versions --addon-name vpc-cni --kubernetes-version 1.35`.
+VPC_CNI_ADDON_VERSION = "v1.23.0-eksbuild.1"
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,11 @@ class EksGpuCluster(KubernetesCluster):
             skip_default_node_group=True,
             node_associate_public_ip_address=False,
             deletion_protection=args.deletion_protection,
+            # The VPC CNI as a managed add-on at a pinned version, with its network policy agent: without it
+            # EKS accepts NetworkPolicies and enforces none (the tenants' default-deny, components/tenancy.py).
+            # The agent is built into VPC CNI 1.14+ and off by default (docs.aws.amazon.com/eks/latest/
+            # userguide/cni-network-policy-configure.html, "Enable the network policy parameter for the add-on").
+            vpc_cni_options=eks.VpcCniOptionsArgs(addon_version=VPC_CNI_ADDON_VERSION, enable_network_policy=True),
             opts=pulumi.ResourceOptions(parent=self, protect=args.deletion_protection),
         )
 

@@ -6,6 +6,8 @@ Tests follow the stacks: which stacks have tenants, MIG pools or slice models is
 
 from __future__ import annotations
 
+import copy
+import re
 from collections import Counter
 from typing import Any, Mapping
 
@@ -394,9 +396,26 @@ def test_the_store_admits_every_model_namespace(stack: str) -> None:
 @pytest.mark.parametrize("stack", WITH_MODELS)
 def test_the_render_warns_where_it_cannot_see_network_policies_enforced(render, stack: str) -> None:
     warnings = network_policy_warnings(render(stack))
-    if stack_settings(stack).cloud == "gcp":
-        assert warnings == []  # Dataplane V2 (components/gke_cluster.py)
+    if stack_settings(stack).cloud in ("gcp", "aws"):
+        # GKE Dataplane V2 (components/gke_cluster.py); the EKS VPC CNI's network policy agent
+        # (components/eks_cluster.py): both enforce them.
+        assert warnings == []
     else:
         (warning,) = warnings
-        assert warning.startswith("WARNING network policies:")
-        assert ("VPC CNI" in warning) is (stack_settings(stack).cloud == "aws")
+        assert warning.startswith("WARNING network policies:") and "existing cluster" in warning
+
+
+@pytest.mark.parametrize("stack", [s for s in WITH_MODELS if stack_settings(s).cloud == "aws"])
+def test_eks_runs_the_vpc_cni_add_on_with_its_network_policy_agent_at_a_pinned_version(render, stack: str) -> None:
+    (cluster,) = render(stack).of_type("eks:index:Cluster")
+    options = cluster["inputs"]["vpcCniOptions"]
+    assert options["enableNetworkPolicy"] is True
+    assert re.fullmatch(r"v\d+\.\d+\.\d+-eksbuild\.\d+", options["addonVersion"])
+
+
+def test_an_eks_cluster_without_the_agent_is_warned_about(render) -> None:
+    result = copy.deepcopy(render("aws-prod"))
+    (cluster,) = result.of_type("eks:index:Cluster")
+    cluster["inputs"]["vpcCniOptions"]["enableNetworkPolicy"] = False
+    (warning,) = network_policy_warnings(result)
+    assert "vpcCniOptions.enableNetworkPolicy" in warning

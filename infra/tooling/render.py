@@ -106,8 +106,11 @@ def network_policy_warnings(result: RenderResult) -> list[str]:
     gke = result.of_type("gcp:container/cluster:Cluster")
     if gke and all(c["inputs"].get("datapathProvider") == "ADVANCED_DATAPATH" for c in gke):
         return []  # Dataplane V2 enforces them
-    if result.of_type("aws:eks/cluster:Cluster") or result.of_type("eks:index:Cluster"):
-        where = "the EKS VPC CNI's network policy agent is not enabled by this stack (issue 14)"
+    eks = result.of_type("eks:index:Cluster")
+    if eks and all((c["inputs"].get("vpcCniOptions") or {}).get("enableNetworkPolicy") is True for c in eks):
+        return []  # the VPC CNI's network policy agent enforces them (components/eks_cluster.py)
+    if eks or result.of_type("aws:eks/cluster:Cluster"):
+        where = "the EKS VPC CNI's network policy agent is not enabled (vpcCniOptions.enableNetworkPolicy)"
     else:
         where = "this stack cannot tell whether the existing cluster's network plugin enforces them (Calico or Cilium do; kind's kindnet does not)"
     return [f"WARNING network policies: {count} NetworkPolicies isolate the tenants, but {where}"]
