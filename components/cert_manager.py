@@ -15,6 +15,7 @@ import pulumi_kubernetes as k8s
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
+from components.pod_security import RESTRICTED, labelled_namespace
 from components.registry import ImageMirror
 
 PIN = CHART_PINS["cert-manager"]
@@ -73,11 +74,14 @@ class CertManager(pulumi.ComponentResource):
         # startupapicheck.jobAnnotations) that only a Release runs (components/helm.py); on install it
         # holds the release until the webhook answers, so whatever depends on the release and creates
         # Certificates finds a working cert-manager.
+        # Restricted: every cert-manager pod runs non-root, without capabilities, with RuntimeDefault seccomp.
+        child = pulumi.ResourceOptions(parent=self)
+        namespace = labelled_namespace(f"{name}-namespace", PIN.namespace, RESTRICTED, child)
         self.release = helm_release(
             f"{name}-release",
             PIN,
             cert_manager_values(args),
-            pulumi.ResourceOptions(parent=self),
+            pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
             image_mirror=args.image_mirror,
         )
         self.register_outputs({"release": self.release.name})

@@ -41,6 +41,7 @@ from components.node_pools import (
     mig_config_name,
     required_node_affinity,
 )
+from components.pod_security import PRIVILEGED, labelled_namespace, pod_security_labels
 from components.registry import ImageMirror
 
 CLOUDS = ("aws", "gcp", "existing")
@@ -273,11 +274,16 @@ class GpuStack(pulumi.ComponentResource):
         release_opts = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts else None)
 
         if args.cloud == "gcp":
+            pin = CHART_PINS["dcgm-exporter"]
+            # Privileged: the exporter runs privileged and reads the GKE driver's host paths.
+            namespace = labelled_namespace(
+                f"{name}-namespace", pin.namespace, PRIVILEGED, pulumi.ResourceOptions(parent=self)
+            )
             self.release = helm_release(
                 f"{name}-dcgm-exporter",
-                CHART_PINS["dcgm-exporter"],
+                pin,
                 dcgm_exporter_values(args),
-                release_opts,
+                pulumi.ResourceOptions.merge(release_opts, pulumi.ResourceOptions(depends_on=[namespace])),
                 image_mirror=args.image_mirror,
             )
         else:
@@ -289,7 +295,8 @@ class GpuStack(pulumi.ComponentResource):
             # it, and on delete it outlives the release's pre-delete hook.
             namespace = k8s.core.v1.Namespace(
                 f"{name}-namespace",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=pin.namespace),
+                # Privileged: the driver, toolkit, device plugin and NFD worker mount host paths.
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=pin.namespace, labels=dict(pod_security_labels(PRIVILEGED))),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             default_requests = k8s.core.v1.LimitRange(

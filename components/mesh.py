@@ -37,6 +37,7 @@ import pulumi_kubernetes as k8s
 from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
+from components.pod_security import BASELINE, RESTRICTED, labelled_namespace
 from components.registry import ImageMirror
 
 BASE_PIN = CHART_PINS["istio-base"]
@@ -239,11 +240,14 @@ class Mesh(pulumi.ComponentResource):
         def after(*dependencies: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=list(dependencies))
 
+        # Baseline: istiod and the gateway set no seccomp profile (restricted needs one). The gateway's pods
+        # get no istio-init (its injection template has none), so baseline admits them.
+        namespace = labelled_namespace(f"{name}-namespace", ISTIOD_PIN.namespace, BASELINE, child, report=RESTRICTED)
         self.base = helm_release(
             f"{name}-base",
             BASE_PIN,
             base_values(args),
-            child,
+            after(namespace),
             release_name=BASE_RELEASE,
             image_mirror=args.image_mirror,
         )

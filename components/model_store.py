@@ -63,6 +63,14 @@ import pulumi_random as random
 from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
+from components.pod_security import (
+    BASELINE,
+    MESHED_LEVEL,
+    MESHED_REPORT_LEVEL,
+    RESTRICTED,
+    labelled_namespace,
+    pod_security_labels,
+)
 from components.registry import ImageMirror, mirrored
 
 OPERATOR_PIN = CHART_PINS["minio-operator"]
@@ -410,14 +418,23 @@ class ModelStore(pulumi.ComponentResource):
         def after(*dependencies: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=list(dependencies))
 
+        # Restricted: the operator's pods run with a restricted security context.
+        operator_namespace = labelled_namespace(f"{name}-operator-namespace", OPERATOR_PIN.namespace, RESTRICTED, child)
         self.operator = helm_release(
-            f"{name}-operator", OPERATOR_PIN, operator_values(args), child, image_mirror=args.image_mirror
+            f"{name}-operator",
+            OPERATOR_PIN,
+            operator_values(args),
+            after(operator_namespace),
+            image_mirror=args.image_mirror,
         )
 
         # Created here, not by a release: the Secrets the Tenant names must exist in it first.
         self.tenant_namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=TENANT_NAMESPACE, labels={INJECTION_LABEL: "disabled"}),
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=TENANT_NAMESPACE,
+                labels={INJECTION_LABEL: "disabled", **pod_security_labels(BASELINE, RESTRICTED)},
+            ),
             opts=child,
         )
         namespace = self.tenant_namespace.metadata.name
@@ -485,7 +502,11 @@ class ModelStore(pulumi.ComponentResource):
                 f"{name}-{model_namespace}-namespace",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=model_namespace,
-                    labels={**args.namespace_labels.get(model_namespace, {}), INJECTION_LABEL: "enabled"},
+                    labels={
+                        **args.namespace_labels.get(model_namespace, {}),
+                        INJECTION_LABEL: "enabled",
+                        **pod_security_labels(MESHED_LEVEL, MESHED_REPORT_LEVEL),
+                    },
                 ),
                 opts=child,
             )

@@ -18,6 +18,7 @@ import pulumi_random as random
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
+from components.pod_security import PRIVILEGED, pod_security_labels
 from components.registry import ImageMirror
 from components.state_metrics import kube_state_metrics_values
 
@@ -261,7 +262,10 @@ class Observability(pulumi.ComponentResource):
         # exist in it before the release starts Grafana: the pod does not start without it, and the
         # release (atomic) waits for it.
         self.namespace = k8s.core.v1.Namespace(
-            f"{name}-namespace", metadata=k8s.meta.v1.ObjectMetaArgs(name=PIN.namespace), opts=child
+            f"{name}-namespace",
+            # Privileged: node-exporter reads the node (hostNetwork, hostPID, host paths).
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=PIN.namespace, labels=dict(pod_security_labels(PRIVILEGED))),
+            opts=child,
         )
         # Letters and digits only: 32 of them are ~190 bits, and the password can be pasted into a
         # shell or a URL without quoting. Its `result` is a Pulumi secret.

@@ -42,6 +42,14 @@ from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.mesh import PEER_AUTHENTICATION_API_VERSION, PEER_AUTHENTICATION_KIND
+from components.pod_security import (
+    BASELINE,
+    MESHED_LEVEL,
+    MESHED_REPORT_LEVEL,
+    RESTRICTED,
+    labelled_namespace,
+    pod_security_labels,
+)
 from components.registry import ImageMirror
 
 FLAGGER_PIN = CHART_PINS["flagger"]
@@ -181,7 +189,8 @@ def loadtester_values(args: ProgressiveDeliveryArgs) -> dict[str, Any]:
 
 def loadtester_namespace() -> dict[str, Any]:
     """The load tester's namespace: injected, so the commands it runs reach models over mTLS."""
-    return {"name": LOADTESTER_PIN.namespace, "labels": dict(SIDECAR_INJECTION_LABELS)}
+    labels = {**SIDECAR_INJECTION_LABELS, **pod_security_labels(MESHED_LEVEL, MESHED_REPORT_LEVEL)}
+    return {"name": LOADTESTER_PIN.namespace, "labels": labels}
 
 
 def loadtester_peer_authentication() -> dict[str, Any]:
@@ -255,11 +264,15 @@ class ProgressiveDelivery(pulumi.ComponentResource):
         def after(*dependencies: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, depends_on=list(dependencies))
 
+        # Baseline: Flagger runs as root without a seccomp profile (chart defaults).
+        flagger_namespace = labelled_namespace(
+            f"{name}-flagger-namespace", FLAGGER_PIN.namespace, BASELINE, after(), report=RESTRICTED
+        )
         self.release = helm_release(
             f"{name}-flagger",
             FLAGGER_PIN,
             flagger_values(args),
-            after(*args.monitoring, *args.mesh),
+            after(flagger_namespace, *args.monitoring, *args.mesh),
             release_name=FLAGGER_RELEASE,
             image_mirror=args.image_mirror,
         )

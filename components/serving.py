@@ -32,6 +32,7 @@ from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.node_pools import required_node_affinity, selector_expressions
+from components.pod_security import BASELINE, RESTRICTED, labelled_namespace, pod_security_labels
 from components.registry import ImageMirror
 
 OPERATOR_PIN = CHART_PINS["knative-operator"]
@@ -299,13 +300,23 @@ class Serving(pulumi.ComponentResource):
 
         self.operator = self.knative_serving = None
         if args.install_knative:
+            # Baseline: the operator's pods set no seccomp profile.
+            operator_namespace = labelled_namespace(
+                f"{name}-knative-operator-namespace", OPERATOR_PIN.namespace, BASELINE, after(), report=RESTRICTED
+            )
             # A Release: the chart ships its CRDs in templates and Helm applies them first.
             self.operator = helm_release(
-                f"{name}-knative-operator", OPERATOR_PIN, operator_values(args), after(), image_mirror=args.image_mirror
+                f"{name}-knative-operator",
+                OPERATOR_PIN,
+                operator_values(args),
+                after(operator_namespace),
+                image_mirror=args.image_mirror,
             )
             namespace = k8s.core.v1.Namespace(
                 f"{name}-knative-serving-namespace",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=KNATIVE_SERVING_NAMESPACE),
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=KNATIVE_SERVING_NAMESPACE, labels=dict(pod_security_labels(BASELINE, RESTRICTED))
+                ),
                 opts=after(),
             )
             manifest = knative_serving(args)
@@ -321,7 +332,9 @@ class Serving(pulumi.ComponentResource):
         self.kserve_crd = self.kserve = self.runtimes = None
         if args.install_kserve:
             # Releases named after their charts, as KServe's install names them.
-            self.kserve_crd = helm_release(f"{name}-kserve-crd", KSERVE_CRD_PIN, {}, after())
+            # Restricted: KServe's controller runs with a restricted security context.
+            kserve_namespace = labelled_namespace(f"{name}-kserve-namespace", KSERVE_PIN.namespace, RESTRICTED, after())
+            self.kserve_crd = helm_release(f"{name}-kserve-crd", KSERVE_CRD_PIN, {}, after(kserve_namespace))
             self.kserve = helm_release(
                 f"{name}-kserve",
                 KSERVE_PIN,

@@ -21,6 +21,7 @@ import infra.tooling.mock_engine
 from components import model_store
 from components.charts import CHART_PINS
 from components.model_store import ModelStore, ModelStoreArgs, root_config_env, storage_uri, tenant_manifest
+from components.registry import mirrored
 from components.tenancy import TENANT_LABEL
 from infra.tooling.mock_engine import RenderResult, render_stack, run_under_mocks
 from infra.program.settings import TIER_DEFAULTS
@@ -32,6 +33,7 @@ from tests.conftest import (
     assert_pinned_release_on_cluster,
     cluster_provider_of,
     model_namespaces,
+    stack_settings,
     system_pool_labels,
 )
 from tests.upstream import (
@@ -214,7 +216,9 @@ def test_the_tenant_runs_what_the_tenant_chart_of_the_release_runs(render: Rende
     project, _, version = TENANT_PIN.upstream.partition("/")
     chart = chart_values(project, TENANT_PIN.chart, version)["tenant"]
     spec = tenant(render(stack))["inputs"]["spec"]
-    assert spec["image"] == f"{chart['image']['repository']}:{chart['image']['tag']}"
+    # ...from the stack's mirror, where it has one (components/registry.py).
+    image = f"{chart['image']['repository']}:{chart['image']['tag']}"
+    assert spec["image"] == mirrored(stack_settings(stack).platform.image_mirror, image)
     assert (spec["mountPath"], spec["subPath"]) == (chart["mountPath"], chart["subPath"])
     (chart_pool,) = chart["pools"]
     assert pool(render(stack))["securityContext"] == chart_pool["securityContext"]

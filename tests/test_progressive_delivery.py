@@ -73,7 +73,13 @@ def values(result: RenderResult, pin: Any) -> dict[str, Any]:
 
 
 def one(result: RenderResult, type_token: str) -> dict[str, Any]:
-    (found,) = owned(result, type_token)
+    """The one resource of `type_token` the load tester has (Flagger's namespace is not its)."""
+    (found,) = [r for r in owned(result, type_token) if not r["name"].endswith("-flagger-namespace")]
+    return found
+
+
+def flagger_namespace(result: RenderResult) -> dict[str, Any]:
+    (found,) = [r for r in owned(result, NAMESPACE) if r["name"].endswith("-flagger-namespace")]
     return found
 
 
@@ -404,7 +410,8 @@ def test_without_our_mesh_and_monitoring_flagger_still_installs_and_waits_for_no
         {"platform": {"istio": {"enabled": False}, "monitoring": {"enabled": False}}},
     )
     flagger, loadtester = release(result, FLAGGER), release(result, LOADTESTER)
-    assert flagger["dependencies"] == []
+    # Only its own namespace, made first to carry its Pod Security labels.
+    assert flagger["dependencies"] == [flagger_namespace(result)["urn"]]
     own = {one(result, kind)["urn"] for kind in (NAMESPACE, NETWORK_POLICY, PEER_AUTHENTICATION)}
     assert set(loadtester["dependencies"]) == own
     assert flagger["inputs"]["values"]["metricsServer"] == PROMETHEUS_URL

@@ -28,6 +28,7 @@ from infra.tooling.cost import COST_FILE, PriceTableError, estimate
 from infra.tooling.mock_engine import STACK_TYPE, RenderResult, render_stack
 from infra.tooling.object_checks import NO_CRD, Problem, pod_problems, schema_problems, secret_problems
 from infra.tooling.objects import ObjectSet, expand_objects, report_lines, write_objects
+from infra.tooling.pod_security import pod_security_problems
 from infra.tooling.review import review_lines
 
 
@@ -91,7 +92,12 @@ def object_problems(objects: ObjectSet, kubernetes_version: str) -> list[Problem
     schema = schema_problems(objects.objects, kubernetes_version)
     if objects.skipped:
         schema = [p for p in schema if not p.message.startswith(NO_CRD)]
-    return [*schema, *pod_problems(objects.objects), *secret_problems(objects.objects)]
+    return [
+        *schema,
+        *pod_problems(objects.objects),
+        *secret_problems(objects.objects),
+        *pod_security_problems(objects.objects),
+    ]
 
 
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -127,7 +133,7 @@ def objects_report(objects: ObjectSet, problems: list[Problem]) -> str:
         lines.append(f"Object checks: {len(problems)} problem(s):")
         lines += [f"    {problem}" for problem in problems]
     else:
-        lines.append("Object checks: schemas, requests, images and secrets all pass.")
+        lines.append("Object checks: schemas, requests, images, secrets and Pod Security levels all pass.")
     return "\n".join(lines)
 
 
