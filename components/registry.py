@@ -227,7 +227,8 @@ CHART_IMAGE_VALUES: Mapping[str, tuple[ImageValue, ...]] = {
 }
 
 
-def _get(tree: Mapping[str, Any], path: str) -> Any:
+def value_at(tree: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path of nested mappings, None where a key is missing."""
     node: Any = tree
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -254,6 +255,6 @@ def chart_values_with_mirror(chart: str, values: Mapping[str, Any], mirror: Opti
         return result
     rewrite = {"image": mirror.image, "repository": mirror.repository, "registry": mirror.registry_for}
     for value in CHART_IMAGE_VALUES.get(chart, ()):
-        current = _get(values, value.path)
+        current = value_at(values, value.path)
         _set(result, value.path, rewrite[value.kind](current if isinstance(current, str) and current else value.default))
     return result

@@ -420,7 +420,7 @@ def test_the_kserve_secret_points_at_the_service_the_operator_creates(render: Re
     secrets = by_name(owned(result, SECRET))
     namespaces = [n["inputs"]["metadata"]["name"] for n in owned(result, NAMESPACE)]
     assert set(model_namespaces(stack)) <= set(namespaces)
-    for namespace in (n for n in namespaces if n != TENANT_PIN.namespace):
+    for namespace in (n for n in namespaces if n not in (TENANT_PIN.namespace, OPERATOR_PIN.namespace)):
         annotations = secrets[(namespace, model_store.S3_SECRET)]["inputs"]["metadata"]["annotations"]
         assert set(annotations) <= KSERVE_S3_ANNOTATIONS  # nothing KServe ignores
         # host:port without a scheme: KServe prepends http:// or https:// itself (pkg/credentials/s3/utils.go)
@@ -468,13 +468,17 @@ def test_the_service_account_lists_the_kserve_secret(render: Render, stack: str)
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_model_namespaces_are_injected_and_minio_is_not(render: Render, stack: str) -> None:
     metadata = [n["inputs"]["metadata"] for n in owned(render(stack), NAMESPACE)]
-    namespaces = {m["name"]: m.get("labels", {}) for m in metadata}
+    # Pod Security labels aside (tests/test_pod_security.py).
+    namespaces = {
+        m["name"]: {k: v for k, v in m.get("labels", {}).items() if not k.startswith("pod-security.")}
+        for m in metadata
+    }
     for namespace, tenant_name in model_namespaces(stack).items():
         assert namespaces[namespace] == {"istio-injection": "enabled", TENANT_LABEL: tenant_name}
     # The operator (outside the mesh) provisions the tenant through its admin API, which a sidecar under
     # STRICT mTLS would refuse; injected tenant pods fail their init container (minio/operator#1995).
     assert namespaces[TENANT_PIN.namespace] == {"istio-injection": "disabled"}
-    assert OPERATOR_PIN.namespace not in namespaces  # the release creates it, unlabelled
+    assert namespaces[OPERATOR_PIN.namespace] == {}  # made before its release, for its Pod Security labels
 
 
 # --- reachability and metrics ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import yaml
 
 import infra.program.stack_config
 from components.charts import CHART_PINS
-from components.registry import CHART_IMAGE_VALUES, ImageMirror, full_repository, split_reference
+from components.registry import CHART_IMAGE_VALUES, ImageMirror, full_repository, split_reference, value_at
 from components.serving import KNATIVE_IMAGE_OVERRIDE_KEYS
 from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import stack_file_config, stack_input
@@ -118,15 +118,6 @@ def test_the_copy_lines_take_each_image_from_its_public_source() -> None:
 # --- the chart values the rule rewrites --------------------------------------------------------
 
 
-def _at(tree: Mapping[str, Any], path: str) -> Any:
-    node: Any = tree
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 # Chart values empty upstream that a component sets (components/model_store.py names MinIO's sidecar).
 SET_BY_COMPONENTS = {("operator", "operator.sidecarImage.repository")}
 
@@ -154,9 +145,9 @@ def test_each_rewritten_value_is_the_charts_own_image_value(chart: str) -> None:
         if (chart, value.path) in SET_BY_COMPONENTS:
             continue
         subchart, _, inner = value.path.partition(".")
-        actual = _at(defaults, value.path)
+        actual = value_at(defaults, value.path)
         if actual is None and (directory / "charts" / subchart / "values.yaml").exists():
-            actual = _at(_published_values(directory / "charts" / subchart), inner)
+            actual = value_at(_published_values(directory / "charts" / subchart), inner)
         elif actual is None and subchart in _dependencies(directory):
             continue  # a subchart missing from the store (the render warns of it too)
         assert actual == value.default, f"{chart}: {value.path} is {actual!r} upstream, not {value.default!r}"
