@@ -279,7 +279,15 @@ def runtime_values(args: ServingArgs) -> dict[str, Any]:
     """kserve-runtime-configs: the ClusterServingRuntimes (Hugging Face/vLLM, TorchServe, sklearn...) on;
     the LLMInferenceService configs off, as KServe's Knative-mode install has them."""
     _check(args)
-    return {"kserve": {"servingruntime": {"enabled": True}, "llmisvcConfigs": {"enabled": False}}}
+    # The standalone vLLM runtime's image is `vllm/vllm-openai:latest` (values.yaml
+    # kserve.servingruntime.vllmserver): a moving tag the platform never runs. The catalog serves LLMs through
+    # huggingfaceserver's vLLM backend, so that runtime is left out.
+    return {
+        "kserve": {
+            "servingruntime": {"enabled": True, "vllmserver": {"disabled": True}},
+            "llmisvcConfigs": {"enabled": False},
+        }
+    }
 
 
 class Serving(pulumi.ComponentResource):

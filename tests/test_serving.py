@@ -19,7 +19,9 @@ from tests.conftest import (
     Render,
     assert_pinned_release_on_cluster,
     cluster_provider_of,
+    expanded,
     rendered,
+    requires_charts,
     system_pool_labels,
 )
 from tests.upstream import (
@@ -226,6 +228,17 @@ def test_kserve_runs_in_knative_mode(render: Render, stack: str) -> None:
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_serving_runtimes_are_installed(render: Render, stack: str) -> None:
     assert values(render(stack), "kserve-runtimes")["kserve"]["servingruntime"]["enabled"] is True
+
+
+@requires_charts
+def test_no_runtime_kserve_may_choose_runs_a_moving_tag() -> None:
+    """The chart's standalone vLLM runtime is `vllm/vllm-openai:latest`: it stays, disabled, never chosen."""
+    runtimes = {o.name: o.manifest["spec"] for o in expanded("local").of_kind("ClusterServingRuntime")}
+    assert runtimes["kserve-vllmserver"]["disabled"] is True
+    for name, spec in runtimes.items():
+        if not spec.get("disabled"):
+            for container in spec["containers"]:
+                assert not container["image"].endswith(":latest"), name
 
 
 # --- autoscaling per tier (kserve/kserve#1247, #2882) ----------------------------------------------------------

@@ -110,8 +110,8 @@ def image_references(obj: KubeObject) -> Iterator[str]:
         yield from _cluster_policy_images(body)
     elif kind in _CR_IMAGE_KINDS and _looks_like_image(body.get("image")):
         yield str(body["image"])
-    elif kind in _RUNTIME_KINDS:
-        yield from _pod_images(body)
+    elif kind in _RUNTIME_KINDS and not body.get("disabled"):
+        yield from _pod_images(body)  # a disabled runtime is never chosen, and never runs
     elif kind == "KnativeServing":
         override = (body.get("registry") or {}).get("override") or knative_images()
         yield from override.values()
