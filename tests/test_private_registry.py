@@ -18,6 +18,7 @@ from components.serving import KNATIVE_IMAGE_OVERRIDE_KEYS
 from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import stack_file_config, stack_input
 from infra.tooling.images import copy_lines, images_of
+from infra.tooling.images import main as images_main
 from infra.tooling.render import main
 from tests.conftest import SHIPPED_STACKS, expanded, rendered, requires_charts, stack_settings
 from tests.upstream import chart_path, requires_shared
@@ -203,3 +204,8 @@ def test_the_policy_config_holds_each_stack_to_its_own_mirror(stack: str) -> Non
     mirror = stack_settings(stack).platform.image_mirror
     configured = config.get("images-from-private-registry", {}).get("privateRegistry", "")
     assert configured == (mirror.registry if mirror else "")
+
+
+def test_copy_lines_for_a_stack_without_a_mirror_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert images_main(["local", "--copy-to-mirror"]) == 2
+    assert "sets no gpu-platform:platform.privateRegistry" in capsys.readouterr().err

@@ -162,6 +162,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         mirror = load_settings(stack_input(args.stack), args.stack).platform.image_mirror
+        if args.copy_to_mirror and mirror is None:
+            print(f"error: stack {args.stack} sets no gpu-platform:platform.privateRegistry", file=sys.stderr)
+            return 2
         result = render_stack(args.stack)
         objects = expand_objects(result)
     except (FileNotFoundError, InvalidStackConfig, ConfigError) as error:
@@ -170,10 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for line in report_lines(objects):
         print(line, file=sys.stderr)
     images = images_of(objects.objects, result)
-    if args.copy_to_mirror:
-        if mirror is None:
-            print(f"error: stack {args.stack} sets no gpu-platform:platform.privateRegistry", file=sys.stderr)
-            return 2
+    if args.copy_to_mirror and mirror is not None:
         print("\n".join(copy_lines(images, mirror)))
     elif args.format == "json":
         print(json.dumps(images, indent=2))
