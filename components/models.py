@@ -134,6 +134,9 @@ class ModelSpec:
     # KServe containerConcurrency: the most requests one replica serves at once; None: no cap.
     container_concurrency: Optional[int] = None
     priority_class: Optional[str] = None  # set by the workloads layer from tier, purpose and tenant
+    # GPUs one replica shards an LLM over (vLLM tensor parallelism, the catalog's serving profile): `gpu`
+    # whole GPUs of one machine, never slices.
+    tensor_parallel_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,9 @@ def offers(pool: NodePoolDescription, spec: ModelSpec) -> bool:
         return False
     if spec.gpu_slice is not None:
         return pool.slice_resource(spec.gpu_slice) is not None
+    if spec.tensor_parallel_size > 1:
+        # A sharded replica needs its GPUs on one machine, whole: time slices of one GPU shard nothing.
+        return not pool.mig_layout and not pool.time_sliced and pool.gpu_count >= spec.tensor_parallel_size
     return not pool.mig_layout
 
 
@@ -207,6 +213,10 @@ def resources(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str
     return {"requests": requests, "limits": limits}
 
 
+# /dev/shm of a sharded LLM replica: counted against its memory limit (medium Memory).
+SHARED_MEMORY_VOLUME = "dshm"
+SHARED_MEMORY_SIZE = "8Gi"
+
 # Karpenter never disrupts a node voluntarily (drift, consolidation) while a pod with this annotation runs there.
 DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
 
@@ -234,6 +244,12 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
     }
     if spec.args:
         model["args"] = list(spec.args)
+    shared_memory = spec.tensor_parallel_size > 1
+    if shared_memory:
+        # The shards of a replica talk through NCCL over /dev/shm; a container's default 64 MiB stalls them
+        # (vLLM docs, "Using Docker": --ipc=host or a large --shm-size for tensor parallelism). Knative allows
+        # emptyDir volumes by default (config-features kubernetes.podspec-volumes-emptydir).
+        model["volumeMounts"] = [{"name": SHARED_MEMORY_VOLUME, "mountPath": "/dev/shm"}]
     predictor: dict[str, Any] = {
         "serviceAccountName": args.storage.service_account,
         "minReplicas": spec.min_replicas,
@@ -244,6 +260,10 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         **placement(spec, args.gpu_pools),
         "model": model,
     }
+    if shared_memory:
+        predictor["volumes"] = [
+            {"name": SHARED_MEMORY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHARED_MEMORY_SIZE}}
+        ]
     if spec.container_concurrency is not None:
         # A hard cap: Knative's queue-proxy holds request N+1 until one finishes, so an overloaded GPU
         # queues instead of running out of memory (Knative "Configuring concurrency", hard limit).

@@ -127,6 +127,12 @@ def stated_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
     return {name: dict(pool) for name, pool in TIER_GPU_POOLS[raw["environment"]].items()}
 
 
+def multi_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
+    """The pools of `stack` whose machines hold several GPUs: what its sharded LLMs run on. A test that replaces
+    a stack's pools keeps these, or the stack's models no longer fit (infra/program/settings.py)."""
+    return {name: pool for name, pool in stated_gpu_pools(stack).items() if pool.get("gpuCount", 1) > 1}
+
+
 def promised_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
     """Each GPU pool `stack` promises, in the stack file's camelCase keys: what its file states, the rest
     from its tier (TIER_GPU_POOL), e.g. {"gpu-spot": {"gpuType": "nvidia-l4", "capacityType": "spot", ...}}."""

@@ -45,6 +45,7 @@ from infra.program.stack_config import (
 )
 from infra.tooling.mock_engine import render_stack, run_under_mocks
 from infra.tooling.render import main
+from tests.conftest import multi_gpu_pools
 
 AWS_DEV = (Path(infra.program.stack_config.ROOT) / "stacks" / "Pulumi.aws-dev.yaml").read_text()
 
@@ -482,7 +483,7 @@ def test_a_prod_spot_pool_that_may_serve_is_an_error(stack: str, purpose: dict) 
 
 def test_spot_pools_that_are_batch_or_outside_prod_are_fine() -> None:
     batch = {"gpuType": "nvidia-l4", "capacityType": "spot", "purpose": "batch"}
-    pools = {"gpu-serving": {"gpuType": "nvidia-l4"}, "cheap": batch}
+    pools = {"gpu-serving": {"gpuType": "nvidia-l4"}, "cheap": batch, **multi_gpu_pools("aws-prod")}
     assert settings_of("aws-prod", gpuPools=pools).gpu_pools["cheap"].purpose == "batch"
     assert settings_of("aws-dev").gpu_pools["gpu-spot"].capacity_type == "spot"  # dev serves from spot on purpose
 

@@ -27,7 +27,17 @@ from infra.program.stack_config import stack_input
 from infra.tooling.mock_engine import RenderResult
 from policies.gpu_platform_policies.nodes import check_gpu_pools_tainted, check_spot_pools_tainted
 from policies.gpu_platform_policies.shapes import KARPENTER_NODE_POOL, node_pools_of
-from tests.conftest import AWS_STACKS, GCP_STACKS, Render, at, expanded, promised_gpu_pools, requires_charts, stacks_where
+from tests.conftest import (
+    AWS_STACKS,
+    GCP_STACKS,
+    Render,
+    at,
+    expanded,
+    multi_gpu_pools,
+    promised_gpu_pools,
+    requires_charts,
+    stacks_where,
+)
 from tests.upstream import check_pin_values, render_chart, requires_shared, validate_custom_resource
 
 PIN = CHART_PINS["karpenter"]
@@ -398,8 +408,9 @@ def test_an_untainted_gpu_node_pool_and_an_untainted_spot_node_pool_are_violatio
 # --- settings and config errors --------------------------------------------------------------------------------------
 
 
-def pools(**pool: Any) -> dict[str, Any]:
-    return {"gpuPools": {"gpu-x": {"gpuType": "nvidia-l4", **pool}}}
+def pools(stack: str = "aws-prod", **pool: Any) -> dict[str, Any]:
+    """`stack`'s pools replaced by one, gpu-x, beside the multi-GPU pools its sharded LLMs need."""
+    return {"gpuPools": {"gpu-x": {"gpuType": "nvidia-l4", **pool}, **multi_gpu_pools(stack)}}
 
 
 def problems_of(stack: str, overrides: dict[str, Any]) -> list[str]:
@@ -410,7 +421,7 @@ def problems_of(stack: str, overrides: dict[str, Any]) -> list[str]:
 
 def test_spot_with_on_demand_fallback_may_serve_prod(render: Render) -> None:
     result = render("aws-prod", pools(capacityType="spotWithFallback", maxSize=8))
-    (pool,) = node_pools(result).values()
+    pool = node_pools(result)["gpu-x"]
     template = pool["spec"]["template"]
     assert {r["key"]: r["values"] for r in template["spec"]["requirements"]}["karpenter.sh/capacity-type"] == ["spot", "on-demand"]
     assert template["metadata"]["labels"][CAPACITY_LABEL] == "spot-with-fallback"
@@ -424,9 +435,9 @@ def test_spot_serving_in_prod_without_fallback_is_a_config_error() -> None:
 
 def test_fallback_needs_karpenter() -> None:
     overrides = {**pools(capacityType="spotWithFallback"), **CLUSTER_AUTOSCALER}
-    (problem,) = problems_of("aws-dev", overrides)
+    (problem,) = problems_of("aws-dev", {**overrides, "gpuPools": {"gpu-x": overrides["gpuPools"]["gpu-x"]}})
     assert problem.startswith("gpu-platform:gpuPools.gpu-x.capacityType: spotWithFallback needs platform.autoscaler karpenter")
-    (gke,) = problems_of("gcp-dev", pools(capacityType="spotWithFallback"))
+    (gke,) = problems_of("gcp-dev", pools("gcp-dev", capacityType="spotWithFallback"))
     assert gke.startswith("gpu-platform:gpuPools.gpu-x: capacityType: spotWithFallback needs Karpenter")
 
 

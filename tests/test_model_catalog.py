@@ -37,7 +37,7 @@ def test_the_catalog_ships_the_models_the_use_cases_need() -> None:
     assert (mnist.model_format, mnist.resources.gpu) == ("pytorch", 0)
     assert (mnist.autoscaling.min_replicas, mnist.autoscaling.max_replicas) == (1, 3)
     assert (llm.runtime, llm.resources.gpu) == ("huggingfaceserver", 1)
-    assert "--backend=vllm" in llm.args and "--max-num-seqs=4" in llm.args
+    assert "--backend=vllm" in llm.args and llm.serving_profiles["nvidia-l4"].max_num_seqs == 4
     assert sentiment.canary is not None and sentiment.canary.traffic_percent == 10
     assert any(model.serving == "deployment" for model in catalog.values()), "every stack needs a Flagger Canary"
 

@@ -335,6 +335,39 @@ class ModelSource(_Entry):
     huggingface: HuggingFaceSource = Field(description="Copy a Hugging Face repository into the model store.")
 
 
+# The vLLM engine arguments a serving profile sets (vLLM engine args: --tensor-parallel-size, --max-model-len,
+# --gpu-memory-utilization, --max-num-seqs); a model's `args` may not set them as well.
+PROFILE_ENGINE_ARGS = ("--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization", "--max-num-seqs")
+
+
+class ServingProfile(_Entry):
+    """How an LLM runs on one GPU type: vLLM's sizing for it, with where the figures come from."""
+
+    tensor_parallel_size: int = Field(
+        ge=1,
+        le=8,
+        description="GPUs one replica shards the model over (vLLM tensor parallelism); the pod requests that many.",
+    )
+    max_model_len: int = Field(ge=256, le=1_048_576, description="Longest prompt plus completion, in tokens.")
+    gpu_memory_utilization: float = Field(
+        gt=0, le=0.95, description="Share of each GPU's memory vLLM takes up front, for the weights and the KV cache."
+    )
+    max_num_seqs: int = Field(ge=1, le=1024, description="Most sequences one replica batches at once.")
+    source: str = Field(
+        min_length=10,
+        description="Where these figures come from: vLLM's recipe for the model, or a measured run (what, when, "
+        "result).",
+    )
+
+    def engine_args(self) -> tuple[str, ...]:
+        return (
+            f"--tensor-parallel-size={self.tensor_parallel_size}",
+            f"--max-model-len={self.max_model_len}",
+            f"--gpu-memory-utilization={self.gpu_memory_utilization}",
+            f"--max-num-seqs={self.max_num_seqs}",
+        )
+
+
 class CatalogModel(_Entry):
     name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$", description="Model name; the file is <name>.yaml.")
     description: str = Field(min_length=1)
@@ -358,6 +391,11 @@ class CatalogModel(_Entry):
         description="Where `storagePath` is filled from: a Kubernetes Job copies it into the store once "
         "(components/model_import.py); without it the files are uploaded by hand.",
     )
+    serving_profiles: dict[GpuTypeName, ServingProfile] = Field(
+        default_factory=dict,
+        description="For an LLM served by vLLM: its sizing per GPU type it may run on. Required for a GPU "
+        "`text-generation` model; a stack that places it on a GPU type without a profile is refused.",
+    )
 
     @field_validator("runtime")
     @classmethod
@@ -372,6 +410,31 @@ class CatalogModel(_Entry):
             raise ValueError("runtime: a kserve model names its runtime and no image")
         if self.serving == "deployment" and (self.image is None or self.runtime is not None):
             raise ValueError("image: a deployment model names its server image and no runtime")
+        if self.serving_profiles:
+            if self.runtime != "huggingfaceserver" or not self.resources.gpu:
+                raise ValueError("servingProfiles: vLLM serving profiles are for GPU models on huggingfaceserver")
+            doubled = [arg.split("=", 1)[0] for arg in self.args if arg.split("=", 1)[0] in PROFILE_ENGINE_ARGS]
+            if doubled:
+                raise ValueError(f"args: {', '.join(doubled)} come from servingProfiles; remove them from args")
+            if self.resources.gpu_type not in self.serving_profiles:
+                raise ValueError(
+                    f"servingProfiles: none for resources.gpuType {self.resources.gpu_type}; "
+                    f"profiles: {', '.join(self.serving_profiles)}"
+                )
+            default = self.serving_profiles[self.resources.gpu_type].tensor_parallel_size
+            if self.resources.gpu != default:
+                raise ValueError(
+                    f"resources.gpu: {self.resources.gpu}, but the {self.resources.gpu_type} profile shards a replica "
+                    f"over {default} GPUs (tensorParallelSize); set gpu to {default}"
+                )
+            sharded = [gpu for gpu, profile in self.serving_profiles.items() if profile.tensor_parallel_size > 1]
+            if sharded and self.resources.gpu_slice is not None:
+                raise ValueError(f"servingProfiles: tensor parallelism over {', '.join(sharded)} GPUs with a MIG slice")
+        elif self.task == "text-generation" and self.resources.gpu:
+            raise ValueError(
+                "servingProfiles: required for a GPU text-generation model: tensorParallelSize, maxModelLen, "
+                "gpuMemoryUtilization, maxNumSeqs and their source, per GPU type"
+            )
         if self.serving == "kserve" and self.resources.gpu and self.autoscaling.max_concurrency is None:
             raise ValueError(
                 "autoscaling.maxConcurrency: required for a GPU model, so that an overloaded GPU queues requests "
@@ -478,6 +541,10 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
             storage_path=model.canary.storage_path,
             traffic_percent=override.canary_traffic_percent or model.canary.traffic_percent,
         )
+    gpu_type = override.gpu_type or model.resources.gpu_type
+    # An LLM's GPUs per replica and engine arguments come from its profile for the GPU type it runs on
+    # (infra/program/settings.py refuses a GPU type without one).
+    profile = model.serving_profiles.get(gpu_type) if gpu_type else None
     return ModelSpec(
         name=model.name,
         task=model.task,
@@ -488,11 +555,12 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
         port=model.port,
         health_path=model.health_path,
         storage_path=model.storage_path,
-        args=model.args,
+        args=(*model.args, *profile.engine_args()) if profile else model.args,
         cpu=model.resources.cpu,
         memory=model.resources.memory,
-        gpu=model.resources.gpu,
-        gpu_type=override.gpu_type or model.resources.gpu_type,
+        gpu=profile.tensor_parallel_size if profile else model.resources.gpu,
+        tensor_parallel_size=profile.tensor_parallel_size if profile else 1,
+        gpu_type=gpu_type,
         gpu_slice=override.gpu_slice or model.resources.gpu_slice,
         purpose=override.purpose,
         container_concurrency=model.autoscaling.max_concurrency,

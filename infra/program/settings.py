@@ -1232,9 +1232,40 @@ def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[s
             problems.append(f"{key}: needs a {gpu_type} GPU pool; GPU types of this stack's pools: {pools}")
         elif model.resources.gpu:
             problems += _slice_problems(settings, key, gpu_type, override.gpu_slice or model.resources.gpu_slice)
+            problems += _profile_problems(settings, key, name, model.serving_profiles, gpu_type)
         if override.gpu_slice is not None and not model.resources.gpu:
             problems.append(f"{key}.gpuSlice: {name} is a CPU model (resources.gpu is 0 in its catalog entry)")
     return problems
+
+
+def _profile_problems(settings: Any, key: str, name: str, profiles: Mapping[str, Any], gpu_type: str) -> list[str]:
+    """An LLM runs only on a GPU type it has a serving profile for, and a sharded one only on pools whose
+    machines hold its tensorParallelSize whole GPUs."""
+    if not profiles:
+        return []
+    profile = profiles.get(gpu_type)
+    if profile is None:
+        return [
+            f"{key}: {name} has no serving profile for {gpu_type} (servingProfiles in manifests/models/{name}.yaml); "
+            f"GPU types with one: {', '.join(profiles)}"
+        ]
+    shards = profile.tensor_parallel_size
+    pools = {n: pool for n, pool in settings.gpu_pools.items() if pool.gpu_type == gpu_type}
+    fits = [
+        n for n, pool in pools.items() if pool.gpu_count >= shards and not pool.mig_layout and pool.time_slicing_replicas == 1
+    ]
+    if shards > 1 and not fits:
+        described = ", ".join(
+            f"{n} ({pool.gpu_count} per machine{', MIG' if pool.mig_layout else ''}"
+            f"{', time-sliced' if pool.time_slicing_replicas > 1 else ''})"
+            for n, pool in sorted(pools.items())
+        )
+        return [
+            f"{key}: a replica of {name} shards over {shards} {gpu_type} GPUs (tensorParallelSize of its {gpu_type} "
+            f"profile), but no {gpu_type} pool has machines with {shards} whole GPUs: {described}; add a pool with "
+            f"gpuCount {shards} or more"
+        ]
+    return []
 
 
 def _slice_problems(settings: Any, key: str, gpu_type: str, gpu_slice: Optional[str]) -> list[str]:

@@ -17,7 +17,7 @@ from infra.tooling.cost import estimate
 from infra.tooling.mock_engine import RenderResult
 from policies.gpu_platform_policies.budget import budget_of, monthly_cost_near_budget, monthly_cost_within_budget
 from policies.gpu_platform_policies.builders import StackResource
-from tests.conftest import Render, stacks_where
+from tests.conftest import Render, multi_gpu_pools, stacks_where
 
 from .engine import run_stack, stack_resource
 
@@ -78,7 +78,8 @@ def test_a_stack_without_a_budget_is_not_checked(render: Render) -> None:
 
 def test_a_budget_with_part_of_the_stack_unpriced_fails_rather_than_passing_an_understatement(render: Render) -> None:
     pools = {"gpu-serving": {"gpuType": "nvidia-l4", "minSize": 2, "maxSize": 8, "machineTypes": ["g6.16xlarge"]},
-             "gpu-batch": {"gpuType": "nvidia-l4", "capacityType": "spot", "purpose": "batch", "maxSize": 6}}  # fmt: skip
+             "gpu-batch": {"gpuType": "nvidia-l4", "capacityType": "spot", "purpose": "batch", "maxSize": 6},
+             **multi_gpu_pools("aws-prod")}  # fmt: skip
     # Node groups (cluster-autoscaler) may list any instance type; Karpenter pools only the catalog's.
     odd = {"budget": {"monthlyUsd": 1_000_000}, "gpuPools": pools, "platform": {"autoscaler": "cluster-autoscaler"}}
     ((_, message),) = run_stack(monthly_cost_within_budget, _resources(render("aws-prod", odd)))
