@@ -40,6 +40,11 @@ from components.node_pools import (
 INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
 CANARY_API_VERSION = "flagger.app/v1beta1"
 MODEL_LABEL = "gpu-platform/model"
+# On every KServe predictor pod (the predictor's `labels`, which KServe copies to its pods): the per-namespace
+# AuthorizationPolicy selects these pods and no others (components/entry_auth.py), so a Flagger-released
+# Deployment or a tenant's JupyterHub in the same namespace keeps its own traffic rules.
+ENTRY_LABEL = "gpu-platform/entry"
+ENTRY_LABEL_VALUE = "gateway"
 MODELS_BUCKET = "models"
 
 # Flagger analysis per tier: dev moves fast to give feedback, prod moves in small steps and tolerates
@@ -133,6 +138,12 @@ class ModelSpec:
     # KServe containerConcurrency: the most requests one replica serves at once; None: no cap.
     container_concurrency: Optional[int] = None
     priority_class: Optional[str] = None  # set by the workloads layer from tier, purpose and tenant
+    # The entry's limits (kserve models): filled from the catalog, the stack and the tier's defaults
+    # (components/entry_limits.py) before the model is deployed.
+    requests_per_second: Optional[int] = None
+    burst: Optional[int] = None
+    timeout_seconds: Optional[int] = None
+    max_request_body_mb: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +253,11 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         **placement(spec, args.gpu_pools),
         "model": model,
     }
+    if spec.timeout_seconds is not None:
+        # The request's whole life, first byte to last (KServe -> the Knative revision's timeoutSeconds): a streamed
+        # LLM answer must end within it, so LLM entries raise it (manifests/models, `limits.timeoutSeconds`).
+        predictor["timeout"] = spec.timeout_seconds
+    predictor["labels"] = {ENTRY_LABEL: ENTRY_LABEL_VALUE}
     if spec.container_concurrency is not None:
         # A hard cap: Knative's queue-proxy holds request N+1 until one finishes, so an overloaded GPU
         # queues instead of running out of memory (Knative "Configuring concurrency", hard limit).
