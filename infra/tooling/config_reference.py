@@ -270,17 +270,27 @@ def defaults_of(model: type[BaseModel], tier: str, cloud: str) -> dict[str, str]
     probed = with_defaults(_probe(model), tier, cloud, STACK_PLACEHOLDER)
     fields = dict(walk(model))
     cells = {path: _leaf_default(path, info, merged, probed) for path, info in fields.items()}
+    # An optional block (default None) is unset until given, whatever its keys require then.
+    optional = {
+        path
+        for path, info in fields.items()
+        if holds(info)[0] == "block"
+        and not info.is_required()
+        and info.get_default(call_default_factory=True, validated_data={}) is None
+    }
     for path, info in fields.items():
         if holds(info)[0] == "block":
-            # A block is required when a key inside it is (keys in maps or lists of it do not count).
+            # A block is required when a key inside it is (keys in maps or lists of it, or in an optional block
+            # inside it, do not count).
             inside = [
                 cells[p]
                 for p in fields
-                if p.startswith(f"{path}.") and MAP_ENTRY not in p[len(path) :] and LIST_ITEM not in p[len(path) :]
+                if p.startswith(f"{path}.")
+                and MAP_ENTRY not in p[len(path) :]
+                and LIST_ITEM not in p[len(path) :]
+                and not any(p.startswith(f"{o}.") for o in optional if o.startswith(f"{path}."))
             ]
-            optional = not info.is_required() and info.get_default(call_default_factory=True, validated_data={}) is None
-            # An optional block (default None) is unset until given, whatever its keys require then.
-            cells[path] = UNSET if optional else REQUIRED if REQUIRED in inside else BY_KEY
+            cells[path] = UNSET if path in optional else REQUIRED if REQUIRED in inside else BY_KEY
     return cells
 
 
