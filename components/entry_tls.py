@@ -278,7 +278,10 @@ class EntryTls(pulumi.ComponentResource):
         root = root_ca_certificate(args)
         if root is not None:
             self.root_ca = custom_resource(f"{name}-root-ca", root, after(*self.issuers))
-            secret_id = self.root_ca.metadata.apply(lambda m: f"{m['namespace']}/{ROOT_CA}")
+            # From the Certificate's id, which a preview of its creation leaves unknown (its metadata would be known:
+            # the provider previews a create from its inputs), so the read waits for a real Certificate.
+            namespace = args.cert_manager_namespace
+            secret_id = self.root_ca.id.apply(lambda _: f"{namespace}/{ROOT_CA}")
             secret = k8s.core.v1.Secret.get(f"{name}-root-ca-secret", secret_id, opts=after(self.root_ca))
             # Only the public certificate leaves the cluster; the Secret's key is never read into an output.
             self.root_certificate = pulumi.Output.unsecret(secret.data.apply(_decode_certificate))
