@@ -1,4 +1,5 @@
-"""cert-manager, pinned in components/charts.py: issues KServe's webhook certificate.
+"""cert-manager, pinned in components/charts.py: issues KServe's webhook certificate and the gateway's
+wildcard certificate (components/entry_tls.py).
 
 Only the values we change are set here, written against the chart's v1.21.1 values.yaml and
 values.schema.json (../shared/upstream/cert-manager/v1.21.1/charts/cert-manager/).
@@ -7,7 +8,7 @@ values.schema.json (../shared/upstream/cert-manager/v1.21.1/charts/cert-manager/
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import pulumi
@@ -44,12 +45,19 @@ RESOURCES: Mapping[str, Mapping[str, Any]] = {
 @dataclass(frozen=True)
 class CertManagerArgs:
     system_node_selector: Mapping[str, str]
+    # On the controller's ServiceAccount: the cloud identity it answers ACME DNS-01 challenges with (IRSA role
+    # or GKE Workload Identity, components/entry_tls.py); empty where it needs none.
+    service_account_annotations: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
 
 
 def cert_manager_values(args: CertManagerArgs) -> dict[str, Any]:
     system = dict(args.system_node_selector)
+    identity: dict[str, Any] = {}
+    if args.service_account_annotations:
+        identity["serviceAccount"] = {"annotations": dict(args.service_account_annotations)}
     return {
+        **identity,
         # The chart installs the CRDs itself (off by default) as templates, so Helm applies them before
         # the controller and upgrades them with the chart version; `installCRDs` is the deprecated spelling of
         # the same. `keep` (the default, set so it is not lost to an override) leaves the CRDs in place

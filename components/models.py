@@ -41,6 +41,11 @@ from components.registry import ImageMirror, mirrored
 INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
 CANARY_API_VERSION = "flagger.app/v1beta1"
 MODEL_LABEL = "gpu-platform/model"
+# On every KServe predictor pod (the predictor's `labels`, which KServe copies to its pods): the per-namespace
+# AuthorizationPolicy selects these pods and no others (components/entry_auth.py), so a Flagger-released
+# Deployment or a tenant's JupyterHub in the same namespace keeps its own traffic rules.
+ENTRY_LABEL = "gpu-platform/entry"
+ENTRY_LABEL_VALUE = "gateway"
 MODELS_BUCKET = "models"
 
 # Flagger analysis per tier: dev moves fast to give feedback, prod moves in small steps and tolerates
@@ -137,6 +142,12 @@ class ModelSpec:
     # GPUs one replica shards an LLM over (vLLM tensor parallelism, the catalog's serving profile): `gpu`
     # whole GPUs of one machine, never slices.
     tensor_parallel_size: int = 1
+    # The entry's limits (kserve models): filled from the catalog, the stack and the tier's defaults
+    # (components/entry_limits.py) before the model is deployed.
+    requests_per_second: Optional[int] = None
+    burst: Optional[int] = None
+    timeout_seconds: Optional[int] = None
+    max_request_body_mb: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +275,11 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         predictor["volumes"] = [
             {"name": SHARED_MEMORY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHARED_MEMORY_SIZE}}
         ]
+    if spec.timeout_seconds is not None:
+        # The request's whole life, first byte to last (KServe -> the Knative revision's timeoutSeconds): a streamed
+        # LLM answer must end within it, so LLM entries raise it (manifests/models, `limits.timeoutSeconds`).
+        predictor["timeout"] = spec.timeout_seconds
+    predictor["labels"] = {ENTRY_LABEL: ENTRY_LABEL_VALUE}
     if spec.container_concurrency is not None:
         # A hard cap: Knative's queue-proxy holds request N+1 until one finishes, so an overloaded GPU
         # queues instead of running out of memory (Knative "Configuring concurrency", hard limit).

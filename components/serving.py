@@ -29,11 +29,13 @@ import pulumi_kubernetes as k8s
 
 from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
+from components.entry_limits import MAX_REQUEST_TIMEOUT_SECONDS
 from components.helm import helm_release
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.node_pools import required_node_affinity, selector_expressions
 from components.pod_security import BASELINE, RESTRICTED, labelled_namespace, pod_security_labels
 from components.registry import ImageMirror
+
 
 OPERATOR_PIN = CHART_PINS["knative-operator"]
 KSERVE_CRD_PIN = CHART_PINS["kserve-crd"]
@@ -132,6 +134,32 @@ METRICS_PORT = "metrics"
 SCRAPED_COMPONENTS = ("activator", "autoscaler")
 
 
+# Knative's request timeouts (config-defaults, knative.dev/docs/serving/configuration/config-defaults/): a
+# revision's timeoutSeconds (KServe's predictor `timeout`, per model: components/entry_limits.py) may not exceed
+# max-revision-timeout-seconds. Knative's own values, restated because streaming LLM answers depend on them
+# (components/entry_limits.py says why the maximum stays at 600).
+# The time to the first byte stays Knative's default (revision-response-start-timeout-seconds, the revision's
+# timeout) and the time between bytes unlimited (revision-idle-timeout-seconds 0), so a slow stream that keeps
+# sending is never cut before its timeout. Istio adds none: neither KServe's nor net-istio's VirtualServices set
+# a route `timeout`, and Istio's HTTP routes have none by default.
+REVISION_TIMEOUT_SECONDS = 300
+MAX_REVISION_TIMEOUT_SECONDS = MAX_REQUEST_TIMEOUT_SECONDS
+
+
+def ingress_gateway_servers(domain: str, credential: str) -> list[dict[str, Any]]:
+    """net-istio's knative-ingress-gateway servers: HTTPS for `*.<domain>` with the wildcard certificate's Secret
+    (in the gateway pods' namespace), and HTTP for the same hosts answering only a redirect to HTTPS."""
+    hosts = [f"*.{domain}"]
+    return [
+        {
+            "hosts": list(hosts),
+            "port": {"name": "https", "number": 443, "protocol": "HTTPS"},
+            "tls": {"mode": "SIMPLE", "credentialName": credential},
+        },
+        {"hosts": list(hosts), "port": {"name": "http", "number": 80, "protocol": "HTTP"}, "tls": {"httpsRedirect": True}},
+    ]
+
+
 @dataclass(frozen=True)
 class ServingArgs:
     environment: str  # dev | staging | prod
@@ -149,6 +177,11 @@ class ServingArgs:
     # The release with the Prometheus Operator's CRDs; without one, Knative's metrics are not scraped.
     monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
     image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
+    # The Secret (in the gateway's namespace) holding the wildcard certificate of `*.<domain>`
+    # (components/entry_tls.py); None: models are served over plain HTTP.
+    tls_credential: Optional[str] = None
+    # The Certificate that fills it: Knative's Gateway names the Secret only once it is being issued.
+    tls: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 def _check(args: ServingArgs) -> None:
@@ -179,12 +212,16 @@ def knative_serving(args: ServingArgs) -> dict[str, Any]:
     """The KnativeServing resource (operator.knative.dev/v1beta1) as a manifest."""
     _check(args)
     replicas = HIGH_AVAILABILITY_REPLICAS[args.environment]
+    ingress_gateway: dict[str, Any] = {"selector": dict(GATEWAY_SELECTOR)}
+    if args.tls_credential is not None:
+        # The operator writes these servers into net-istio's Gateway instead of its default plain HTTP `*` on 80.
+        ingress_gateway["servers"] = ingress_gateway_servers(args.domain, args.tls_credential)
     spec: dict[str, Any] = {
         "version": KNATIVE_SERVING_VERSION,
         "ingress": {
             "istio": {
                 "enabled": True,
-                "knative-ingress-gateway": {"selector": dict(GATEWAY_SELECTOR)},
+                "knative-ingress-gateway": ingress_gateway,
                 "knative-local-gateway": {"selector": dict(GATEWAY_SELECTOR)},
             }
         },
@@ -202,6 +239,10 @@ def knative_serving(args: ServingArgs) -> dict[str, Any]:
                 "progress-deadline": args.progress_deadline,
                 "registries-skipping-tag-resolving": REGISTRIES_SKIPPING_TAG_RESOLVING,
                 "queue-sidecar-memory-request": QUEUE_PROXY_MEMORY_REQUEST,
+            },
+            "defaults": {
+                "revision-timeout-seconds": str(REVISION_TIMEOUT_SECONDS),
+                "max-revision-timeout-seconds": str(MAX_REVISION_TIMEOUT_SECONDS),
             },
             # The one domain every Route gets (config-domain: `<domain>: ""` with no selector).
             "domain": {args.domain: ""},
@@ -261,7 +302,8 @@ def kserve_values(args: ServingArgs) -> dict[str, Any]:
                 "nodeSelector": dict(args.system_node_selector),
                 "gateway": {
                     "domain": args.domain,
-                    "urlScheme": "http",
+                    # The scheme of the URL KServe reports in each InferenceService's status.
+                    "urlScheme": "https" if args.tls_credential is not None else "http",
                     "localGateway": {"gateway": LOCAL_GATEWAY, "gatewayService": LOCAL_GATEWAY_SERVICE},
                     "ingressGateway": {
                         "gateway": INGRESS_GATEWAY,
@@ -331,7 +373,7 @@ class Serving(pulumi.ComponentResource):
             self.knative_serving = custom_resource(
                 f"{name}-knative-serving",
                 manifest,
-                after(self.operator, namespace, *args.gateway),
+                after(self.operator, namespace, *args.gateway, *args.tls),
             )
             if args.monitoring:
                 monitor = knative_pod_monitor()

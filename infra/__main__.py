@@ -27,6 +27,10 @@ pulumi.export("clusterName", cluster.cluster_name)
 pulumi.export("endpoint", cluster.endpoint)
 pulumi.export("kubeconfig", pulumi.Output.secret(cluster.kubeconfig))
 pulumi.export("nodePools", [pool.name for pool in cluster.node_pools])
+# The private root CA of a `tls.mode: self-signed` stack, for clients to trust (docs/entry.md):
+# `pulumi stack output tlsRootCertificate > gpu-platform-root-ca.pem`.
+if platform.entry_tls is not None and platform.entry_tls.root_certificate is not None:
+    pulumi.export("tlsRootCertificate", platform.entry_tls.root_certificate)
 # The generated notebook passwords (local stacks): `pulumi stack output --show-secrets notebookPasswords`.
 passwords = {tenant: hub.password for tenant, hub in workloads.notebooks.items() if hub.password is not None}
 if passwords:

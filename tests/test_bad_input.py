@@ -311,7 +311,7 @@ def test_a_merge_key_is_not_a_duplicate(stacks: Path) -> None:
     # problem left is the helper key itself, which is not a setting.
     assert problems_of("merged") == [
         "gpu-platform:network: unknown key; allowed keys here: auth, aws, budget, cloud, clusterName, "
-        "deletionProtection, environment, gpuPools, kubernetesVersion, models, platform, systemPool, tenants"
+        "deletionProtection, environment, gpuPools, kubernetesVersion, models, platform, systemPool, tenants, tls"
     ]
 
 
@@ -492,6 +492,45 @@ def test_a_prod_spot_pool_end_to_end(stacks: Path, capsys: pytest.CaptureFixture
     text = (infra.program.stack_config.ROOT / "stacks" / "Pulumi.aws-prod.yaml").read_text()
     err = render_broken(stacks, text.replace("      purpose: batch\n", ""), capsys)
     assert "gpu-platform:gpuPools.gpu-batch: purpose: a spot pool in prod must not serve models" in err
+
+
+# --- the model entry: domain and TLS --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("domain", ["example.com", "models.example.com", "models.example.org", "ai.example"])
+def test_a_documentation_domain_in_prod_exits_2_naming_the_key(
+    stacks: Path, capsys: pytest.CaptureFixture[str], domain: str
+) -> None:
+    text = (infra.program.stack_config.ROOT / "stacks" / "Pulumi.aws-prod.yaml").read_text()
+    shipped = yaml.safe_load(text)["config"]["gpu-platform:platform"]["knative"]["domain"]
+    err = render_broken(stacks, text.replace(f"domain: {shipped}\n", f"domain: {domain}\n"), capsys)
+    problems = [line for line in err.splitlines() if "gpu-platform:" in line]
+    assert len(problems) == 1 and "gpu-platform:platform.knative.domain:" in problems[0]
+    assert "documentation domain" in problems[0]
+
+
+def test_a_documentation_domain_outside_prod_and_a_real_one_in_prod_pass() -> None:
+    assert settings_of("aws-dev", platform={"knative": {"domain": "example.com"}}).platform.knative.domain == "example.com"
+    # `example` inside a real name is not the reserved domain.
+    prod = settings_of("aws-prod", platform={"knative": {"domain": "models.example-corp.com"}})
+    assert prod.platform.knative.domain == "models.example-corp.com"
+
+
+@pytest.mark.parametrize(
+    ("stack", "tls", "problem"),
+    [
+        ("aws-dev", {"mode": "acme", "acme": None}, "gpu-platform:tls: acme: required with `mode: acme`"),
+        ("aws-dev", {"mode": "acme", "acme": {"email": "a@acme.com"}}, "gpu-platform:tls: acme.hostedZoneId: required on aws"),
+        ("gcp-dev", {"mode": "acme", "acme": {"email": "a@acme.com", "hostedZoneId": "Z0ABC"}},
+         "gpu-platform:tls: acme.hostedZoneId: a Route 53 zone"),
+        ("local", {"mode": "acme", "acme": {"email": "a@acme.com"}}, "gpu-platform:tls: mode: `acme` answers DNS-01"),
+        ("local", {"acme": {"email": "a@acme.com"}}, "gpu-platform:tls: acme: only with `mode: acme`"),
+        ("aws-dev", {"mode": "acme", "acme": {"email": "not-an-address", "hostedZoneId": "Z0ABC"}}, "gpu-platform:tls.acme.email:"),
+    ],  # fmt: skip
+)
+def test_tls_settings_name_what_is_missing(stack: str, tls: dict, problem: str) -> None:
+    (found,) = problems_of(stack, tls=tls)
+    assert found.startswith(problem), found
 
 
 # --- Kubernetes quantities per resource ---------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from infra.tooling.policy_check import analyze, served_pack
+from infra.tooling.policy_check import analyze, load_policy_config, served_pack
 from infra.tooling.mock_engine import RenderResult
 from infra.program.stack_config import ROOT
 from tests.conftest import SHIPPED_STACKS, Render
@@ -190,6 +190,8 @@ VARIANTS: list[Variant] = [
      "mig-slices-offered"),
     ("models without authentication in prod", "aws-prod", {"auth": {"mode": "none"}},
      lambda r: r, "prod-models-need-a-token"),
+    ("models over plain http in prod", "aws-prod", {"tls": {"mode": "none"}},
+     lambda r: r, "prod-models-served-over-tls"),
     ("model namespace without a default-deny network policy", "aws-dev", None,
      lambda r: with_objects(r, service_account("models-s3", "scratch"), inference_service("mnist", namespace="scratch")),
      "model-namespaces-deny-by-default"),
@@ -224,6 +226,16 @@ def test_a_stack_with_one_rule_broken_is_stopped_by_that_rule(
     analyzer: Any, render: Render, stack: str, overrides: dict | None, breaks: Callable, policy: str
 ) -> None:
     assert mandatory_policies(analyzer, breaks(render(stack, overrides))) == {policy}
+
+
+def test_plain_http_on_the_on_prem_prod_box_is_stopped_with_its_policy_config(analyzer: Any, render: Render) -> None:
+    # An existing cluster has no cloud provider to carry the tier: its policy config states it, as the workflows
+    # pass it (stacks/policy/onprem-h100.json).
+    config = load_policy_config(ROOT / "stacks" / "policy" / "onprem-h100.json")
+    assert mandatory_policies(analyzer, render("onprem-h100", {"tls": {"mode": "none"}}), config) == {
+        "prod-models-served-over-tls"
+    }
+    assert mandatory_policies(analyzer, render("onprem-h100"), config) == set()
 
 
 def test_the_controls_of_the_variants_pass(analyzer: Any, render: Render) -> None:

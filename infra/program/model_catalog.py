@@ -24,6 +24,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from components.entry_limits import MAX_REQUEST_BODY_MB, MAX_REQUEST_TIMEOUT_SECONDS
 from components.gpu_catalog import GPU_TYPES
 from components.models import ModelCanary, ModelImportSource, ModelSpec
 
@@ -278,6 +279,39 @@ class Autoscaling(_Entry):
         return self
 
 
+
+
+class EntryLimits(_Entry):
+    """What the ingress gateway and Knative allow one model's callers; unset: the tier's default
+    (components/entry_limits.py)."""
+
+    requests_per_second: Optional[int] = Field(
+        default=None, ge=1, le=100_000, description="Requests per second the gateway admits (token bucket refill); more get 429."
+    )
+    burst: Optional[int] = Field(
+        default=None, ge=1, le=1_000_000, description="Requests the gateway admits at once above the rate (bucket size)."
+    )
+    timeout_seconds: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=MAX_REQUEST_TIMEOUT_SECONDS,
+        description=f"Longest a request may take, first byte to last (a streamed LLM answer included); at most "
+        f"{MAX_REQUEST_TIMEOUT_SECONDS}.",
+    )
+    max_request_body_mb: Optional[int] = Field(
+        default=None, ge=1, le=MAX_REQUEST_BODY_MB, description="Largest request body in MiB; larger get 413."
+    )
+
+    @model_validator(mode="after")
+    def _burst_not_below_rate(self) -> "EntryLimits":
+        if self.burst is not None and self.requests_per_second is not None and self.burst < self.requests_per_second:
+            raise ValueError(
+                f"burst ({self.burst}) is below requestsPerSecond ({self.requests_per_second}): the bucket could never "
+                "hold one second's refill"
+            )
+        return self
+
+
 class Canary(_Entry):
     storage_path: str = Field(pattern=_PATH, description="The next version's path in the `models` bucket.")
     traffic_percent: int = Field(ge=1, le=99, description="Share of requests the next version gets.")
@@ -386,6 +420,9 @@ class CatalogModel(_Entry):
     resources: Resources
     autoscaling: Autoscaling
     canary: Optional[Canary] = Field(default=None, description="The next version and its traffic share.")
+    limits: EntryLimits = Field(
+        default_factory=EntryLimits, description="Rate limit, timeout and body size at the entry (kserve models)."
+    )
     source: Optional[ModelSource] = Field(
         default=None,
         description="Where `storagePath` is filled from: a Kubernetes Job copies it into the store once "
@@ -525,6 +562,9 @@ class ModelOverride(_Entry):
         description="`serving` (online; priority `serving-critical` in prod, `serving` elsewhere) or `batch` "
         "(priority `batch`: preemptible, batch pools first).",
     )
+    limits: EntryLimits = Field(
+        default_factory=EntryLimits, description="Rate limit, timeout and body size here, each over the catalog's."
+    )
 
 
 # --- a model as one stack runs it ---------------------------------------------------------------------
@@ -568,6 +608,11 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
         max_replicas=override.max_replicas or model.autoscaling.max_replicas,
         target_concurrency=model.autoscaling.target_concurrency,
         canary=canary,
+        # This stack's value, else the catalog's; None is left for the tier's default (components/entry_limits.py).
+        requests_per_second=override.limits.requests_per_second or model.limits.requests_per_second,
+        burst=override.limits.burst or model.limits.burst,
+        timeout_seconds=override.limits.timeout_seconds or model.limits.timeout_seconds,
+        max_request_body_mb=override.limits.max_request_body_mb or model.limits.max_request_body_mb,
         source=(
             ModelImportSource(
                 repo=model.source.huggingface.repo,

@@ -8,6 +8,7 @@ from typing import Mapping, Optional, Sequence, Union
 import pulumi
 
 from components.cluster import KubernetesCluster, gpu_pools, pool_resources, system_node_selector
+from components.entry_limits import with_tier_limits
 from components.model_import import ModelImport, ModelImportArgs
 from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage, pools_for
 from components.model_store import MODEL_NAMESPACE
@@ -30,6 +31,17 @@ class Models:
     imports: Mapping[str, ModelImport] = field(default_factory=dict)
 
 
+def model_specs(settings: Settings) -> list[ModelSpec]:
+    """The stack's models as it runs them: catalog entry, the stack's override, priority class, and the entry's
+    limits the catalog and the stack leave open taken from the tier (components/entry_limits.py)."""
+    catalog = load_catalog()
+    resolved = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
+    return [
+        with_tier_limits(replace(spec, priority_class=model_priority_class(settings, spec)), settings.environment)
+        for spec in resolved
+    ]
+
+
 def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Models:
     if not settings.models:
         return Models(kserve=(), canaries=(), canary_metrics={})
@@ -50,9 +62,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
 
     accounts = tuple(store.service_accounts.values())
     pools = gpu_pools(cluster)
-    catalog = load_catalog()
-    resolved = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
-    specs = [replace(spec, priority_class=model_priority_class(settings, spec)) for spec in resolved]
+    specs = model_specs(settings)
     # Pods name their class and run under their tenant's quota: both exist first.
     guardrails = [*platform.priorities.classes.values(), *platform.tenants.values()]
 

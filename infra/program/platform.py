@@ -7,10 +7,21 @@ from typing import Optional, Union
 
 import pulumi
 
+from components.cert_manager import PIN as CERT_MANAGER_PIN
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, pool_resources, system_node_selector
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.eks_cluster import EksGpuCluster
+from components.entry_tls import (
+    WILDCARD_SECRET,
+    AcmeIssuerArgs,
+    CloudDnsDns01Account,
+    EntryTls,
+    EntryTlsArgs,
+    Route53Dns01Role,
+    cloud_dns_solver,
+    route53_solver,
+)
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.karpenter import karpenter_service_monitor
 from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs
@@ -42,6 +53,67 @@ class Platform:
     priorities: PriorityClasses
     # Tenant name -> its quotas and limits, in the namespaces the model store makes.
     tenants: dict[str, Tenant]
+    # The gateway's certificate and its issuers; None with `tls.mode: none` or without cert-manager or Istio.
+    entry_tls: Optional[EntryTls] = None
+
+
+def dns01_identity(
+    settings: Settings, cluster: KubernetesCluster
+) -> Optional[Union[Route53Dns01Role, CloudDnsDns01Account]]:
+    """The cloud identity cert-manager answers ACME DNS-01 challenges with (`tls.mode: acme`), or None."""
+    acme = settings.tls.acme
+    if settings.tls.mode != "acme" or acme is None:
+        return None
+    identity = cluster.identity
+    name = f"{settings.cluster_name}-cert-manager-dns01"
+    if isinstance(settings, AwsStack):
+        assert acme.hosted_zone_id is not None, "TlsSettings requires hostedZoneId on aws"
+        if not isinstance(cluster, EksGpuCluster) or cluster.aws_provider is None:
+            raise TypeError("an aws stack's cluster is an EksGpuCluster with its own aws provider (infra/program/clusters.py)")
+        assert identity.oidc_provider_arn is not None and identity.oidc_issuer_url is not None
+        return Route53Dns01Role(
+            name,
+            cluster_name=settings.cluster_name,
+            namespace=CERT_MANAGER_PIN.namespace,
+            oidc_provider_arn=identity.oidc_provider_arn,
+            oidc_issuer_url=identity.oidc_issuer_url,
+            hosted_zone_id=acme.hosted_zone_id,
+            opts=pulumi.ResourceOptions(providers={"aws": cluster.aws_provider}),
+        )
+    if isinstance(settings, GcpStack):
+        assert identity.workload_identity_pool is not None, "a GKE cluster has Workload Identity on"
+        return CloudDnsDns01Account(
+            name,
+            cluster_name=settings.cluster_name,
+            project=settings.gcp.project,
+            workload_identity_pool=identity.workload_identity_pool,
+            namespace=CERT_MANAGER_PIN.namespace,
+            opts=pulumi.ResourceOptions(providers={"gcp": cluster.get_provider("gcp::")}),
+        )
+    return None
+
+
+def entry_tls_args(settings: Settings, cluster: KubernetesCluster, depends_on: tuple[pulumi.Resource, ...]) -> EntryTlsArgs:
+    tls = settings.tls
+    acme = None
+    if tls.mode == "acme":
+        assert tls.acme is not None, "TlsSettings requires the acme block with mode acme"
+        if isinstance(settings, AwsStack):
+            assert tls.acme.hosted_zone_id is not None
+            solver = route53_solver(settings.aws.region, tls.acme.hosted_zone_id)
+        elif isinstance(settings, GcpStack):
+            solver = cloud_dns_solver(settings.gcp.project)
+        else:
+            raise TypeError("TlsSettings refuses mode acme on an existing cluster")
+        acme = AcmeIssuerArgs(email=tls.acme.email, server=tls.acme.server, dns01=solver)
+    return EntryTlsArgs(
+        mode=tls.mode,
+        domain=settings.platform.knative.domain,
+        gateway_namespace=GATEWAY_PIN.namespace,
+        cert_manager_namespace=CERT_MANAGER_PIN.namespace,
+        acme=acme,
+        depends_on=depends_on,
+    )
 
 
 def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
@@ -72,7 +144,16 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
 
     cert_manager = None
     if addons.cert_manager.enabled:
-        cert_manager = CertManager(f"{name}-cert-manager", CertManagerArgs(system_node_selector=system_nodes, image_mirror=mirror), on_cluster)
+        identity = dns01_identity(settings, cluster)
+        cert_manager = CertManager(
+            f"{name}-cert-manager",
+            CertManagerArgs(
+                system_node_selector=system_nodes,
+                service_account_annotations=identity.annotations if identity is not None else {},
+                image_mirror=mirror,
+            ),
+            on_cluster,
+        )
 
     gpu = None
     if addons.gpu_operator.enabled and gpu_pools(cluster):
@@ -114,6 +195,14 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             ),
             on_cluster,
         )
+    # The gateway's wildcard certificate, after cert-manager (CRDs, webhook) and istio-base (its namespace).
+    entry_tls = None
+    if settings.tls.mode != "none" and cert_manager is not None and mesh is not None:
+        entry_tls = EntryTls(
+            f"{name}-entry-tls",
+            entry_tls_args(settings, cluster, depends_on=(cert_manager.release, mesh.base)),
+            on_cluster,
+        )
     serving = None
     if addons.knative.enabled or addons.kserve.enabled:
         serving = Serving(
@@ -131,6 +220,8 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 gateway=(mesh.gateway,) if mesh else (),
                 monitoring=(monitoring.release,) if monitoring else (),
                 image_mirror=mirror,
+                tls_credential=WILDCARD_SECRET if entry_tls is not None else None,
+                tls=(entry_tls.certificate,) if entry_tls is not None else (),
             ),
             on_cluster,
         )
@@ -238,4 +329,5 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         model_store=model_store,
         priorities=priorities,
         tenants=tenants,
+        entry_tls=entry_tls,
     )

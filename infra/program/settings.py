@@ -687,13 +687,29 @@ class IstioAddon(Addon):
 _DURATION = r"^\d+[smh]$"
 
 
+# Domains reserved for documentation (RFC 2606, RFC 6761): no certificate authority issues for them and no
+# client resolves them, so a prod stack that serves its models there serves nobody.
+_EXAMPLE_DOMAIN = re.compile(r"(^|\.)example(\.[a-z]+)?$")
+
+
 class KnativeAddon(Addon):
     domain: str = Field(
         default="example.com",
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$",
-        description="Domain of model URLs, `<model>-<namespace>.<domain>`; point a wildcard DNS record at the "
-        "ingress gateway. KServe's default `example.com` needs a `Host` header on every request.",
+        description="Domain of model URLs, `<model>-<namespace>.<domain>`, served over HTTPS with a wildcard "
+        "certificate `*.<domain>` (`gpu-platform:tls`); point a wildcard DNS record at the ingress gateway. "
+        "KServe's default `example.com` needs a `Host` header on every request and is refused in prod.",
     )
+
+    @field_validator("domain")
+    @classmethod
+    def _a_real_domain_in_prod(cls, domain: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("tier") == "prod" and _EXAMPLE_DOMAIN.search(domain):
+            raise ValueError(
+                f"{domain!r} is a documentation domain no certificate authority issues for and no client resolves; "
+                "prod serves its models on the company's own domain, e.g. models.acme.com"
+            )
+        return domain
     scale_to_zero: bool = Field(description="Let models with minScale 0 scale to zero when idle (dev only by default).")
     scale_to_zero_grace_period: str = Field(
         pattern=_DURATION, description="How long the last replica lingers after scaling to zero is decided, e.g. `60s`."
@@ -953,6 +969,63 @@ class AuthSettings(_Model):
         return self
 
 
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+
+class AcmeSettings(_Model):
+    """An ACME account (Let's Encrypt by default) and the DNS zone its DNS-01 challenges are answered in."""
+
+    email: str = Field(
+        pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", description="The ACME account's contact, warned before a certificate expires."
+    )
+    server: str = Field(
+        default=LETS_ENCRYPT,
+        pattern=r"^https://",
+        description="The ACME directory; Let's Encrypt's staging directory "
+        "(https://acme-staging-v02.api.letsencrypt.org/directory) while trying things out.",
+    )
+    hosted_zone_id: Optional[str] = Field(
+        default=None,
+        pattern=r"^Z[A-Z0-9]{1,32}$",
+        description="EKS: the Route 53 hosted zone of the domain (required on aws): cert-manager may change TXT "
+        "records `_acme-challenge.*` in it and nothing else. GKE: the Cloud DNS zone is looked up in the stack's "
+        "project.",
+    )
+
+
+class TlsSettings(_Model):
+    """How the ingress gateway gets its certificate for `*.<platform.knative.domain>`."""
+
+    mode: Literal["acme", "self-signed", "none"] = Field(
+        default="self-signed",
+        description="`acme`: a publicly trusted certificate from an ACME CA through DNS-01 (Route 53 on EKS, Cloud "
+        "DNS on GKE; credentials by IRSA or Workload Identity, never keys); `self-signed`: a private CA the stack "
+        "creates, its root exported as the output `tlsRootCertificate` for clients to trust; `none`: plain HTTP "
+        "(refused by the policy pack in prod).",
+    )
+    acme: Optional[AcmeSettings] = Field(default=None, description="The ACME account and DNS zone, with `mode: acme`.")
+
+    @model_validator(mode="after")
+    def _acme_settings(self, info: ValidationInfo) -> "TlsSettings":
+        cloud = (info.context or {}).get("cloud")
+        if self.mode != "acme":
+            if self.acme is not None:
+                raise ValueError("acme: only with `mode: acme`")
+            return self
+        if cloud == "existing":
+            raise ValueError(
+                "mode: `acme` answers DNS-01 challenges through the cloud's DNS (Route 53, Cloud DNS) with the "
+                "cluster's workload identity, which a cluster the stack does not create lacks; use `self-signed`"
+            )
+        if self.acme is None:
+            raise ValueError("acme: required with `mode: acme` (email, and hostedZoneId on aws)")
+        if cloud == "aws" and self.acme.hosted_zone_id is None:
+            raise ValueError("acme.hostedZoneId: required on aws, the Route 53 zone cert-manager may answer in")
+        if cloud == "gcp" and self.acme.hosted_zone_id is not None:
+            raise ValueError("acme.hostedZoneId: a Route 53 zone, for aws stacks only")
+        return self
+
+
 # --- whole stacks -------------------------------------------------------------------------
 
 
@@ -984,6 +1057,11 @@ class _StackBase(_Model):
     )
     auth: AuthSettings = Field(
         description="How callers of the models authenticate; say `mode: none` to serve without tokens (dev only)."
+    )
+    tls: TlsSettings = Field(
+        default_factory=TlsSettings,
+        description="TLS on the model entry: the certificate of `*.<platform.knative.domain>` on the ingress gateway, "
+        "which answers HTTPS and redirects HTTP.",
     )
     tenants: dict[PoolName, Tenant] = Field(
         default_factory=dict,

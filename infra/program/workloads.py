@@ -11,11 +11,13 @@ import pulumi
 from components.alerting import Alerting, AlertingArgs
 from components.cluster import KubernetesCluster, gpu_pools, system_node_selector
 from components.dashboards import Dashboards, DashboardsArgs
-from components.entry_auth import EntryAuth, EntryAuthArgs
+from components.entry_auth import EntryAuth, EntryAuthArgs, external_hosts
+from components.entry_limits import EntryLimits, EntryLimitsArgs
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
+from components.models import ENTRY_LABEL, ENTRY_LABEL_VALUE
 from components.notebooks import NotebookOAuth, Notebooks, NotebooksArgs
 from infra.program.model_catalog import load_catalog
-from infra.program.models import Models, deploy_models
+from infra.program.models import Models, deploy_models, model_specs
 from infra.program.platform import Platform
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
 from infra.program.tenancy import model_namespace, tenant_plans
@@ -32,6 +34,8 @@ class Workloads:
     notebooks: Mapping[str, Notebooks] = field(default_factory=dict)
     # Tokens checked at the gateway (auth mode jwt with the Istio mesh).
     entry_auth: Optional[EntryAuth] = None
+    # Per-model rate and body size limits at the gateway (with the Istio mesh and KServe models).
+    entry_limits: Optional[EntryLimits] = None
 
 
 def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[str]:
@@ -134,7 +138,33 @@ def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Plat
             gateway_namespace=GATEWAY_PIN.namespace,
             gateway_selector=GATEWAY_SELECTOR,
             tenants={name: (namespace, tuple(models)) for name, (namespace, models) in served.items()},
-            # Istio's CRDs come with istio-base; the gateway's pods are what the policies select.
+            model_selector={ENTRY_LABEL: ENTRY_LABEL_VALUE},
+            # Istio's CRDs come with istio-base; the gateway's pods are what the policies select; the tenants'
+            # components hold the namespaces the per-namespace policies go in.
+            depends_on=(platform.mesh.gateway, *platform.tenants.values()),
+        ),
+        pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
+    )
+
+
+def limit_entry(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Optional[EntryLimits]:
+    """Each KServe model's rate and body size limits on the ingress gateway (components/entry_limits.py)."""
+    if platform.mesh is None:
+        return None
+    domain = settings.platform.knative.domain
+    models = [
+        (spec, tuple(external_hosts(spec.name, model_namespace(settings, spec.name), domain)))
+        for spec in model_specs(settings)
+        if spec.serving == "kserve"
+    ]
+    if not models:
+        return None
+    return EntryLimits(
+        f"{settings.cluster_name}-entry-limits",
+        EntryLimitsArgs(
+            gateway_namespace=GATEWAY_PIN.namespace,
+            gateway_selector=GATEWAY_SELECTOR,
+            models=tuple(models),
             depends_on=(platform.mesh.gateway,),
         ),
         pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}),
@@ -147,8 +177,16 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
     models = deploy_models(settings, cluster, platform)
     notebooks = deploy_notebooks(settings, cluster, platform)
     entry_auth = protect_entry(settings, cluster, platform)
+    entry_limits = limit_entry(settings, cluster, platform)
     if platform.monitoring is None:
-        return Workloads(models=models, alerts=None, dashboards=None, notebooks=notebooks, entry_auth=entry_auth)
+        return Workloads(
+            models=models,
+            alerts=None,
+            dashboards=None,
+            notebooks=notebooks,
+            entry_auth=entry_auth,
+            entry_limits=entry_limits,
+        )
     name = settings.cluster_name
     available = capabilities(settings, cluster)
     # After the monitoring release: it installs the PrometheusRule CRD and the namespace both use.
@@ -160,5 +198,10 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
     )
     dashboards = Dashboards(f"{name}-dashboards", DashboardsArgs(capabilities=available), after_monitoring)
     return Workloads(
-        models=models, alerts=alerts, dashboards=dashboards, notebooks=notebooks, entry_auth=entry_auth
+        models=models,
+        alerts=alerts,
+        dashboards=dashboards,
+        notebooks=notebooks,
+        entry_auth=entry_auth,
+        entry_limits=entry_limits,
     )

@@ -1,4 +1,4 @@
-"""Network rules: no internet-facing LoadBalancer unless it is allowlisted.
+"""Network rules: no internet-facing LoadBalancer unless it is allowlisted; in prod, models only over TLS.
 
 A LoadBalancer Service gets a public address unless an annotation asks the cloud for an internal
 one. Two shapes reach the engine: a `kubernetes:core/v1:Service` (declared directly, or rendered by
@@ -6,16 +6,22 @@ a `helm.sh/v4:Chart`, whose children are analyzed one by one), and a Helm chart'
 configure a gateway Service at the top level (`service: {type, annotations}`, the Istio `gateway`
 chart's shape, shared/upstream/istio/1.28.10/charts/gateway/values.yaml, where `type` defaults to
 LoadBalancer). A `helm.sh/v3:Release` renders inside the provider, so its values are all there is.
+
+TLS: models are reached through net-istio's `knative-ingress-gateway`, whose servers the KnativeServing
+resource sets (`spec.ingress.istio.knative-ingress-gateway.servers`, components/serving.py). In prod it must
+serve HTTPS with a certificate (`credentialName`) that a cert-manager Certificate in the stack fills, and every
+plain HTTP server on it must only redirect; without servers, net-istio's default is plain HTTP on 80.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from pulumi_policy import Severity
 
 from . import config
-from .builders import resource_policy
+from .builders import StackResource, resource_policy, stack_policy
+from .stack import Finding, _display, providers_tier, stated_tier
 from .shapes import SERVICE, helm_chart_of, metadata_name, namespace_of
 from .values import UNKNOWN, as_mapping, get
 
@@ -113,4 +119,73 @@ no_public_load_balancers = resource_policy(
     options=config.options(config.ALLOWED_PUBLIC_SERVICES),
 )
 
-POLICIES = [no_public_load_balancers]
+KNATIVE_SERVING = "kubernetes:operator.knative.dev/v1beta1:KnativeServing"
+CERTIFICATE = "kubernetes:cert-manager.io/v1:Certificate"
+INFERENCE_SERVICE = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
+
+
+def _plain_http_entry(serving: StackResource, certificates: set[str]) -> Optional[str]:
+    """Why the KnativeServing's ingress gateway serves models without TLS, or None (also while unknown)."""
+    servers = get(serving.props, "spec.ingress.istio.knative-ingress-gateway.servers")
+    if servers is UNKNOWN:
+        return None
+    if not servers:
+        return "its knative-ingress-gateway sets no servers, so net-istio serves plain HTTP on port 80"
+    https = []
+    for server in servers:
+        server = as_mapping(server)
+        protocol = str(as_mapping(server.get("port")).get("protocol", "")).upper()
+        tls = as_mapping(server.get("tls"))
+        if protocol == "HTTP" and tls.get("httpsRedirect") is not True:
+            return "its knative-ingress-gateway has a plain HTTP server that does not redirect to HTTPS"
+        if protocol == "HTTPS":
+            credential = tls.get("credentialName")
+            if credential is UNKNOWN:
+                return None
+            https.append(credential)
+    if not https:
+        return "its knative-ingress-gateway has no HTTPS server"
+    missing = [c for c in https if c not in certificates]
+    if missing:
+        return f"no cert-manager Certificate in the stack fills the gateway's credentialName {', '.join(map(str, missing))}"
+    return None
+
+
+def check_prod_models_served_over_tls(
+    resources: Sequence[StackResource],
+    *,
+    environment: str = config.ENVIRONMENT.default,
+    stack_tags: Optional[Mapping[str, str]] = None,
+) -> Iterator[Finding]:
+    if (stated_tier(environment, stack_tags) or providers_tier(resources)) != "prod":
+        return
+    if not any(r.type == INFERENCE_SERVICE for r in resources):
+        return
+    secrets = {get(r.props, "spec.secretName") for r in resources if r.type == CERTIFICATE}
+    if UNKNOWN in secrets:
+        return
+    for serving in (r for r in resources if r.type == KNATIVE_SERVING):
+        reason = _plain_http_entry(serving, {s for s in secrets if isinstance(s, str)})
+        if reason is not None:
+            yield (
+                serving.urn,
+                f"prod serves models over plain HTTP: {_display(serving)}: {reason}. Tokens and prompts would cross "
+                f"the network readable by anyone on the path. Set gpu-platform:tls to `mode: acme` (or "
+                f"`self-signed`) so the stack issues the gateway's certificate and redirects HTTP "
+                f"(components/entry_tls.py).",
+            )
+
+
+prod_models_served_over_tls = stack_policy(
+    name="prod-models-served-over-tls",
+    description=(
+        "A prod stack that serves InferenceServices serves them over HTTPS only: the Knative ingress gateway has an "
+        "HTTPS server whose certificate a cert-manager Certificate of the stack issues, and every HTTP server "
+        "redirects to HTTPS."
+    ),
+    check=check_prod_models_served_over_tls,
+    severity=Severity.HIGH,
+    options=config.options(config.ENVIRONMENT),
+)
+
+POLICIES = [no_public_load_balancers, prod_models_served_over_tls]
