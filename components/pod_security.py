@@ -21,11 +21,12 @@ ENFORCE_LABEL = f"{_PREFIX}/enforce"
 # Levels of the namespaces whose pods a chart or an operator runs:
 # - restricted: cert-manager, KServe and the MinIO operator set a restricted security context on every pod.
 # - baseline, not restricted: istiod, the ingress gateway and the Knative operator set no seccomp profile;
-#   Flagger runs as root. The MinIO pods and Knative's own (made by operators, unseen by the render) stay at
-#   baseline too rather than at a level no test has checked.
+#   Flagger runs as root. The MinIO pods (made by its operator, unseen by the render) stay at baseline too
+#   rather than at a level no test has checked.
 # - privileged: the GPU Operator's driver, toolkit, device plugin and NFD worker mount host paths and run
 #   privileged; the monitoring namespace runs node-exporter (hostNetwork, hostPID, host paths).
-# - privileged for the namespaces in the mesh (models, tenants, the load tester): Istio's injected
+# - privileged for the namespaces in the mesh (models, tenants, the load tester, and knative-serving, whose
+#   activator and autoscaler carry sidecars): Istio's injected
 #   `istio-init` container adds NET_ADMIN and NET_RAW, which baseline forbids. The Istio CNI plugin removes
 #   it (istio.io/latest/docs/setup/additional-setup/pod-security-admission); its chart is not pinned yet, so
 #   these namespaces enforce privileged and warn and audit at baseline.

@@ -33,7 +33,14 @@ from components.entry_limits import MAX_REQUEST_TIMEOUT_SECONDS
 from components.helm import helm_release
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.node_pools import required_node_affinity, selector_expressions
-from components.pod_security import BASELINE, RESTRICTED, labelled_namespace, pod_security_labels
+from components.pod_security import (
+    BASELINE,
+    MESHED_LEVEL,
+    MESHED_REPORT_LEVEL,
+    RESTRICTED,
+    labelled_namespace,
+    pod_security_labels,
+)
 from components.registry import ImageMirror
 
 
@@ -111,6 +118,14 @@ KNATIVE_WORKLOADS = (
     "net-istio-controller",
     "net-istio-webhook",
 )
+# The activator and the autoscaler talk to model pods directly (requests while a model scales from zero or
+# bursts; the queue-proxy's metrics), so they join the mesh: under prod's STRICT mTLS a plain-text caller is
+# refused (knative.dev/docs serving/istio-authorization, "Mutual TLS in Knative": the activator must have a
+# sidecar; KServe's "Secure InferenceService with ServiceMesh" names the autoscaler too). By pod label rather
+# than the namespace's: the webhooks stay out of the mesh, since the API server calls them without mTLS.
+MESHED_WORKLOADS = ("activator", "autoscaler")
+SIDECAR_LABELS: Mapping[str, str] = {"sidecar.istio.io/inject": "true"}
+
 # The memory request of the queue-proxy sidecar Knative adds to every model pod (config-deployment
 # `queue-sidecar-memory-request`): Knative sets none unless told ("If omitted, no value is specified",
 # knative.dev/docs serving/configuration/deployment), while its CPU request defaults to 25m. The proxy
@@ -260,10 +275,17 @@ def knative_serving(args: ServingArgs) -> dict[str, Any]:
         # Tags on the mirror are not resolved to digests either: that would need the controller to hold
         # the mirror's credentials, which the nodes have and Knative does not.
         deployment["registries-skipping-tag-resolving"] += "," + mirror.registry.split("/", 1)[0]
-    if args.system_node_selector:
-        spec["workloads"] = [
-            {"name": workload, "nodeSelector": dict(args.system_node_selector)} for workload in KNATIVE_WORKLOADS
-        ]
+    workloads: dict[str, dict[str, Any]] = {}
+    for workload in KNATIVE_WORKLOADS:
+        entry: dict[str, Any] = {"name": workload}
+        if args.system_node_selector:
+            entry["nodeSelector"] = dict(args.system_node_selector)
+        if workload in MESHED_WORKLOADS:
+            entry["labels"] = dict(SIDECAR_LABELS)
+        if len(entry) > 1:
+            workloads[workload] = entry
+    if workloads:
+        spec["workloads"] = list(workloads.values())
     if replicas == 1:
         spec["podDisruptionBudgets"] = [{"name": pdb, "minAvailable": 0} for pdb in SERVING_PDBS]
     return {
@@ -365,7 +387,9 @@ class Serving(pulumi.ComponentResource):
             namespace = k8s.core.v1.Namespace(
                 f"{name}-knative-serving-namespace",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
-                    name=KNATIVE_SERVING_NAMESPACE, labels=dict(pod_security_labels(BASELINE, RESTRICTED))
+                    # Privileged for the activator's and autoscaler's istio-init (components/pod_security.py).
+                    name=KNATIVE_SERVING_NAMESPACE,
+                    labels=dict(pod_security_labels(MESHED_LEVEL, MESHED_REPORT_LEVEL)),
                 ),
                 opts=after(),
             )

@@ -16,10 +16,11 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from infra.tooling.cost import estimate
 from infra.tooling.policy_check import analyze, load_policy_config, served_pack
 from infra.tooling.mock_engine import RenderResult
 from infra.program.stack_config import ROOT
-from tests.conftest import SHIPPED_STACKS, Render
+from tests.conftest import SHIPPED_STACKS, Render, multi_gpu_pools
 
 PACK = ROOT / "policies"
 
@@ -169,7 +170,8 @@ VARIANTS: list[Variant] = [
      lambda r: edited(r, "gcp:container/cluster:Cluster", "-cluster", lambda i: i.pop("workloadIdentityConfig")),
      "gke-workload-identity-and-private-nodes"),
     ("time-sliced pool in prod", "aws-prod",
-     {"gpuPools": {"gpu-serving": {"gpuType": "nvidia-l4", "minSize": 2, "maxSize": 8, "timeSlicingReplicas": 2}}},
+     {"gpuPools": {"gpu-serving": {"gpuType": "nvidia-l4", "minSize": 2, "maxSize": 8, "timeSlicingReplicas": 2},
+                   **multi_gpu_pools("aws-prod")}},
      lambda r: r, "no-time-sliced-gpus-in-prod"),
     ("gpu deployment without the gpu toleration", "aws-dev", None,
      lambda r: with_objects(r, deployment("triton", gpus=1, tolerate_gpu=False)), "gpu-workloads-limit-and-tolerate"),
@@ -254,9 +256,12 @@ def test_the_controls_of_the_variants_pass(analyzer: Any, render: Render) -> Non
 
 def test_a_stack_near_its_budget_gets_an_advisory_warning_with_both_figures(analyzer: Any, render: Render) -> None:
     # The engine sends numbers as doubles (2.0 nodes): the pack prices them as the render does.
-    violations = analyze(analyzer, render("aws-prod", {"budget": {"monthlyUsd": 10000}}), {})
+    maximum = estimate(render("aws-prod").resources).monthly_max
+    budget = round(maximum / 0.86)  # the estimate is 86 % of it
+    violations = analyze(analyzer, render("aws-prod", {"budget": {"monthlyUsd": budget}}), {})
     assert [(v.policy, v.enforcement) for v in violations] == [("monthly-cost-near-budget", "advisory")]
-    assert "$8,561.40" in violations[0].message and "86 % of the stack's budget of $10,000.00" in violations[0].message
+    assert f"${maximum:,.2f}" in violations[0].message
+    assert f"86 % of the stack's budget of ${budget:,.2f}" in violations[0].message
 
 
 def test_a_waiver_in_the_policy_config_turns_a_violation_advisory(analyzer: Any, render: Render) -> None:

@@ -286,9 +286,18 @@ def test_every_controller_runs_on_the_system_pool(render: Render, stack: str) ->
         assert {e["key"]: e["values"] for e in term["matchExpressions"]} == {k: [v] for k, v in system.items()}
 
 
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_activator_and_autoscaler_join_the_mesh_and_the_webhooks_do_not(render: Render, stack: str) -> None:
+    # Prod's STRICT mTLS refuses plain text: the activator proxies requests to model pods and the autoscaler
+    # scrapes their queue-proxies, so both carry sidecars; the API server calls the webhooks without mTLS.
+    labels = {w["name"]: w.get("labels", {}) for w in serving_spec(render(stack)).get("workloads", [])}
+    meshed = {name for name, pod_labels in labels.items() if pod_labels.get("sidecar.istio.io/inject") == "true"}
+    assert meshed == {"activator", "autoscaler"}
+
+
 def test_a_cluster_without_system_labels_places_nothing(render: Render) -> None:
     result = render("local")
-    assert "workloads" not in serving_spec(result)
+    assert all("nodeSelector" not in workload for workload in serving_spec(result).get("workloads", []))
     assert values(result, "knative-operator") == {}
     assert values(result, "kserve")["kserve"]["controller"]["nodeSelector"] == {}
 
