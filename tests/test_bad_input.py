@@ -309,7 +309,7 @@ def test_a_merge_key_is_not_a_duplicate(stacks: Path) -> None:
     # `<<: *net` then `region:` again overrides the merged region, as YAML intends: no duplicate. The one
     # problem left is the helper key itself, which is not a setting.
     assert problems_of("merged") == [
-        "gpu-platform:network: unknown key; allowed keys here: auth, aws, budget, cloud, clusterName, "
+        "gpu-platform:network: unknown key; allowed keys here: auth, aws, batchJobs, budget, cloud, clusterName, "
         "deletionProtection, environment, gpuPools, kubernetesVersion, models, platform, systemPool, tenants"
     ]
 

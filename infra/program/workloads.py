@@ -3,17 +3,19 @@ alert rules and dashboards."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Sequence, Union
 
 import pulumi
 
 from components.alerting import Alerting, AlertingArgs
+from components.batch_jobs import BatchInferenceJob
 from components.cluster import KubernetesCluster, gpu_pools, system_node_selector
 from components.dashboards import Dashboards, DashboardsArgs
 from components.entry_auth import EntryAuth, EntryAuthArgs
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.notebooks import NotebookOAuth, Notebooks, NotebooksArgs
+from infra.program.batch import batch_job_args
 from infra.program.model_catalog import load_catalog
 from infra.program.models import Models, deploy_models
 from infra.program.platform import Platform
@@ -32,9 +34,11 @@ class Workloads:
     notebooks: Mapping[str, Notebooks] = field(default_factory=dict)
     # Tokens checked at the gateway (auth mode jwt with the Istio mesh).
     entry_auth: Optional[EntryAuth] = None
+    # Batch job name -> its queued Job (manifests/batch/, `batchJobs`).
+    batch_jobs: Mapping[str, BatchInferenceJob] = field(default_factory=dict)
 
 
-def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[str]:
+def capabilities(settings: Settings, cluster: KubernetesCluster, platform: Optional[Platform] = None) -> frozenset[str]:
     """What the environment runs that alert rules and dashboards may require (components/alerting.py)."""
     addons = settings.platform
     available = {name for name in ("istio", "knative", "kserve", "flagger") if getattr(addons, name).enabled}
@@ -42,6 +46,10 @@ def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[st
         available.add("gpu")
     if any(pool.autoscaler == "karpenter" for pool in cluster.node_pools):
         available.add("karpenter")  # an EKS stack whose GPU pools are Karpenter NodePools (components/karpenter.py)
+    if platform is not None and platform.cost_monitoring is not None:
+        available.add("opencost")
+    if platform is not None and platform.batch_queue is not None:
+        available.add("kueue")
     return frozenset(available)
 
 
@@ -140,16 +148,46 @@ def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Plat
     )
 
 
+def deploy_batch_jobs(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> dict[str, BatchInferenceJob]:
+    """The stack's batch jobs, each in its tenant's namespace behind the batch queue (infra/program/settings.py
+    requires the queue and the model store for them)."""
+    if not settings.batch_jobs:
+        return {}
+    store, queue = platform.model_store, platform.batch_queue
+    assert store is not None and queue is not None, "infra/program/settings.py batch_problems requires both"
+    on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    jobs = {}
+    for args in batch_job_args(
+        settings, store.endpoint, store.secret_name, store.service_account_name, store.use_https, store.region
+    ):
+        namespace = args.storage.namespace
+        tenants = list(platform.tenants.values())
+        # The namespace (with the store's Secret), its LocalQueue, the batch PriorityClass and the tenants' quotas.
+        waits = [
+            store.model_namespaces[namespace],
+            queue.local_queues[namespace],
+            platform.priorities.classes["batch"],
+            *tenants,
+        ]
+        jobs[args.name] = BatchInferenceJob(
+            f"{settings.cluster_name}-batch-{args.name}", replace(args, depends_on=tuple(waits)), on_cluster
+        )
+    return jobs
+
+
 def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Workloads:
     # Alert rules and dashboards are read by the Prometheus and Grafana of the monitoring add-on; a
     # cluster without it may have no PrometheusRule CRD at all.
     models = deploy_models(settings, cluster, platform)
     notebooks = deploy_notebooks(settings, cluster, platform)
     entry_auth = protect_entry(settings, cluster, platform)
+    batch_jobs = deploy_batch_jobs(settings, cluster, platform)
     if platform.monitoring is None:
-        return Workloads(models=models, alerts=None, dashboards=None, notebooks=notebooks, entry_auth=entry_auth)
+        return Workloads(
+            models=models, alerts=None, dashboards=None, notebooks=notebooks, entry_auth=entry_auth, batch_jobs=batch_jobs
+        )
     name = settings.cluster_name
-    available = capabilities(settings, cluster)
+    available = capabilities(settings, cluster, platform)
     # After the monitoring release: it installs the PrometheusRule CRD and the namespace both use.
     after_monitoring = pulumi.ResourceOptions(
         providers={"kubernetes": cluster.provider}, depends_on=[platform.monitoring.release]
@@ -159,5 +197,10 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
     )
     dashboards = Dashboards(f"{name}-dashboards", DashboardsArgs(capabilities=available), after_monitoring)
     return Workloads(
-        models=models, alerts=alerts, dashboards=dashboards, notebooks=notebooks, entry_auth=entry_auth
+        models=models,
+        alerts=alerts,
+        dashboards=dashboards,
+        notebooks=notebooks,
+        entry_auth=entry_auth,
+        batch_jobs=batch_jobs,
     )

@@ -1,0 +1,90 @@
+"""Settings + cluster -> the batch queue's flavors and queues (components/batch_queue.py) and the batch jobs
+a stack runs (components/batch_jobs.py)."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from components.batch_jobs import BatchJobArgs
+from components.batch_queue import BatchFlavor, BatchQueueSpec
+from components.cluster import KubernetesCluster, gpu_pools
+from components.model_store import MODEL_NAMESPACE
+from components.models import ModelStorage
+from components.node_pools import GPU_RESOURCE
+from infra.program.batch_catalog import load_batch_catalog
+from infra.program.model_catalog import load_catalog
+from infra.program.settings import AwsStack, ExistingStack, GcpStack, ManagedGpuPool
+from infra.program.tenancy import tenant_plans
+
+Settings = Union[AwsStack, GcpStack, ExistingStack]
+
+
+def batch_flavors(settings: Settings, cluster: KubernetesCluster) -> list[BatchFlavor]:
+    """One flavor per GPU pool of whole GPUs: its labels, its taints, spot or not, and the GPUs it holds."""
+    flavors = []
+    for pool in gpu_pools(cluster):
+        if pool.mig_layout or GPU_RESOURCE not in pool.extended_resources:
+            continue
+        configured = settings.gpu_pools[pool.name]
+        nodes = configured.max_size if isinstance(configured, ManagedGpuPool) else configured.node_count
+        flavors.append(
+            BatchFlavor(
+                name=pool.name,
+                node_labels=pool.node_selector,
+                tolerations=tuple(pool.tolerations),
+                spot=pool.may_run_on_spot,
+                gpus=pool.extended_resources[GPU_RESOURCE] * nodes,
+            )
+        )
+    return flavors
+
+
+def batch_queues(settings: Settings, flavors: list[BatchFlavor]) -> list[BatchQueueSpec]:
+    """A queue per tenant, sized to stay within the tenant's ResourceQuotas (components/batch_queue.py):
+    its batch quota as nominal quota, or, without one, nothing nominal and its guaranteed GPUs to borrow.
+    A stack without tenants has one queue holding every GPU of the flavors."""
+    if not settings.tenants:
+        return [BatchQueueSpec(MODEL_NAMESPACE, MODEL_NAMESPACE, sum(f.gpus for f in flavors), 0)]
+    queues = []
+    for plan in tenant_plans(settings):
+        batch = plan.batch_gpus.get(GPU_RESOURCE, 0)
+        guaranteed = plan.gpus.get(GPU_RESOURCE, 0)
+        queues.append(BatchQueueSpec(plan.name, plan.namespace, batch, 0 if batch else guaranteed))
+    return queues
+
+
+def batch_job_args(settings: Settings, store_endpoint: str, store_secret: str, store_service_account: str,
+                   use_https: bool, region: str) -> list[BatchJobArgs]:
+    """Each listed batch job, resolved against the catalogs (infra/program/settings.py checked them)."""
+    jobs = load_batch_catalog()
+    catalog = load_catalog()
+    args = []
+    for name, override in sorted(settings.batch_jobs.items()):
+        job = jobs[name]
+        model = catalog[job.model]
+        namespace = settings.tenant_namespace(override.tenant) if override.tenant else MODEL_NAMESPACE
+        args.append(
+            BatchJobArgs(
+                name=name,
+                model=model.name,
+                model_storage_path=model.storage_path,
+                vllm_args=tuple(arg for arg in model.args if not arg.startswith("--backend")),
+                cpu=model.resources.cpu,
+                memory=model.resources.memory,
+                input_prefix=job.input_prefix,
+                output_prefix=job.output_prefix,
+                shards=job.shards,
+                parallelism=override.parallelism or job.parallelism,
+                retries_per_shard=job.retries_per_shard,
+                max_failed_shards=job.max_failed_shards,
+                storage=ModelStorage(
+                    namespace=namespace,
+                    service_account=store_service_account,
+                    secret_name=store_secret,
+                    endpoint=store_endpoint,
+                    use_https=use_https,
+                    region=region,
+                ),
+            )
+        )
+    return args
