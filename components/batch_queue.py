@@ -22,10 +22,14 @@ ClusterQueue per tenant in one cohort, and a LocalQueue in each tenant's namespa
 - **Preemption.** A queue reclaims quota it lent (reclaimWithinCohort: Any) and, within itself, preempts
   lower-priority workloads. The kube-scheduler does the rest: batch pods never preempt (PriorityClass
   `batch`, components/priorities.py) and serving pods evict them.
-- **Only Jobs.** The controller manages `batch/job` alone (the chart's default also takes over pods,
-  Deployments and StatefulSets with a queue label); a Job is queued only when it names a LocalQueue in the
-  label `kueue.x-k8s.io/queue-name` (manageJobsWithoutQueueName stays false), so model import Jobs and
-  everything else run as before.
+- **Only Jobs, only in tenant namespaces.** The controller manages `batch/job` alone (the chart's default
+  also takes over pods, Deployments and StatefulSets with a queue label), and only in namespaces labelled
+  `gpu-platform/tenant` (`managedJobsNamespaceSelector`, which the chart also makes the namespaceSelector of
+  its Job webhook, templates/webhook/manifests.yaml): the charts' own Jobs (cert-manager's, the monitoring
+  release's hooks, the GPU Operator's) never pass Kueue's webhook, whose failurePolicy is Fail. Within a
+  tenant namespace a Job is queued only when it names a LocalQueue in the label
+  `kueue.x-k8s.io/queue-name` (manageJobsWithoutQueueName stays false), so model import Jobs run as before
+  (they wait for the Kueue release, infra/program/models.py, so its webhook answers when they are created).
 - **Metrics.** `enablePrometheus` renders the chart's ServiceMonitor for the controller's HTTPS metrics port
   (templates/prometheus/monitor.yaml); our Prometheus reads it with its service account token, which
   kube-prometheus-stack's ClusterRole allows on /metrics.
@@ -45,6 +49,7 @@ from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.helm import helm_release
 from components.node_pools import GPU_RESOURCE
+from components.tenancy import TENANT_LABEL
 
 PIN = CHART_PINS["kueue"]
 RELEASE = "kueue"
@@ -66,10 +71,10 @@ MANAGER_RESOURCES: Mapping[str, Mapping[str, str]] = {
 }
 
 # The chart's controller_manager_config.yaml (values.yaml managerConfig), with batch/job as the only
-# integration and the per-queue quota and usage metrics on (enableClusterQueueResources: the batch queue
+# integration, in tenant namespaces only (TENANT_LABEL, components/tenancy.py), and the per-queue quota and usage metrics on (enableClusterQueueResources: the batch queue
 # dashboard's kueue_cluster_queue_resource_usage and kueue_cluster_queue_nominal_quota). Kueue's
 # Configuration v1beta2 as the chart ships it.
-MANAGER_CONFIG = """\
+MANAGER_CONFIG = f"""\
 apiVersion: config.kueue.x-k8s.io/v1beta2
 kind: Configuration
 health:
@@ -95,6 +100,10 @@ clientConnection:
 integrations:
   frameworks:
   - "batch/job"
+managedJobsNamespaceSelector:
+  matchExpressions:
+  - key: {TENANT_LABEL}
+    operator: Exists
 """
 
 

@@ -27,7 +27,7 @@ from components.batch_queue import (
 from components.model_store import MODEL_NAMESPACE, S3_SECRET
 from components.node_pools import GPU_RESOURCE, GPU_TAINT_KEY, SPOT_TAINT_KEY
 from components.priorities import BATCH
-from components.tenancy import QUOTA_BATCH
+from components.tenancy import QUOTA_BATCH, TENANT_LABEL
 from infra.program.batch_catalog import load_batch_catalog
 from infra.program.model_catalog import load_catalog
 from infra.program.settings import ConfigError, batch_queue_enabled, load_settings, pool_capacity
@@ -81,6 +81,8 @@ def test_the_pinned_chart_with_the_released_image_on_the_system_pool(render: Ren
     assert config["integrations"]["frameworks"] == ["batch/job"]
     assert not config.get("manageJobsWithoutQueueName")
     assert config["metrics"]["enableClusterQueueResources"] is True
+    # Only the tenants' namespaces: the platform charts' own Jobs never pass Kueue's webhook.
+    assert config["managedJobsNamespaceSelector"] == {"matchExpressions": [{"key": TENANT_LABEL, "operator": "Exists"}]}
 
 
 @requires_shared
@@ -101,6 +103,13 @@ def test_the_controller_runs_where_we_say_with_requests_and_is_scraped(stack: st
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     (monitor,) = [o for o in objects if o.kind == "ServiceMonitor"]
     assert monitor.manifest["spec"]["endpoints"][0]["path"] == "/metrics"
+    # The chart makes the selector the Job webhook's (failurePolicy Fail): no Job elsewhere waits on Kueue.
+    (mutating,) = [o for o in objects if o.kind == "MutatingWebhookConfiguration"]
+    (job_hook,) = [w for w in mutating.manifest["webhooks"] if w["name"] == "mjob.kb.io"]
+    assert job_hook["namespaceSelector"] == {"matchExpressions": [{"key": TENANT_LABEL, "operator": "Exists"}]}
+    namespaces = {o.name: o for o in expanded(stack).of_kind("Namespace")}
+    for queue in [o for o in expanded(stack).of_kind("LocalQueue")]:
+        assert TENANT_LABEL in namespaces[queue.namespace].manifest["metadata"]["labels"], queue.namespace
     prod = stack_input(stack)["environment"] == "prod"
     assert deployment.manifest["spec"]["replicas"] == (2 if prod else 1)
     assert bool([o for o in objects if o.kind == "PodDisruptionBudget"]) == prod
@@ -298,6 +307,16 @@ def test_one_shard_fits_the_tenants_batch_resource_quota(render: Render, stack: 
         assert min(override.parallelism or job.parallelism, job.shards) <= batch
     quotas = [r for r in render(stack).of_type("kubernetes:core/v1:ResourceQuota") if r["inputs"]["metadata"]["name"] == QUOTA_BATCH]
     assert quotas
+
+
+def test_every_catalog_job_runs_a_vllm_model_of_the_catalog() -> None:
+    models = load_catalog()
+    jobs = load_batch_catalog()
+    assert jobs
+    for name, job in jobs.items():
+        model = models[job.model]
+        assert model.resources.gpu and "--backend=vllm" in model.args, name
+        assert job.input_prefix != job.output_prefix, name
 
 
 def test_the_scripts_check_for_output_first_and_upload_last() -> None:

@@ -8,7 +8,7 @@ from typing import Union
 from components.batch_jobs import BatchJobArgs
 from components.batch_queue import BatchFlavor, BatchQueueSpec
 from components.cluster import KubernetesCluster, gpu_pools
-from components.model_store import MODEL_NAMESPACE
+from components.model_store import MODEL_NAMESPACE, ModelStore
 from components.models import ModelStorage
 from components.node_pools import GPU_RESOURCE
 from infra.program.batch_catalog import load_batch_catalog
@@ -53,8 +53,7 @@ def batch_queues(settings: Settings, flavors: list[BatchFlavor]) -> list[BatchQu
     return queues
 
 
-def batch_job_args(settings: Settings, store_endpoint: str, store_secret: str, store_service_account: str,
-                   use_https: bool, region: str) -> list[BatchJobArgs]:
+def batch_job_args(settings: Settings, store: ModelStore) -> list[BatchJobArgs]:
     """Each listed batch job, resolved against the catalogs (infra/program/settings.py checked them)."""
     jobs = load_batch_catalog()
     catalog = load_catalog()
@@ -79,11 +78,11 @@ def batch_job_args(settings: Settings, store_endpoint: str, store_secret: str, s
                 max_failed_shards=job.max_failed_shards,
                 storage=ModelStorage(
                     namespace=namespace,
-                    service_account=store_service_account,
-                    secret_name=store_secret,
-                    endpoint=store_endpoint,
-                    use_https=use_https,
-                    region=region,
+                    service_account=store.service_account_name,
+                    secret_name=store.secret_name,
+                    endpoint=store.endpoint,
+                    use_https=store.use_https,
+                    region=store.region,
                 ),
             )
         )

@@ -157,9 +157,7 @@ def deploy_batch_jobs(settings: Settings, cluster: KubernetesCluster, platform: 
     assert store is not None and queue is not None, "infra/program/settings.py batch_problems requires both"
     on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     jobs = {}
-    for args in batch_job_args(
-        settings, store.endpoint, store.secret_name, store.service_account_name, store.use_https, store.region
-    ):
+    for args in batch_job_args(settings, store):
         namespace = args.storage.namespace
         tenants = list(platform.tenants.values())
         # The namespace (with the store's Secret), its LocalQueue, the batch PriorityClass and the tenants' quotas.
