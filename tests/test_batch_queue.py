@@ -375,6 +375,20 @@ def test_the_queue_needs_whole_gpus() -> None:
     ]
 
 
+def test_the_queue_needs_the_model_store_that_makes_its_namespaces(render: Render) -> None:
+    store_off = {"platform": {"modelStore": {"servers": 4, "volumesPerServer": 1, "volumeSizeGb": 250, "enabled": False},
+                              "monitoring": {"retention": "15d", "storageGb": 200, "alertmanagerStorageGb": 10}},
+                 "models": {}, "tenants": {}, "batchJobs": {}}
+    # By default the queue just stays off...
+    assert not render("gcp-prod", store_off).of_type(COMPONENT)
+    # ...asked for, it is a config error.
+    store_off["platform"]["batchQueue"] = {"enabled": True}
+    assert problems_of("gcp-prod", store_off) == [
+        "gpu-platform:platform.batchQueue.enabled: the queues live in the tenants' namespaces, which the model "
+        "store makes; turn platform.modelStore on, or this off"
+    ]
+
+
 def test_a_bad_parallelism_names_the_key() -> None:
     (problem,) = problems_of("aws-prod", {"batchJobs": {"smollm-completions": {"parallelism": 0}}})
     assert problem.startswith("gpu-platform:batchJobs.smollm-completions.parallelism: ")

@@ -399,7 +399,8 @@ def test_an_untainted_gpu_node_pool_and_an_untainted_spot_node_pool_are_violatio
 
 
 def pools(**pool: Any) -> dict[str, Any]:
-    return {"gpuPools": {"gpu-x": {"gpuType": "nvidia-l4", **pool}}}
+    # One pool, no batch pool: the prod stacks' batch jobs (which need the batch queue) go too.
+    return {"gpuPools": {"gpu-x": {"gpuType": "nvidia-l4", **pool}}, "batchJobs": {}}
 
 
 def problems_of(stack: str, overrides: dict[str, Any]) -> list[str]:

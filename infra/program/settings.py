@@ -1490,11 +1490,12 @@ def cost_monitoring_enabled(settings: Any) -> bool:
 
 
 def batch_queue_enabled(settings: Any) -> bool:
-    """Kueue runs where the stack says, else where a GPU pool is meant for batch work."""
+    """Kueue runs where the stack says, else where a GPU pool is meant for batch work and the model store makes
+    the tenants' namespaces its queues live in."""
     chosen = settings.platform.batch_queue.enabled
     if chosen is not None:
         return chosen
-    return any(pool.purpose == "batch" for pool in settings.gpu_pools.values())
+    return settings.platform.model_store.enabled and any(pool.purpose == "batch" for pool in settings.gpu_pools.values())
 
 
 def runtime_cost_problems(settings: Any) -> list[str]:
@@ -1509,6 +1510,11 @@ def batch_problems(settings: Any, catalog: Mapping[str, CatalogModel], batch_cat
     problems: list[str] = []
     queue = batch_queue_enabled(settings)
     whole_gpu_pools = [name for name, pool in settings.gpu_pools.items() if not pool.mig_layout]
+    if settings.platform.batch_queue.enabled and not settings.platform.model_store.enabled:
+        problems.append(
+            f"{PROJECT}:platform.batchQueue.enabled: the queues live in the tenants' namespaces, which the model "
+            "store makes; turn platform.modelStore on, or this off"
+        )
     if settings.platform.batch_queue.enabled and not whole_gpu_pools:
         problems.append(
             f"{PROJECT}:platform.batchQueue.enabled: the batch queue hands out whole GPUs, and this stack has no GPU "
