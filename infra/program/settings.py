@@ -786,7 +786,8 @@ class BatchQueueAddon(_Model):
     enabled: Optional[bool] = Field(
         default=None,
         description="Kueue: batch Jobs wait in a queue per tenant and run on the spot pools first "
-        "(components/batch_queue.py); unset: on wherever a GPU pool has `purpose: batch`.",
+        "(components/batch_queue.py); unset: on wherever a GPU pool has `purpose: batch` and the model store is on "
+        "(its namespaces hold the queues).",
     )
 
 
