@@ -1,12 +1,15 @@
 """Alert rules: the rule files operators edit in manifests/alerts/, as PrometheusRules per environment.
 
-Each file in manifests/alerts/ is a Prometheus rule file (`groups:` of alerting `rules:`) with four keys
+Each file in manifests/alerts/ is a Prometheus rule file (`groups:` of alerting `rules:`) with five keys
 Prometheus does not have, resolved here for one tier (manifests/alerts/README.md shows an example):
 
 - `threshold`: the number that replaces `$threshold` in `expr`;
 - `for` and `severity` (`info`, `warning`, `critical`);
+- `tiers` (optional): the tiers the rule exists in, e.g. `[prod]` for a rule about prod's money; every tier
+  unless set.
 - `requires`: what an environment must run for the rule to mean anything: `gpu` (the cluster has GPU
-  pools) or the add-ons `istio`, `knative`, `kserve`, `flagger`. A rule whose requirement is missing is
+  pools) or the add-ons `istio`, `knative`, `kserve`, `flagger`, `opencost` (cost monitoring) and `kueue`
+  (the batch queue). A rule whose requirement is missing is
   left out, an emptied group is dropped and an emptied file renders no PrometheusRule, so the kind stack
   (no GPU pools) carries no GPU alert that could never fire.
 
@@ -40,7 +43,7 @@ TIERS = ("dev", "staging", "prod")
 # Alertmanager routes on these; kube-prometheus-stack's own rules use the same three. `critical` pages
 # whoever is on call, so only prod uses it (tests/test_alerts.py holds every tier to that).
 SEVERITIES = ("info", "warning", "critical")
-CAPABILITIES = ("gpu", "istio", "knative", "kserve", "flagger", "karpenter")
+CAPABILITIES = ("gpu", "istio", "knative", "kserve", "flagger", "karpenter", "opencost", "kueue")
 REQUIRED_ANNOTATIONS = ("summary", "description", "runbook")
 THRESHOLD_PLACEHOLDER = "$threshold"
 
@@ -58,7 +61,7 @@ LABELS: Mapping[str, str] = {
 _DURATION = re.compile(r"^(0|(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?)$")
 _ALERT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _GROUP_NAME = re.compile(r"^[a-z][-a-z0-9]*$")
-_RULE_KEYS = {"alert", "expr", "threshold", "for", "severity", "requires", "labels", "annotations"}
+_RULE_KEYS = {"alert", "expr", "threshold", "for", "severity", "requires", "tiers", "labels", "annotations"}
 _GROUP_KEYS = {"name", "interval", "rules"}
 
 
@@ -80,9 +83,11 @@ class AlertRule:
     requires: frozenset[str] = frozenset()
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # The tiers the rule exists in; every tier unless the file says `tiers`.
+    tiers: frozenset[str] = frozenset(TIERS)
 
-    def applies(self, capabilities: Iterable[str]) -> bool:
-        return self.requires <= frozenset(capabilities)
+    def applies(self, capabilities: Iterable[str], tier: Optional[str] = None) -> bool:
+        return self.requires <= frozenset(capabilities) and (tier is None or tier in self.tiers)
 
     def expression(self, tier: str) -> str:
         if self.threshold is None:
@@ -226,6 +231,11 @@ def _parse_rule(raw: Any, where: str, problems: list[str]) -> Optional[AlertRule
         problems.append(f"{where}.requires: a list of {', '.join(CAPABILITIES)}, got {requires!r}")
         requires = []
 
+    tiers = raw.get("tiers", list(TIERS))
+    if not isinstance(tiers, list) or not tiers or any(t not in TIERS for t in tiers):
+        problems.append(f"{where}.tiers: a non-empty list of {', '.join(TIERS)}, got {tiers!r}")
+        tiers = list(TIERS)
+
     labels = raw.get("labels", {})
     if not _string_map(labels):
         problems.append(f"{where}.labels: a mapping of strings")
@@ -251,6 +261,7 @@ def _parse_rule(raw: Any, where: str, problems: list[str]) -> Optional[AlertRule
         severity=severity,
         threshold=threshold,
         requires=frozenset(requires),
+        tiers=frozenset(tiers),
         labels=dict(labels),
         annotations={k: str(v).strip() for k, v in annotations.items()},
     )
@@ -308,7 +319,7 @@ def rule_groups(rule_file: RuleFile, tier: str, capabilities: Iterable[str]) -> 
     capabilities = frozenset(capabilities)
     groups = []
     for group in rule_file.groups:
-        rules = [rule.resolved(tier) for rule in group.rules if rule.applies(capabilities)]
+        rules = [rule.resolved(tier) for rule in group.rules if rule.applies(capabilities, tier)]
         if rules:
             groups.append(
                 {"name": group.name, **({"interval": group.interval} if group.interval else {}), "rules": rules}
@@ -398,8 +409,11 @@ def alerts_table(rule_files: Iterable[RuleFile]) -> str:
             threshold = _per_tier_cell(rule.threshold, format_number) if rule.threshold else "-"
             runbook = _cell(rule.annotations["runbook"])
             meaning = _cell(rule.annotations["description"].split(". ")[0].rstrip(".") + ".")
+            needs = ", ".join(sorted(rule.requires)) or "-"
+            if rule.tiers != frozenset(TIERS):
+                needs += f"; {', '.join(t for t in TIERS if t in rule.tiers)} only"
             lines.append(
-                f"| `{rule.alert}` ({rule_file.name}) | {meaning} | {', '.join(sorted(rule.requires)) or '-'} | {threshold} "
+                f"| `{rule.alert}` ({rule_file.name}) | {meaning} | {needs} | {threshold} "
                 f"| {_per_tier_cell(rule.for_)} | {_per_tier_cell(rule.severity)} | {runbook} |"
             )
     return "\n".join(lines)

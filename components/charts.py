@@ -288,4 +288,32 @@ CHART_PINS: Mapping[str, ChartPin] = {
             "pools autoscale themselves."
         ),
     ),
+    # Cost at runtime (components/cost_monitoring.py): the exporter reads our Prometheus and exports each
+    # node's hourly price and each container's allocation; nothing of the chart's own Prometheus.
+    "opencost": ChartPin(
+        chart="opencost",
+        repository="https://opencost.github.io/opencost-helm-chart",
+        version="2.5.17",
+        namespace="opencost",
+        upstream="opencost/2.5.17",
+        compatibility=(
+            "Chart 2.5.17 runs OpenCost 1.120.1 (Chart.yaml appVersion; exporter and UI images pinned by tag and "
+            "digest in its values.yaml). It only queries Prometheus' HTTP API, so the version of our "
+            "kube-prometheus-stack does not matter; its ServiceMonitor is monitoring.coreos.com/v1."
+        ),
+    ),
+    # Batch queueing (components/batch_queue.py). The chart carries the CRDs as templates
+    # (templates/crd/), so `helm upgrade` upgrades them with the controller.
+    "kueue": ChartPin(
+        chart="kueue",
+        repository="oci://registry.k8s.io/kueue/charts",
+        version="0.19.2",
+        namespace="kueue-system",
+        upstream="kueue/v0.19.2",
+        compatibility=(
+            "Kueue v0.19.2 serves kueue.x-k8s.io/v1beta2 ResourceFlavor, ClusterQueue and LocalQueue (its "
+            "templates/crd/) and manages batch/v1 Jobs with `suspend` and backoffLimitPerIndex (GA in "
+            "Kubernetes 1.33; our clusters run 1.35). The OCI registry publishes the chart without a leading v."
+        ),
+    ),
 }

@@ -36,7 +36,13 @@ LABELS: Mapping[str, str] = {
 }
 # What an environment must have for a dashboard to show anything (see components/alerting.py for the
 # capabilities); a dashboard not named here is installed everywhere.
-REQUIRES: Mapping[str, frozenset[str]] = {"gpu-fleet": frozenset({"gpu"}), "karpenter": frozenset({"karpenter"})}
+REQUIRES: Mapping[str, frozenset[str]] = {
+    "gpu-fleet": frozenset({"gpu"}),
+    "karpenter": frozenset({"karpenter"}),
+    # OpenCost's metrics (components/cost_monitoring.py) and Kueue's (components/batch_queue.py).
+    "cost": frozenset({"opencost"}),
+    "batch-queue": frozenset({"kueue"}),
+}
 
 
 @dataclass(frozen=True)

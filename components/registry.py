@@ -220,6 +220,18 @@ CHART_IMAGE_VALUES: Mapping[str, tuple[ImageValue, ...]] = {
             "prePuller.pause.image.name": "registry.k8s.io/pause",
         },
     ),
+    "opencost": (
+        ImageValue("opencost.exporter.image.registry", "registry", "ghcr.io"),
+        ImageValue("opencost.ui.image.registry", "registry", "ghcr.io"),
+    ),
+    # components/batch_queue.py names the released image (the chart's default is the staging registry's).
+    "kueue": (
+        ImageValue(
+            "controllerManager.manager.image.repository",
+            "repository",
+            "us-central1-docker.pkg.dev/k8s-staging-images/kueue/kueue",
+        ),
+    ),
     "karpenter": (ImageValue("controller.image.repository", "repository", "public.ecr.aws/karpenter/controller"),),
     "cluster-autoscaler": (
         ImageValue("image.repository", "repository", "registry.k8s.io/autoscaling/cluster-autoscaler"),

@@ -102,6 +102,8 @@ def unit_tests(rule_file: RuleFile, tier: str, cases: Mapping[str, list[Scenario
     groups = []
     for alert, scenarios in cases.items():
         rule = rules[alert]
+        if tier not in rule.tiers:
+            continue  # the rule does not exist in this tier (its `tiers`)
         wait = seconds(rule.for_[tier])
         for scenario in scenarios:
             checks = []

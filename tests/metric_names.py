@@ -127,12 +127,67 @@ KARPENTER_METRICS = frozenset(
 )
 KARPENTER_HISTOGRAMS = frozenset({"karpenter_pods_startup_duration_seconds"})
 
+# OpenCost 1.120 (chart 2.5.17), its cost model's exported metrics (https://opencost.io/docs/integrations/metrics,
+# "Generated Metrics"; the same names as Kubecost's cost model, kubecost/docs architecture/user-metrics.md).
+OPENCOST_METRICS = frozenset(
+    {
+        "node_cpu_hourly_cost",
+        "node_gpu_hourly_cost",
+        "node_ram_hourly_cost",
+        "node_total_hourly_cost",
+        "node_gpu_count",
+        "container_cpu_allocation",
+        "container_gpu_allocation",
+        "container_memory_allocation_bytes",
+        "pod_pvc_allocation",
+        "pv_hourly_cost",
+        "kubecost_node_is_spot",
+        "kubecost_load_balancer_cost",
+        "kubecost_cluster_management_cost",
+    }
+)
+
+# vLLM's Prometheus metrics (docs.vllm.ai "Production Metrics"; vllm/v1/metrics/loggers.py), prefixed `vllm:`.
+VLLM_METRICS = frozenset(
+    {
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:request_success_total",
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+    }
+)
+VLLM_HISTOGRAMS = frozenset({"vllm:e2e_request_latency_seconds", "vllm:time_to_first_token_seconds"})
+
+# Kueue v0.19 (kubernetes-sigs/kueue site/content/en/docs/reference/metrics.md, "ClusterQueue status"; the
+# `kueue_cluster_queue_*` quota and usage gauges need metrics.enableClusterQueueResources, which
+# components/batch_queue.py turns on).
+KUEUE_METRICS = frozenset(
+    {
+        "kueue_admission_attempts_total",
+        "kueue_pending_workloads",
+        "kueue_quota_reserved_workloads_total",
+        "kueue_admitted_workloads_total",
+        "kueue_evicted_workloads_total",
+        "kueue_admitted_active_workloads",
+        "kueue_cluster_queue_status",
+        "kueue_cluster_queue_resource_usage",
+        "kueue_cluster_queue_nominal_quota",
+        "kueue_cluster_queue_borrowing_limit",
+    }
+)
+KUEUE_HISTOGRAMS = frozenset(
+    {"kueue_admission_wait_time_seconds", "kueue_quota_reserved_wait_time_seconds", "kueue_admission_attempt_duration_seconds"}
+)
+
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def known_metrics() -> frozenset[str]:
     """Every metric name a query may use (needs ../shared for the DCGM list)."""
-    histograms = ISTIO_HISTOGRAMS | KNATIVE_HISTOGRAMS | FLAGGER_HISTOGRAMS | KARPENTER_HISTOGRAMS
+    histograms = (
+        ISTIO_HISTOGRAMS | KNATIVE_HISTOGRAMS | FLAGGER_HISTOGRAMS | KARPENTER_HISTOGRAMS | VLLM_HISTOGRAMS | KUEUE_HISTOGRAMS
+    )
     return frozenset(
         dcgm_metrics()
         | ISTIO_COUNTERS
@@ -140,6 +195,9 @@ def known_metrics() -> frozenset[str]:
         | KUBE_STATE_METRICS
         | FLAGGER_GAUGES
         | KARPENTER_METRICS
+        | OPENCOST_METRICS
+        | VLLM_METRICS
+        | KUEUE_METRICS
         | {f"{name}{suffix}" for name in histograms for suffix in HISTOGRAM_SUFFIXES}
     )
 

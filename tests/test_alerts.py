@@ -28,6 +28,7 @@ from components.alerting import (
     TIERS,
     AlertRulesError,
     load_rule_files,
+    prometheus_rule,
     with_alerts_table,
 )
 from components.charts import CHART_PINS
@@ -67,12 +68,16 @@ INFERENCE_ALERTS = {
 CANARY_ALERTS = {"CanaryRolledBack"}
 TENANCY_ALERTS = {"TenantGpuQuotaNearlyUsed", "MigConfigFailed", "TenantGpuPodsPending"}
 KARPENTER_ALERTS = {"KarpenterPodsWaitingForCapacity", "KarpenterNodePoolAtLimit", "KarpenterNodesChurning", "KarpenterInterruptions"}
+COST_ALERTS = {"GpuPoolIdle"}
+BATCH_ALERTS = {"BatchWorkWaitingTooLong", "BatchWorkInadmissible"}
 
 # What the issue asks of the rules, in every tier: (threshold as written in the expression, `for:`).
 # None: the tier table in the rule file decides.
 PROMISED: Mapping[str, tuple[str, str | None]] = {
     "GpuMemoryNearlyFull": ("> 0.9", None),
     "GpuUnderutilized": ("< 20", "30m"),
+    # Issue 16: a prod GPU pool under 20 % busy for 30 minutes (prod only, its `tiers`).
+    "GpuPoolIdle": ("< 20", "30m"),
     "GpuSaturated": ("> 95", "10m"),
     "InferenceLatencyP99High": ("> 500", None),
     "InferenceErrorRateHigh": ("> 0.01", None),
@@ -129,7 +134,7 @@ def without_monitoring(stack: str) -> dict[str, Any]:
 
 def test_the_shipped_rule_files_load() -> None:
     names = {rule.alert for rule_file in load_rule_files() for rule in rule_file.rules}
-    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS | TENANCY_ALERTS | KARPENTER_ALERTS
+    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS | TENANCY_ALERTS | KARPENTER_ALERTS | COST_ALERTS | BATCH_ALERTS
 
 
 BAD_RULE_FILES: Mapping[str, tuple[str, str]] = {
@@ -306,6 +311,43 @@ def test_gpu_alerts_exactly_where_there_are_gpu_pools(render: Render, stack: str
         # absent() would mislead.
         assert not GPU_ALERTS & rendered
     assert INFERENCE_ALERTS | CANARY_ALERTS <= rendered
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_idle_pool_alert_only_in_prod_and_the_batch_alerts_where_kueue_runs(render: Render, stack: str) -> None:
+    result = render(stack)
+    rendered = set(rendered_rules(result))
+    idle_pool = tier_of(stack) == "prod" and stack in STACKS_WITH_GPU_POOLS
+    assert (COST_ALERTS <= rendered) == idle_pool and (COST_ALERTS & rendered == set()) == (not idle_pool)
+    kueue = bool(result.of_type("gpu-platform:platform:BatchQueue"))
+    assert (BATCH_ALERTS <= rendered) == kueue and (BATCH_ALERTS & rendered == set()) == (not kueue)
+    if idle_pool:
+        # Averaged per pool, the pool named by the node's label.
+        assert "avg by (pool)" in rendered_rules(result)["GpuPoolIdle"]["expr"]
+
+
+def test_a_rule_can_be_limited_to_tiers(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text(
+        textwrap.dedent(
+            """\
+            groups:
+              - name: x
+                rules:
+                  - alert: Hot
+                    tiers: [prod]
+                    expr: up == 0
+                    for: 5m
+                    severity: warning
+                    annotations: {summary: s, description: d, runbook: r}
+            """
+        )
+    )
+    (rule_file,) = load_rule_files(tmp_path)
+    assert prometheus_rule(rule_file, "dev", CAPABILITIES) is None
+    assert prometheus_rule(rule_file, "prod", CAPABILITIES) is not None
+    (tmp_path / "x.yaml").write_text((tmp_path / "x.yaml").read_text().replace("tiers: [prod]", "tiers: [qa]"))
+    with pytest.raises(AlertRulesError, match=r"\(Hot\)\.tiers: a non-empty list of dev, staging, prod"):
+        load_rule_files(tmp_path)
 
 
 @pytest.mark.parametrize("stack", ["aws-dev", "local"])

@@ -310,7 +310,7 @@ def test_a_merge_key_is_not_a_duplicate(stacks: Path) -> None:
     # `<<: *net` then `region:` again overrides the merged region, as YAML intends: no duplicate. The one
     # problem left is the helper key itself, which is not a setting.
     assert problems_of("merged") == [
-        "gpu-platform:network: unknown key; allowed keys here: auth, aws, budget, cloud, clusterName, "
+        "gpu-platform:network: unknown key; allowed keys here: auth, aws, batchJobs, budget, cloud, clusterName, "
         "deletionProtection, environment, gpuPools, kubernetesVersion, models, platform, systemPool, tenants, tls"
     ]
 
@@ -575,3 +575,33 @@ def test_a_bad_stack_stops_before_the_first_resource(monkeypatch: pytest.MonkeyP
         render_stack("aws-prod", {"gpuPools": {"x": {"gpuType": "nvidia-l4", "capacityType": "spot"}}, "models": {}})
     assert [p.split(": ")[0] for p in caught.value.problems] == ["gpu-platform:gpuPools.x"]
     assert built == []
+
+
+# --- batch jobs (manifests/batch/, gpu-platform:batchJobs) ------------------------------------------------
+
+
+def test_an_unknown_batch_job_exits_2_with_one_line_naming_the_key(stacks: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prod = (Path(infra.program.stack_config.ROOT) / "stacks" / "Pulumi.aws-prod.yaml").read_text()
+    text = prod.replace("    smollm-completions:\n      tenant: language\n", "    smollm-nightly:\n      tenant: language\n")
+    assert text != prod
+    err = render_broken(stacks, text, capsys)
+    assert "stack 'broken' has 1 configuration error(s)" in err
+    assert (
+        "  - gpu-platform:batchJobs.smollm-nightly: not in the batch job catalog (manifests/batch/); jobs: "
+        "smollm-completions" in err.splitlines()
+    )
+
+
+def test_a_bad_batch_catalog_file_names_the_file_and_field(tmp_path: Path) -> None:
+    from infra.program.batch_catalog import load_batch_catalog
+
+    (tmp_path / "nightly.yaml").write_text(
+        "name: nightly\ndescription: d\nmodel: smollm-135m\ninputPrefix: in\noutputPrefix: out\nshards: 0\nparalelism: 2\n"
+    )
+    with pytest.raises(CatalogError) as caught:
+        load_batch_catalog(tmp_path)
+    folder = f"{tmp_path.parent.name}/{tmp_path.name}"
+    assert caught.value.problems == [
+        f"{folder}/nightly.yaml: shards: Input should be greater than or equal to 1 (got 0)",
+        f"{folder}/nightly.yaml: paralelism: unknown field",
+    ]

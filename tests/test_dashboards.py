@@ -71,7 +71,7 @@ def exprs(model: Mapping[str, Any]) -> str:
 
 
 def test_the_shipped_dashboards() -> None:
-    assert set(DASHBOARDS) == {"gpu-fleet", "inference", "karpenter"}
+    assert set(DASHBOARDS) == {"gpu-fleet", "inference", "karpenter", "cost", "batch-queue"}
     uids = [d.model["uid"] for d in DASHBOARDS.values()]
     titles = [d.model["title"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids) and len(set(titles)) == len(titles)
@@ -191,6 +191,42 @@ def test_the_inference_dashboard_shows_requests_latency_errors_and_replicas_per_
     assert 'reporter="destination"' in text
 
 
+def test_the_cost_dashboard_prices_namespaces_tenants_models_requests_tokens_and_idle_gpus() -> None:
+    model = DASHBOARDS["cost"].model
+    titles = {panel["title"] for panel in panels(model)}
+    text = exprs(model)
+    for title in (
+        "Cost per hour by namespace",
+        "Cost per hour by tenant",
+        "Cost per hour by model",
+        "Cost per 1,000 requests by model",
+        "Cost per million tokens by model (LLMs)",
+        "Idle GPU cost per hour by pool",
+    ):
+        assert title in titles, title
+    # Allocation times the node's unit price, GPUs included (OpenCost), per namespace and per tenant.
+    for metric in ("container_gpu_allocation", "node_gpu_hourly_cost", "container_cpu_allocation", "node_ram_hourly_cost"):
+        assert metric in text, metric
+    assert "sum by (namespace)" in text and "label_gpu_platform_tenant" in text
+    # Unit costs from the serving metrics: Istio request counts and vLLM's token counters.
+    assert "istio_requests_total" in text and "vllm:generation_tokens_total" in text and "vllm:prompt_tokens_total" in text
+    assert "1000 *" in text and "1000000 *" in text
+    # Idle GPUs: utilisation from DCGM against the GPU's price, per pool.
+    assert "1 - label_replace(DCGM_FI_DEV_GPU_UTIL" in text and prometheus_label(POOL_LABEL) in text
+
+
+def test_the_batch_queue_dashboard_shows_queue_depth_admissions_and_gpu_quota() -> None:
+    text = exprs(DASHBOARDS["batch-queue"].model)
+    for metric in (
+        "kueue_pending_workloads",
+        "kueue_admitted_active_workloads",
+        "kueue_admission_wait_time_seconds_bucket",
+        "kueue_cluster_queue_resource_usage",
+        "kueue_cluster_queue_nominal_quota",
+    ):
+        assert metric in text, metric
+
+
 # --- the ConfigMaps of each stack -------------------------------------------------------------------------------
 
 
@@ -211,6 +247,10 @@ def test_each_dashboard_is_a_configmap_the_sidecar_selects(render: Render, stack
     expected = {"gpu-fleet.json", "inference.json"} if stack in STACKS_WITH_GPU_POOLS else {"inference.json"}
     if stack in stacks_where(lambda s: s.platform.autoscaler == "karpenter", cloud="aws"):
         expected.add("karpenter.json")  # only where Karpenter runs (components/dashboards.py REQUIRES)
+    if result.of_type("gpu-platform:platform:CostMonitoring"):
+        expected.add("cost.json")  # only where OpenCost runs
+    if result.of_type("gpu-platform:platform:BatchQueue"):
+        expected.add("batch-queue.json")  # only where Kueue runs
     assert set(rendered) == expected
     (monitoring_release,) = [r for r in result.of_type(RELEASE) if f"::{MONITORING}$" in r["urn"]]
     for key, resource in rendered.items():

@@ -409,8 +409,9 @@ def test_an_untainted_gpu_node_pool_and_an_untainted_spot_node_pool_are_violatio
 
 
 def pools(stack: str = "aws-prod", **pool: Any) -> dict[str, Any]:
-    """`stack`'s pools replaced by one, gpu-x, beside the multi-GPU pools its sharded LLMs need."""
-    return {"gpuPools": {"gpu-x": {"gpuType": "nvidia-l4", **pool}, **multi_gpu_pools(stack)}}
+    """`stack`'s pools replaced by one, gpu-x, beside the multi-GPU pools its sharded LLMs need; no batch pool, so
+    the prod stacks' batch jobs (which need the batch queue) go too."""
+    return {"gpuPools": {"gpu-x": {"gpuType": "nvidia-l4", **pool}, **multi_gpu_pools(stack)}, "batchJobs": {}}
 
 
 def problems_of(stack: str, overrides: dict[str, Any]) -> list[str]:

@@ -529,7 +529,7 @@ def test_without_our_monitoring_there_is_no_service_monitor(render: Render) -> N
 @pytest.mark.parametrize("stack", ["aws-dev", "gcp-prod", "local"])
 def test_disabling_the_add_on_removes_it(render: Render, stack: str) -> None:
     # Without the store the stack may serve no models (infra/program/settings.py refuses that combination).
-    result = render(stack, {**model_store_override(stack, enabled=False), "models": {}, "tenants": {}})
+    result = render(stack, {**model_store_override(stack, enabled=False), "models": {}, "tenants": {}, "batchJobs": {}})
     assert result.of_type(COMPONENT) == []
     assert result.of_type(TENANT) == []
     assert [r for r in result.helm_releases if r["inputs"]["chart"] == OPERATOR_PIN.chart] == []

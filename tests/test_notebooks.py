@@ -122,6 +122,8 @@ SCENARIOS: Mapping[str, tuple[str, dict[str, Any], str]] = {
         "aws-prod",
         {
             "models": {},
+            # The stack's batch job runs for tenant language, which this scenario replaces.
+            "batchJobs": {},
             "tenants": {"team-c": {"quota": {"gpus": {"nvidia.com/gpu": 1}}, "notebooks": {"auth": "oauth", "oauth": OAUTH, **NOTEBOOKS}}},
         },
         "team-c",

@@ -171,7 +171,7 @@ VARIANTS: list[Variant] = [
      "gke-workload-identity-and-private-nodes"),
     ("time-sliced pool in prod", "aws-prod",
      {"gpuPools": {"gpu-serving": {"gpuType": "nvidia-l4", "minSize": 2, "maxSize": 8, "timeSlicingReplicas": 2},
-                   **multi_gpu_pools("aws-prod")}},
+                   **multi_gpu_pools("aws-prod")}, "batchJobs": {}},
      lambda r: r, "no-time-sliced-gpus-in-prod"),
     ("gpu deployment without the gpu toleration", "aws-dev", None,
      lambda r: with_objects(r, deployment("triton", gpus=1, tolerate_gpu=False)), "gpu-workloads-limit-and-tolerate"),

@@ -53,6 +53,10 @@ CONTROLLER_PLACEMENT: Mapping[str, tuple[str, ...]] = {
     "oci://ghcr.io/kserve/charts/kserve-runtime-configs": (),  # ClusterServingRuntimes, no pods
     # Notebooks: the hub and the proxy; user servers go where their profile says (components/notebooks.py).
     "jupyterhub": ("hub.nodeSelector", "proxy.chp.nodeSelector"),
+    # OpenCost: exporter and UI in one Deployment (components/cost_monitoring.py).
+    "opencost": ("opencost.nodeSelector",),
+    # Kueue's controller; batch Jobs go where Kueue's flavors say (components/batch_queue.py).
+    "oci://registry.k8s.io/kueue/charts/kueue": ("controllerManager.nodeSelector",),
 }
 # chart -> value paths of tolerations for DaemonSets that must run on every GPU node.
 GPU_DAEMONSETS: Mapping[str, tuple[str, ...]] = {

@@ -67,7 +67,9 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
     guardrails = [*platform.priorities.classes.values(), *platform.tenants.values()]
 
     # A model copied from Hugging Face (components/model_import.py): its Job runs after the store's Tenant and
-    # the namespace's credentials exist, and the model waits for the Job to complete.
+    # the namespace's credentials exist, and the model waits for the Job to complete. Where the batch queue
+    # runs, also after Kueue: its Job webhook (failurePolicy Fail) admits every Job of the tenant namespaces.
+    batch_queue = [platform.batch_queue.release] if platform.batch_queue is not None else []
     imports = {
         spec.name: ModelImport(
             f"{settings.cluster_name}-model-{spec.name}-import",
@@ -75,7 +77,7 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
                 spec=spec,
                 storage=storage_for(spec),
                 system_node_selector=system_node_selector(cluster),
-                depends_on=(store.tenant, *accounts),
+                depends_on=(store.tenant, *accounts, *batch_queue),
                 image_mirror=settings.platform.image_mirror,
             ),
             on_cluster,

@@ -7,10 +7,12 @@ from typing import Optional, Union
 
 import pulumi
 
+from components.batch_queue import BatchQueue, BatchQueueArgs
 from components.cert_manager import PIN as CERT_MANAGER_PIN
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, pool_resources, system_node_selector
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
+from components.cost_monitoring import CostMonitoring, CostMonitoringArgs, CustomPricing
 from components.eks_cluster import EksGpuCluster
 from components.entry_tls import (
     WILDCARD_SECRET,
@@ -33,7 +35,8 @@ from components.priorities import PriorityClasses
 from components.progressive_delivery import LOADTESTER_PIN, ProgressiveDelivery, ProgressiveDeliveryArgs
 from components.serving import KNATIVE_SERVING_NAMESPACE, Serving, ServingArgs
 from components.tenancy import TENANT_LABEL, NetworkIsolation, Tenant
-from infra.program.settings import AwsStack, ExistingStack, GcpStack
+from infra.program.batch import batch_flavors, batch_queues
+from infra.program.settings import AwsStack, ExistingStack, GcpStack, batch_queue_enabled, cost_monitoring_enabled
 from infra.program.tenancy import tenant_plans
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
@@ -55,6 +58,8 @@ class Platform:
     tenants: dict[str, Tenant]
     # The gateway's certificate and its issuers; None with `tls.mode: none` or without cert-manager or Istio.
     entry_tls: Optional[EntryTls] = None
+    cost_monitoring: Optional[CostMonitoring] = None
+    batch_queue: Optional[BatchQueue] = None
 
 
 def dns01_identity(
@@ -317,7 +322,47 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 on_cluster,
             )
 
+    # OpenCost reads our Prometheus (it runs only with the monitoring add-on, infra/program/settings.py).
+    cost_monitoring = None
+    if monitoring is not None and cost_monitoring_enabled(settings):
+        pricing = addons.cost_monitoring.custom_pricing
+        cost_monitoring = CostMonitoring(
+            f"{name}-cost-monitoring",
+            CostMonitoringArgs(
+                cluster_name=settings.cluster_name,
+                prometheus_url=PROMETHEUS_URL,
+                system_node_selector=system_nodes,
+                custom_pricing=None
+                if pricing is None
+                else CustomPricing(pricing.cpu_hourly, pricing.ram_gib_hourly, pricing.gpu_hourly),
+                monitoring=(monitoring.release,),
+                image_mirror=mirror,
+            ),
+            on_cluster,
+        )
+
+    # Kueue: a queue per tenant over the GPU pools, spot first; the LocalQueues live in the tenants' namespaces.
+    batch_queue = None
+    flavors = batch_flavors(settings, cluster) if batch_queue_enabled(settings) else []
+    if flavors:
+        batch_queue = BatchQueue(
+            f"{name}-batch-queue",
+            BatchQueueArgs(
+                environment=settings.environment,
+                system_node_selector=system_nodes,
+                flavors=tuple(flavors),
+                queues=tuple(batch_queues(settings, flavors)),
+                service_monitor=monitoring is not None,
+                monitoring=(monitoring.release,) if monitoring else (),
+                namespaces=dict(model_store.model_namespaces) if model_store else {},
+                image_mirror=mirror,
+            ),
+            on_cluster,
+        )
+
     return Platform(
+        cost_monitoring=cost_monitoring,
+        batch_queue=batch_queue,
         monitoring=monitoring,
         cert_manager=cert_manager,
         cluster_autoscaler=cluster_autoscaler,

@@ -32,6 +32,7 @@ from components.charts import CHART_PINS
 from components.gpu_catalog import GPU_TYPES, mig_layout_problem
 from components.node_pools import GPU_RESOURCE, MIG_RESOURCE_PREFIX, gpu_resources_per_node
 from components.registry import ImageMirror
+from infra.program.batch_catalog import BatchJob, BatchJobOverride, load_batch_catalog
 from infra.program.model_catalog import (
     MAX_NESTING,
     MAX_VALUES,
@@ -789,6 +790,34 @@ class PrivateRegistry(_Model):
     )
 
 
+class CustomPricing(_Model):
+    cpu_hourly: float = Field(gt=0, le=100, description="USD per vCPU-hour.")
+    ram_gib_hourly: float = Field(gt=0, le=100, description="USD per GiB of memory per hour.")
+    gpu_hourly: float = Field(gt=0, le=1000, description="USD per GPU-hour.")
+
+
+class CostMonitoringAddon(_Model):
+    enabled: Optional[bool] = Field(
+        default=None,
+        description="OpenCost, reading the platform's Prometheus (components/cost_monitoring.py); unset: on wherever "
+        "platform.monitoring is on.",
+    )
+    custom_pricing: Optional[CustomPricing] = Field(
+        default=None,
+        description="Hourly prices OpenCost uses instead of a cloud price list, for clusters without one (existing, "
+        "on-prem); unset: the cloud's list prices (aws, gcp) or OpenCost's built-in defaults (existing).",
+    )
+
+
+class BatchQueueAddon(_Model):
+    enabled: Optional[bool] = Field(
+        default=None,
+        description="Kueue: batch Jobs wait in a queue per tenant and run on the spot pools first "
+        "(components/batch_queue.py); unset: on wherever a GPU pool has `purpose: batch` and the model store is on "
+        "(its namespaces hold the queues).",
+    )
+
+
 class PlatformSettings(_Model):
     cert_manager: Addon = Field(default_factory=Addon, description="cert-manager, for KServe's webhook certificates.")
     gpu_operator: GpuOperatorAddon = Field(default_factory=GpuOperatorAddon, description="The GPU layer.")
@@ -798,6 +827,12 @@ class PlatformSettings(_Model):
     kserve: Addon = Field(default_factory=Addon, description="KServe (CRDs, controller, serving runtimes) in Knative mode.")
     model_store: ModelStoreAddon = Field(description="MinIO (operator and tenant) holding the `models` bucket.")
     flagger: Addon = Field(default_factory=Addon, description="Flagger with its load tester, for canary analysis.")
+    cost_monitoring: CostMonitoringAddon = Field(
+        default_factory=CostMonitoringAddon, description="OpenCost: what each namespace, model and idle GPU costs."
+    )
+    batch_queue: BatchQueueAddon = Field(
+        default_factory=BatchQueueAddon, description="Kueue, queueing batch Jobs onto the GPU pools, spot first."
+    )
     air_gapped: bool = Field(
         default=False,
         description="The cluster cannot reach the internet: catalog models copied from Hugging Face "
@@ -1075,6 +1110,13 @@ class _StackBase(_Model):
         "`monthly-cost-within-budget`); unset: no budget. Not for an existing cluster, which has no cloud price.",
     )
 
+    batch_jobs: dict[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")], BatchJobOverride] = Field(
+        default_factory=dict,
+        max_length=50,
+        description="Batch inference jobs of the catalog (manifests/batch/) this stack runs through the batch "
+        "queue, by name, each with its `tenant` where the stack has tenants (docs/cost.md, \"Batch on spot\").",
+    )
+
     def tenant_namespace(self, tenant: str) -> str:
         return self.tenants[tenant].namespace or tenant
 
@@ -1160,7 +1202,12 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
         catalog = load_catalog()
     except CatalogError as exc:
         raise ConfigError(exc.problems) from None
+    try:
+        batch_catalog = load_batch_catalog()
+    except CatalogError as exc:
+        raise ConfigError(exc.problems) from None
     problems = autoscaler_problems(settings) + model_problems(settings, catalog) + tenant_problems(settings, catalog)
+    problems += runtime_cost_problems(settings) + batch_problems(settings, catalog, batch_catalog)
     if problems:
         raise ConfigError(problems)
     return settings
@@ -1569,3 +1616,79 @@ def _allowed_keys(model: Optional[type[BaseModel]], loc: list[Any]) -> list[str]
 
 def _aliases(model: type[BaseModel]) -> set[str]:
     return {f.alias or name for name, f in model.model_fields.items()}
+
+
+# --- cost at runtime and batch work -------------------------------------------------------------------
+
+
+def cost_monitoring_enabled(settings: Any) -> bool:
+    """OpenCost runs where the stack says, else wherever monitoring does (it reads our Prometheus)."""
+    chosen = settings.platform.cost_monitoring.enabled
+    return settings.platform.monitoring.enabled if chosen is None else chosen
+
+
+def batch_queue_enabled(settings: Any) -> bool:
+    """Kueue runs where the stack says, else where a GPU pool is meant for batch work and the model store makes
+    the tenants' namespaces its queues live in."""
+    chosen = settings.platform.batch_queue.enabled
+    if chosen is not None:
+        return chosen
+    return settings.platform.model_store.enabled and any(pool.purpose == "batch" for pool in settings.gpu_pools.values())
+
+
+def runtime_cost_problems(settings: Any) -> list[str]:
+    key = f"{PROJECT}:platform.costMonitoring.enabled"
+    if settings.platform.cost_monitoring.enabled and not settings.platform.monitoring.enabled:
+        return [f"{key}: OpenCost reads the platform's Prometheus; turn platform.monitoring on, or this off"]
+    return []
+
+
+def batch_problems(settings: Any, catalog: Mapping[str, CatalogModel], batch_catalog: Mapping[str, BatchJob]) -> list[str]:
+    """The batch queue against the pools, and each listed batch job against the catalogs, tenants and store."""
+    problems: list[str] = []
+    queue = batch_queue_enabled(settings)
+    whole_gpu_pools = [name for name, pool in settings.gpu_pools.items() if not pool.mig_layout]
+    if settings.platform.batch_queue.enabled and not settings.platform.model_store.enabled:
+        problems.append(
+            f"{PROJECT}:platform.batchQueue.enabled: the queues live in the tenants' namespaces, which the model "
+            "store makes; turn platform.modelStore on, or this off"
+        )
+    if settings.platform.batch_queue.enabled and not whole_gpu_pools:
+        problems.append(
+            f"{PROJECT}:platform.batchQueue.enabled: the batch queue hands out whole GPUs, and this stack has no GPU "
+            "pool without a migLayout; add one, or turn this off"
+        )
+    for name, override in settings.batch_jobs.items():
+        key = f"{PROJECT}:batchJobs.{name}"
+        job = batch_catalog.get(name)
+        if job is None:
+            known = ", ".join(sorted(batch_catalog)) or "none"
+            problems.append(f"{key}: not in the batch job catalog (manifests/batch/); jobs: {known}")
+            continue
+        if not queue:
+            problems.append(
+                f"{key}: batch jobs run through the batch queue, which is off in this stack; set "
+                "platform.batchQueue.enabled to true or give a GPU pool `purpose: batch`"
+            )
+        if not settings.platform.model_store.enabled:
+            problems.append(f"{key}: reads its inputs from the model store; turn platform.modelStore on")
+        model = catalog.get(job.model)
+        if model is None:
+            problems.append(f"{key}: its model {job.model!r} (manifests/batch/{name}.yaml) is not in the model catalog")
+        elif not model.resources.gpu or "--backend=vllm" not in model.args:
+            problems.append(
+                f"{key}: its model {job.model} is not served through vLLM on a GPU (manifests/models/{job.model}.yaml "
+                "needs resources.gpu and --backend=vllm); `vllm run-batch` runs the job"
+            )
+        elif model.resources.gpu_slice is not None:
+            problems.append(f"{key}: its model {job.model} asks for a MIG slice; batch jobs run on whole GPUs")
+        if settings.tenants:
+            if override.tenant is None:
+                problems.append(f"{key}.tenant: required, this stack has tenants: {', '.join(settings.tenants)}")
+            elif override.tenant not in settings.tenants:
+                problems.append(
+                    f"{key}.tenant: {override.tenant!r} is not a tenant here; tenants: {', '.join(settings.tenants)}"
+                )
+        elif override.tenant is not None:
+            problems.append(f"{key}.tenant: this stack has no tenants (gpu-platform:tenants); remove it")
+    return problems

@@ -3,12 +3,13 @@ alert rules and dashboards."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Sequence, Union
 
 import pulumi
 
 from components.alerting import Alerting, AlertingArgs
+from components.batch_jobs import BatchInferenceJob
 from components.cluster import KubernetesCluster, gpu_pools, system_node_selector
 from components.dashboards import Dashboards, DashboardsArgs
 from components.entry_auth import EntryAuth, EntryAuthArgs, external_hosts
@@ -16,6 +17,7 @@ from components.entry_limits import EntryLimits, EntryLimitsArgs
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.models import ENTRY_LABEL, ENTRY_LABEL_VALUE
 from components.notebooks import NotebookOAuth, Notebooks, NotebooksArgs
+from infra.program.batch import batch_job_args
 from infra.program.model_catalog import load_catalog
 from infra.program.models import Models, deploy_models, model_specs
 from infra.program.platform import Platform
@@ -36,9 +38,11 @@ class Workloads:
     entry_auth: Optional[EntryAuth] = None
     # Per-model rate and body size limits at the gateway (with the Istio mesh and KServe models).
     entry_limits: Optional[EntryLimits] = None
+    # Batch job name -> its queued Job (manifests/batch/, `batchJobs`).
+    batch_jobs: Mapping[str, BatchInferenceJob] = field(default_factory=dict)
 
 
-def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[str]:
+def capabilities(settings: Settings, cluster: KubernetesCluster, platform: Optional[Platform] = None) -> frozenset[str]:
     """What the environment runs that alert rules and dashboards may require (components/alerting.py)."""
     addons = settings.platform
     available = {name for name in ("istio", "knative", "kserve", "flagger") if getattr(addons, name).enabled}
@@ -46,6 +50,10 @@ def capabilities(settings: Settings, cluster: KubernetesCluster) -> frozenset[st
         available.add("gpu")
     if any(pool.autoscaler == "karpenter" for pool in cluster.node_pools):
         available.add("karpenter")  # an EKS stack whose GPU pools are Karpenter NodePools (components/karpenter.py)
+    if platform is not None and platform.cost_monitoring is not None:
+        available.add("opencost")
+    if platform is not None and platform.batch_queue is not None:
+        available.add("kueue")
     return frozenset(available)
 
 
@@ -171,6 +179,31 @@ def limit_entry(settings: Settings, cluster: KubernetesCluster, platform: Platfo
     )
 
 
+def deploy_batch_jobs(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> dict[str, BatchInferenceJob]:
+    """The stack's batch jobs, each in its tenant's namespace behind the batch queue (infra/program/settings.py
+    requires the queue and the model store for them)."""
+    if not settings.batch_jobs:
+        return {}
+    store, queue = platform.model_store, platform.batch_queue
+    assert store is not None and queue is not None, "infra/program/settings.py batch_problems requires both"
+    on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
+    jobs = {}
+    for args in batch_job_args(settings, store):
+        namespace = args.storage.namespace
+        tenants = list(platform.tenants.values())
+        # The namespace (with the store's Secret), its LocalQueue, the batch PriorityClass and the tenants' quotas.
+        waits = [
+            store.model_namespaces[namespace],
+            queue.local_queues[namespace],
+            platform.priorities.classes["batch"],
+            *tenants,
+        ]
+        jobs[args.name] = BatchInferenceJob(
+            f"{settings.cluster_name}-batch-{args.name}", replace(args, depends_on=tuple(waits)), on_cluster
+        )
+    return jobs
+
+
 def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Platform) -> Workloads:
     # Alert rules and dashboards are read by the Prometheus and Grafana of the monitoring add-on; a
     # cluster without it may have no PrometheusRule CRD at all.
@@ -178,6 +211,7 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
     notebooks = deploy_notebooks(settings, cluster, platform)
     entry_auth = protect_entry(settings, cluster, platform)
     entry_limits = limit_entry(settings, cluster, platform)
+    batch_jobs = deploy_batch_jobs(settings, cluster, platform)
     if platform.monitoring is None:
         return Workloads(
             models=models,
@@ -186,9 +220,10 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
             notebooks=notebooks,
             entry_auth=entry_auth,
             entry_limits=entry_limits,
+            batch_jobs=batch_jobs,
         )
     name = settings.cluster_name
-    available = capabilities(settings, cluster)
+    available = capabilities(settings, cluster, platform)
     # After the monitoring release: it installs the PrometheusRule CRD and the namespace both use.
     after_monitoring = pulumi.ResourceOptions(
         providers={"kubernetes": cluster.provider}, depends_on=[platform.monitoring.release]
@@ -204,4 +239,5 @@ def build_workloads(settings: Settings, cluster: KubernetesCluster, platform: Pl
         notebooks=notebooks,
         entry_auth=entry_auth,
         entry_limits=entry_limits,
+        batch_jobs=batch_jobs,
     )
