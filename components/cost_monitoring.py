@@ -36,7 +36,7 @@ import pulumi
 
 from components.charts import CHART_PINS
 from components.helm import helm_release
-from components.pod_security import RESTRICTED, labelled_namespace
+from components.pod_security import BASELINE, RESTRICTED, labelled_namespace
 from components.registry import ImageMirror
 
 PIN = CHART_PINS["opencost"]
@@ -120,9 +120,9 @@ class CostMonitoring(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: CostMonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:platform:CostMonitoring", name, {}, opts)
-        # Restricted: the exporter and UI run non-root, without capabilities, with RuntimeDefault seccomp.
+        # Baseline: the chart's exporter sets no security context (root allowed, no seccomp profile).
         child = pulumi.ResourceOptions(parent=self)
-        namespace = labelled_namespace(f"{name}-namespace", PIN.namespace, RESTRICTED, child)
+        namespace = labelled_namespace(f"{name}-namespace", PIN.namespace, BASELINE, child, report=RESTRICTED)
         self.release = helm_release(
             f"{name}-opencost",
             PIN,

@@ -169,7 +169,7 @@ def test_custom_resources_with_pods_place_them_on_the_system_pool(render: Render
         assert (pool.get("nodeSelector") or {}) == system
     (serving,) = result.of_type("kubernetes:operator.knative.dev/v1beta1:KnativeServing")
     for workload in serving["inputs"]["spec"].get("workloads", []):
-        assert workload["nodeSelector"] == system
+        assert workload.get("nodeSelector", {}) == system
 
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
