@@ -273,7 +273,7 @@ def test_catalog_size_is_bounded(tmp_path: Path) -> None:
     entry = shipped_entry()
     files = {f"m{i}.yaml": yaml.safe_dump({**entry, "name": f"m{i}"}) for i in range(MAX_CATALOG_MODELS + 1)}
     assert catalog_problems(write_catalog(tmp_path / "many", files)) == [
-        f"manifests/models/: {MAX_CATALOG_MODELS + 1} model files, more than the {MAX_CATALOG_MODELS} a catalog may have"
+        f"manifests/models/: {MAX_CATALOG_MODELS + 1} files, more than the {MAX_CATALOG_MODELS} allowed"
     ]
     big = yaml.safe_dump(entry) + "# " + "x" * MAX_CATALOG_FILE_BYTES + "\n"
     (problem,) = catalog_problems(write_catalog(tmp_path / "big", {"mnist-classifier.yaml": big}))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from infra.program.model_catalog import _PATH, CatalogError, _describe, _Entry, read_yaml, YamlInputError
+from infra.program.model_catalog import _PATH, _Entry, load_entries
 
 BATCH_DIR = Path(__file__).resolve().parents[2] / "manifests" / "batch"
 MAX_BATCH_FILE_BYTES = 16 * 1024
@@ -51,27 +51,4 @@ class BatchJobOverride(_Entry):
 
 def load_batch_catalog(directory: Path = BATCH_DIR) -> dict[str, BatchJob]:
     """Every batch job in `directory`, or CatalogError listing every problem of every file."""
-    jobs: dict[str, BatchJob] = {}
-    problems: list[str] = []
-    paths = sorted(directory.glob("*.yaml")) if directory.exists() else []
-    if len(paths) > MAX_BATCH_JOBS:
-        raise CatalogError([f"manifests/batch/: {len(paths)} files, more than the {MAX_BATCH_JOBS} allowed"])
-    for path in paths:
-        file = f"{directory.parent.name}/{directory.name}/{path.name}"
-        try:
-            document = read_yaml(path, MAX_BATCH_FILE_BYTES)
-        except YamlInputError as error:
-            problems.append(f"{file}: {error.problem}")
-            continue
-        try:
-            job = BatchJob.model_validate(document)
-        except ValidationError as exc:
-            problems.extend(_describe(file, exc))
-            continue
-        if job.name != path.stem:
-            problems.append(f"{file}: name: must match the file name (got {job.name!r})")
-            continue
-        jobs[job.name] = job
-    if problems:
-        raise CatalogError(problems)
-    return jobs
+    return load_entries(directory, BatchJob, MAX_BATCH_JOBS, MAX_BATCH_FILE_BYTES)

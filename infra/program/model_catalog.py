@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -502,22 +502,24 @@ def _describe(file: str, exc: ValidationError) -> list[str]:
     return problems
 
 
-@functools.lru_cache(maxsize=8)
-def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogModel]:
-    """Every model in `directory`, or CatalogError listing every problem of every file."""
-    models: dict[str, CatalogModel] = {}
+Entry = TypeVar("Entry", bound=_Entry)
+
+
+def load_entries(directory: Path, entry_type: type[Entry], max_files: int, max_file_bytes: int) -> dict[str, Entry]:
+    """Every `<name>.yaml` in `directory` as an `entry_type` whose `name` is the file's, or CatalogError listing
+    every problem of every file as `<file>: ...` (tests/test_model_catalog.py), with line and column where YAML
+    itself is the problem."""
+    entries: dict[str, Entry] = {}
     problems: list[str] = []
-    paths = sorted(directory.glob("*.yaml"))
-    if len(paths) > MAX_CATALOG_MODELS:
-        shown = f"{directory.parent.name}/{directory.name}/"
-        problem = f"{shown}: {len(paths)} model files, more than the {MAX_CATALOG_MODELS} a catalog may have"
-        raise CatalogError([problem])
+    paths = sorted(directory.glob("*.yaml")) if directory.exists() else []
+    shown = f"{directory.parent.name}/{directory.name}/"
+    if len(paths) > max_files:
+        raise CatalogError([f"{shown}: {len(paths)} files, more than the {max_files} allowed"])
     for path in paths:
-        file = f"{directory.parent.name}/{directory.name}/{path.name}"
+        file = f"{shown}{path.name}"
         try:
-            document = read_yaml(path, MAX_CATALOG_FILE_BYTES)
+            document = read_yaml(path, max_file_bytes)
         except YamlInputError as error:
-            # Catalog problems all read `<file>: ...` (tests/test_model_catalog.py), now with line and column.
             where = f"line {error.line}, column {error.column}" if error.line is not None else ""
             if error.syntax:
                 problems.append(f"{file}: not valid YAML{' at ' + where if where else ''}: {error.problem}")
@@ -525,17 +527,24 @@ def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogModel]:
                 problems.append(f"{file}: {error.problem}{' (' + where + ')' if where else ''}")
             continue
         try:
-            model = CatalogModel.model_validate(document)
+            entry = entry_type.model_validate(document)
         except ValidationError as exc:
             problems.extend(_describe(file, exc))
             continue
-        if model.name != path.stem:
-            problems.append(f"{file}: name: must match the file name (got {model.name!r})")
+        name = getattr(entry, "name")
+        if name != path.stem:
+            problems.append(f"{file}: name: must match the file name (got {name!r})")
             continue
-        models[model.name] = model
+        entries[name] = entry
     if problems:
         raise CatalogError(problems)
-    return models
+    return entries
+
+
+@functools.lru_cache(maxsize=8)
+def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogModel]:
+    """Every model in `directory`, or CatalogError listing every problem of every file."""
+    return load_entries(directory, CatalogModel, MAX_CATALOG_MODELS, MAX_CATALOG_FILE_BYTES)
 
 
 class ModelOverride(_Entry):

@@ -21,7 +21,7 @@ from pulumi_policy import Severity
 
 from . import config
 from .builders import StackResource, resource_policy, stack_policy
-from .stack import Finding, _display, providers_tier, stated_tier
+from .stack import Finding, _display, tier_of
 from .shapes import SERVICE, helm_chart_of, metadata_name, namespace_of
 from .values import UNKNOWN, as_mapping, get
 
@@ -157,7 +157,7 @@ def check_prod_models_served_over_tls(
     environment: str = config.ENVIRONMENT.default,
     stack_tags: Optional[Mapping[str, str]] = None,
 ) -> Iterator[Finding]:
-    if (stated_tier(environment, stack_tags) or providers_tier(resources)) != "prod":
+    if tier_of(resources, environment, stack_tags) != "prod":
         return
     if not any(r.type == INFERENCE_SERVICE for r in resources):
         return

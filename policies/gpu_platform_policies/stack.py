@@ -203,6 +203,13 @@ def providers_tier(resources: Sequence[StackResource]) -> Optional[str]:
     return next((e for r in resources if (e := environment_of_provider(r.type, r.props))), None)
 
 
+def tier_of(
+    resources: Sequence[StackResource], environment: str, stack_tags: Optional[Mapping[str, str]]
+) -> Optional[str]:
+    """The stack's tier: stated (policy config, stack tag), else carried by its cloud providers."""
+    return stated_tier(environment, stack_tags) or providers_tier(resources)
+
+
 def check_no_time_slicing_in_prod(
     resources: Sequence[StackResource],
     *,

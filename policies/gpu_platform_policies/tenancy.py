@@ -23,7 +23,7 @@ from pulumi_policy import Severity
 from . import config
 from .builders import StackResource, resource_policy, stack_policy
 from .shapes import HELM_RELEASE, gpu_requests, namespace_of, node_pools_of, pods_of
-from .stack import Finding, _display, providers_tier, stated_tier
+from .stack import Finding, _display, tier_of
 from .values import UNKNOWN, as_mapping, get
 
 RESOURCE_QUOTA = "kubernetes:core/v1:ResourceQuota"
@@ -255,7 +255,7 @@ def check_prod_models_need_a_token(
     environment: str = config.ENVIRONMENT.default,
     stack_tags: Optional[Mapping[str, str]] = None,
 ) -> Iterator[Finding]:
-    if (stated_tier(environment, stack_tags) or providers_tier(resources)) != "prod":
+    if tier_of(resources, environment, stack_tags) != "prod":
         return
     models = [r for r in resources if r.type == INFERENCE_SERVICE_TYPE]
     if not models or _checks_tokens(resources) is not False:
