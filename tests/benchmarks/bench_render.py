@@ -94,7 +94,8 @@ def large_overrides(models: Mapping[str, Any]) -> dict[str, Any]:
     }
     # No tenants: the generated models all go to the one `models` namespace, whose GPU quota is the
     # pools' capacity (infra/program/tenancy.py), instead of each needing a tenant and a quota.
-    return {"gpuPools": pools, "models": dict(models), "tenants": {}}
+    # Nor its batch job, whose model and tenant the generated catalog and stack do not have.
+    return {"gpuPools": pools, "models": dict(models), "tenants": {}, "batchJobs": {}}
 
 
 def large_model_count() -> int:
@@ -130,8 +131,12 @@ def write_large_catalog(directory: Path, count: int) -> dict[str, dict[str, Any]
         if entry.get("canary"):
             entry["canary"]["storagePath"] = f"{name}/v2"
         if entry["resources"].get("gpu"):
-            entry["resources"]["gpuType"] = gpu_types[gpu_models % len(gpu_types)]
+            gpu = entry["resources"]["gpuType"] = gpu_types[gpu_models % len(gpu_types)]
             gpu_models += 1
+            if entry.get("servingProfiles"):
+                # An LLM needs a profile for the GPU type it is moved to: its first, on one GPU of that type.
+                profile = {**next(iter(entry["servingProfiles"].values())), "tensorParallelSize": 1}
+                entry["servingProfiles"], entry["resources"]["gpu"] = {gpu: profile}, 1
         (directory / f"{name}.yaml").write_text(yaml.safe_dump(entry, sort_keys=False))
     names = sorted(load_catalog(directory))  # every entry valid, as the render will check
     if len(names) != count:
