@@ -5,6 +5,7 @@ say so before the next benchmark run. Settings only, no render: timings belong t
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -18,6 +19,7 @@ def _bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_render", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
