@@ -186,6 +186,12 @@ def pools_for(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> list[Nod
     """The GPU pools `spec` may run on: those offering its GPU or slice, pools of its purpose (serving
     or batch) first if there are any."""
     matching = [pool for pool in pools if offers(pool, spec)]
+    if spec.tensor_parallel_size == 1 and spec.gpu_slice is None:
+        # Machines of several GPUs are for replicas sharded over them: a one-GPU replica there would keep a
+        # sharded one from fitting (and, under Karpenter, start a large machine for a small model). Such a
+        # replica goes to them only where its GPU type has nothing smaller.
+        single = [pool for pool in matching if pool.gpu_count <= 1]
+        matching = single or matching
     preferred = [pool for pool in matching if (pool.purpose or "serving") == spec.purpose]
     return preferred or matching
 

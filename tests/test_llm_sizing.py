@@ -141,3 +141,15 @@ def test_a_sharded_llm_without_a_pool_large_enough_exits_2_naming_the_model_and_
     (error,) = [line for line in captured.err.splitlines() if "qwen3-32b-fp8" in line]
     assert "shards over 4 nvidia-l4 GPUs" in error
     assert "gpu-llm (1 per machine)" in error and "gpu-serving (1 per machine)" in error
+
+
+@requires_charts
+@pytest.mark.parametrize("stack", PROD)
+def test_one_gpu_replicas_stay_off_the_machines_kept_for_sharded_ones(stack: str) -> None:
+    """A one-GPU replica on a four-GPU machine would keep a sharded replica from fitting there."""
+    pools = stack_settings(stack).gpu_pools
+    large = {name for name, pool in pools.items() if pool.gpu_count > 1}
+    assert large
+    for name, profile in served_llms(stack).items():
+        if profile.tensor_parallel_size == 1:
+            assert not allowed_pools(predictor(stack, name)) & large, name

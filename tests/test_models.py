@@ -46,10 +46,12 @@ def choosing(serving: str | None = None, *, gpu: bool | None = None) -> list[str
 
 
 def target_pools(stack: str, model: str) -> dict[str, dict[str, Any]]:
-    """The promised GPU pools `model` may land on in `stack`: those of its GPU type, serving ones if any
-    (docs/howto.md: `purpose: batch` keeps online models off a pool while a serving pool of the type exists)."""
+    """The promised GPU pools a one-GPU `model` may land on in `stack`: those of its GPU type, machines of one
+    GPU if there are any (several-GPU machines are for sharded LLMs), serving ones if any (docs/howto.md:
+    `purpose: batch` keeps online models off a pool while a serving pool of the type exists)."""
     gpu_type = chosen(stack)[model].get("gpuType") or load_catalog()[model].resources.gpu_type
     pools = {name: pool for name, pool in promised_gpu_pools(stack).items() if pool["gpuType"] == gpu_type}
+    pools = {name: pool for name, pool in pools.items() if pool.get("gpuCount", 1) == 1} or pools
     serving = {name: pool for name, pool in pools.items() if pool["purpose"] == "serving"}
     return serving or pools
 
