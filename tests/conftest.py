@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import pytest
 
+import infra.program.stack_config
 from components.charts import ChartPin
 from components.node_pools import system_labels
 from infra.program.settings import ConfigError, load_settings
@@ -18,6 +20,7 @@ from components.charts import CHART_PINS
 from infra.tooling.chart_cache import ChartCache, ChartUnavailable
 from infra.tooling.mock_engine import RenderResult, render_stack
 from infra.tooling.objects import ObjectSet, expand_objects
+from infra.tooling.render import main as render_main
 
 # Tests never reach a chart repository: charts come from ../shared/upstream or are reported missing.
 os.environ["GPU_PLATFORM_CHART_PULL"] = "0"
@@ -141,6 +144,27 @@ def promised_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
     if raw["cloud"] not in MANAGED_CLOUDS:
         tier_pool = {key: tier_pool[key] for key in EXISTING_POOL_KEYS}
     return {name: {**tier_pool, **pool} for name, pool in stated_gpu_pools(stack).items()}
+
+
+@pytest.fixture
+def stacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stacks directory of our own, so broken stack files never touch stacks/."""
+    directory = tmp_path / "stacks"
+    directory.mkdir()
+    monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", directory)
+    return directory
+
+
+def render_broken(stacks: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """Render a stack file holding `text` through the CLI: exit 2, no traceback, nothing written."""
+    (stacks / "Pulumi.broken.yaml").write_text(text)
+    out = stacks.parent / "out"
+    assert render_main(["broken", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert "stack 'broken' has" in captured.err
+    assert not out.exists(), "nothing is written for a stack that does not validate"
+    return captured.err
 
 
 _RENDERS: dict[str, RenderResult] = {}

@@ -44,34 +44,12 @@ from infra.program.stack_config import (
     stack_input,
 )
 from infra.tooling.mock_engine import render_stack, run_under_mocks
-from infra.tooling.render import main
-from tests.conftest import multi_gpu_pools
+from tests.conftest import multi_gpu_pools, render_broken
 
 AWS_DEV = (Path(infra.program.stack_config.ROOT) / "stacks" / "Pulumi.aws-dev.yaml").read_text()
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A stacks directory of our own, so broken stack files never touch stacks/."""
-    directory = tmp_path / "stacks"
-    directory.mkdir()
-    monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", directory)
-    return directory
-
-
-def render_broken(stacks: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
-    """Render a stack file holding `text` through the CLI: exit 2, no traceback, nothing written."""
-    (stacks / "Pulumi.broken.yaml").write_text(text)
-    out = stacks.parent / "out"
-    assert main(["broken", "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err + captured.out
-    assert "stack 'broken' has" in captured.err
-    assert not out.exists(), "nothing is written for a stack that does not validate"
-    return captured.err
 
 
 def problems_of(stack: str, **overrides: Any) -> list[str]:

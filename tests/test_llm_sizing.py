@@ -14,8 +14,7 @@ import infra.program.stack_config
 from infra.program.model_catalog import CATALOG_DIR, PROFILE_ENGINE_ARGS, CatalogModel, load_catalog
 from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import stack_input
-from infra.tooling.render import main
-from tests.conftest import SHIPPED_STACKS, expanded, requires_charts, stack_settings, stacks_where
+from tests.conftest import SHIPPED_STACKS, expanded, render_broken, requires_charts, stack_settings, stacks_where
 
 PROD = stacks_where(tier="prod", cloud=("aws", "gcp"))
 
@@ -29,7 +28,8 @@ def profile_of(stack: str, name: str) -> Any:
 
 def served_llms(stack: str) -> dict[str, Any]:
     """name -> its serving profile on this stack, for every LLM the stack serves."""
-    return {name: profile_of(stack, name) for name in stack_settings(stack).models if load_catalog()[name].serving_profiles}
+    catalog = load_catalog()
+    return {name: profile_of(stack, name) for name in stack_settings(stack).models if catalog[name].serving_profiles}
 
 
 def predictor(stack: str, name: str) -> dict[str, Any]:
@@ -126,19 +126,13 @@ def test_an_llm_on_a_gpu_type_without_a_profile_is_a_config_error() -> None:
 
 
 def test_a_sharded_llm_without_a_pool_large_enough_exits_2_naming_the_model_and_the_pools(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    stacks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stacks = tmp_path / "stacks"
-    stacks.mkdir()
-    document = yaml.safe_load((infra.program.stack_config.STACKS_DIR / "Pulumi.aws-prod.yaml").read_text())
+    document = yaml.safe_load((infra.program.stack_config.ROOT / "stacks" / "Pulumi.aws-prod.yaml").read_text())
     pools = document["config"]["gpu-platform:gpuPools"]
     pools["gpu-llm"]["gpuCount"], pools["gpu-llm"]["machineTypes"] = 1, ["g6.xlarge"]
-    (stacks / "Pulumi.small-machines.yaml").write_text(yaml.safe_dump(document))
-    monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", stacks)
-    assert main(["small-machines", "--out", str(tmp_path / "out")]) == 2
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err + captured.out
-    (error,) = [line for line in captured.err.splitlines() if "qwen3-32b-fp8" in line]
+    err = render_broken(stacks, yaml.safe_dump(document), capsys)
+    (error,) = [line for line in err.splitlines() if "qwen3-32b-fp8" in line]
     assert "shards over 4 nvidia-l4 GPUs" in error
     assert "gpu-llm (1 per machine)" in error and "gpu-serving (1 per machine)" in error
 

@@ -31,9 +31,9 @@ from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import stack_input
 from infra.tooling.mock_engine import RenderResult, render_stack
 from infra.tooling.objects import expand_objects
-from infra.tooling.render import main, object_problems
+from infra.tooling.render import object_problems
 from policies.gpu_platform_policies.shapes import image_pinning_problem
-from tests.conftest import requires_charts
+from tests.conftest import render_broken, requires_charts
 
 JOB = "kubernetes:batch/v1:Job"
 ISVC = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
@@ -243,21 +243,13 @@ def test_an_air_gapped_stack_without_hugging_face_models_is_fine(hf_catalog: Any
 
 
 def test_the_render_of_an_air_gapped_stack_exits_2_with_one_error(
-    hf_catalog: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    hf_catalog: Any, stacks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stacks = tmp_path / "stacks"
-    stacks.mkdir()
-    document = yaml.safe_load((infra.program.stack_config.STACKS_DIR / f"Pulumi.{STACK}.yaml").read_text())
+    document = yaml.safe_load((infra.program.stack_config.ROOT / "stacks" / f"Pulumi.{STACK}.yaml").read_text())
     document["config"]["gpu-platform:platform"] = AIR_GAPPED
-    (stacks / "Pulumi.air-gapped.yaml").write_text(yaml.safe_dump(document))
-    monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", stacks)
-    out = tmp_path / "out"
-    assert main(["air-gapped", "--out", str(out)]) == 2
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err + captured.out
-    assert not out.exists(), "nothing is rendered for a stack that does not validate"
-    errors = [line for line in captured.err.splitlines() if "gpu-platform:" in line]
-    assert len(errors) == 1, captured.err
+    err = render_broken(stacks, yaml.safe_dump(document), capsys)
+    errors = [line for line in err.splitlines() if "gpu-platform:" in line]
+    assert len(errors) == 1, err
     assert f"gpu-platform:models.{MODEL}" in errors[0] and "gpu-platform:platform.airGapped" in errors[0]
 
 

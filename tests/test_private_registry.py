@@ -19,8 +19,7 @@ from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import stack_file_config, stack_input
 from infra.tooling.images import copy_lines, images_of
 from infra.tooling.images import main as images_main
-from infra.tooling.render import main
-from tests.conftest import SHIPPED_STACKS, expanded, rendered, requires_charts, stack_settings
+from tests.conftest import SHIPPED_STACKS, expanded, render_broken, rendered, requires_charts, stack_settings
 from tests.upstream import chart_path, requires_shared
 
 MIRROR = ImageMirror("mirror.test.internal:5000/platform")
@@ -130,7 +129,8 @@ def _published_values(chart_dir: Path) -> dict[str, Any]:
 
 
 def _dependencies(chart_dir: Path) -> set[str]:
-    return {dependency["name"] for dependency in yaml.safe_load((chart_dir / "Chart.yaml").read_text()).get("dependencies", [])}
+    chart = yaml.safe_load((chart_dir / "Chart.yaml").read_text())
+    return {dependency["name"] for dependency in chart.get("dependencies", [])}
 
 
 @requires_shared
@@ -182,19 +182,13 @@ def test_a_mirror_that_is_not_a_registry_path_is_refused(mirror: str) -> None:
 
 
 def test_the_render_of_an_air_gapped_stack_without_a_mirror_exits_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    stacks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    stacks = tmp_path / "stacks"
-    stacks.mkdir()
-    document = yaml.safe_load((infra.program.stack_config.STACKS_DIR / "Pulumi.onprem-h100.yaml").read_text())
+    document = yaml.safe_load((infra.program.stack_config.ROOT / "stacks" / "Pulumi.onprem-h100.yaml").read_text())
     del document["config"]["gpu-platform:platform"]["privateRegistry"]
-    (stacks / "Pulumi.no-mirror.yaml").write_text(yaml.safe_dump(document))
-    monkeypatch.setattr(infra.program.stack_config, "STACKS_DIR", stacks)
-    assert main(["no-mirror", "--out", str(tmp_path / "out")]) == 2
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err + captured.out
-    errors = [line for line in captured.err.splitlines() if "gpu-platform:" in line]
-    assert len(errors) == 1 and "privateRegistry.mirror" in errors[0], captured.err
+    err = render_broken(stacks, yaml.safe_dump(document), capsys)
+    errors = [line for line in err.splitlines() if "gpu-platform:" in line]
+    assert len(errors) == 1 and "privateRegistry.mirror" in errors[0], err
 
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)

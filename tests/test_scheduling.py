@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import pytest
 
+from components.registry import value_at
 from infra.tooling.mock_engine import RenderResult
 from infra.tooling.object_checks import pod_spec
 from tests.conftest import SHIPPED_STACKS, Render, expanded, promised_gpu_pools, requires_charts
@@ -64,15 +65,6 @@ GPU_DAEMONSETS: Mapping[str, tuple[str, ...]] = {
     "dcgm-exporter": ("tolerations",),
     "kube-prometheus-stack": ("prometheus-node-exporter.tolerations",),
 }
-
-
-def at(tree: Mapping[str, Any], path: str) -> Any:
-    node: Any = tree
-    for key in path.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return None
-        node = node[key]
-    return node
 
 
 def system_selector(result: RenderResult) -> dict[str, str]:
@@ -133,7 +125,7 @@ def test_every_controller_of_every_release_runs_on_the_system_pool(render: Rende
     for release in result.helm_releases:
         values = release["inputs"].get("values") or {}
         for path in CONTROLLER_PLACEMENT[release["inputs"]["chart"]]:
-            placed = at(values, path)
+            placed = value_at(values, path)
             where = f"{release['name']}: {path}"
             if not system:  # a cluster without system labels: nothing to select, nothing set
                 assert not placed, where
@@ -150,7 +142,7 @@ def test_gpu_daemonsets_tolerate_every_taint_of_every_gpu_pool(render: Render, s
     checked = 0
     for release in result.helm_releases:
         for path in GPU_DAEMONSETS.get(release["inputs"]["chart"], ()):
-            tolerations = at(release["inputs"]["values"], path) or []
+            tolerations = value_at(release["inputs"]["values"], path) or []
             for key, effect in taints:
                 assert tolerates(tolerations, key, effect), f"{release['name']}: {path} misses {key}:{effect}"
             checked += 1
