@@ -42,6 +42,8 @@ REQUIRES: Mapping[str, frozenset[str]] = {
     # OpenCost's metrics (components/cost_monitoring.py) and Kueue's (components/batch_queue.py).
     "cost": frozenset({"opencost"}),
     "batch-queue": frozenset({"kueue"}),
+    # vLLM's metrics come in through the model-server PodMonitor, made with Istio (components/model_metrics.py).
+    "llm-serving": frozenset({"kserve", "istio"}),
 }
 
 

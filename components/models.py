@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 
 from components.cluster import tolerations_of
 from components.custom_resource import custom_resource
+from components.model_metrics import MODEL_LABEL, RUNTIME_METRICS, TRITON_METRICS, pod_scrape_annotations, pod_scrape_labels
 from components.node_pools import (
     GPU_RESOURCE,
     NodePoolDescription,
@@ -40,7 +41,6 @@ from components.registry import ImageMirror, mirrored
 
 INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1beta1"
 CANARY_API_VERSION = "flagger.app/v1beta1"
-MODEL_LABEL = "gpu-platform/model"
 # On every KServe predictor pod (the predictor's `labels`, which KServe copies to its pods): the per-namespace
 # AuthorizationPolicy selects these pods and no others (components/entry_auth.py), so a Flagger-released
 # Deployment or a tenant's JupyterHub in the same namespace keeps its own traffic rules.
@@ -285,7 +285,9 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         # The request's whole life, first byte to last (KServe -> the Knative revision's timeoutSeconds): a streamed
         # LLM answer must end within it, so LLM entries raise it (manifests/models, `limits.timeoutSeconds`).
         predictor["timeout"] = spec.timeout_seconds
-    predictor["labels"] = {ENTRY_LABEL: ENTRY_LABEL_VALUE}
+    # The model's name and the scrape label: the model server's own metrics (vLLM's) reach Prometheus through
+    # Istio's merged metrics port (components/model_metrics.py).
+    predictor["labels"] = {ENTRY_LABEL: ENTRY_LABEL_VALUE, **pod_scrape_labels(spec.name)}
     if spec.container_concurrency is not None:
         # A hard cap: Knative's queue-proxy holds request N+1 until one finishes, so an overloaded GPU
         # queues instead of running out of memory (Knative "Configuring concurrency", hard limit).
@@ -300,9 +302,9 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         predictor["canaryTrafficPercent"] = spec.canary.traffic_percent
     if not predictor["tolerations"]:
         del predictor["tolerations"]
-    annotations = pod_annotations(args)
+    # The predictor's own annotations go on its pods (KServe ComponentExtensionSpec `annotations`).
+    annotations = {**pod_annotations(args), **pod_scrape_annotations(RUNTIME_METRICS.get(spec.runtime or ""))}
     if annotations:
-        # The predictor's own annotations go on its pods (KServe ComponentExtensionSpec `annotations`).
         predictor["annotations"] = annotations
     return {
         "apiVersion": INFERENCE_SERVICE_API_VERSION,
@@ -424,6 +426,9 @@ class CanaryModel(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         labels = {"app": spec.name, MODEL_LABEL: spec.name}
         where = placement(spec, args.gpu_pools)
+        # Triton's metrics (port 8002) through Istio's merged metrics port (components/model_metrics.py).
+        pod_labels = {**labels, **pod_scrape_labels(spec.name)}
+        pod_metadata_annotations = {**pod_annotations(args), **pod_scrape_annotations(TRITON_METRICS)}
         credentials = [
             k8s.core.v1.EnvVarArgs(
                 name=variable,
@@ -440,7 +445,7 @@ class CanaryModel(pulumi.ComponentResource):
                 replicas=max(spec.min_replicas, 1),
                 selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app": spec.name}),
                 template=k8s.core.v1.PodTemplateSpecArgs(
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels, annotations=pod_annotations(args) or None),
+                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=pod_labels, annotations=pod_metadata_annotations),
                     spec=k8s.core.v1.PodSpecArgs(
                         priority_class_name=spec.priority_class,
                         affinity=where["affinity"],

@@ -147,7 +147,13 @@ OPENCOST_METRICS = frozenset(
     }
 )
 
-# vLLM's Prometheus metrics (docs.vllm.ai "Production Metrics"; vllm/v1/metrics/loggers.py), prefixed `vllm:`.
+# vLLM's Prometheus metrics, V1 engine (vllm/v1/metrics/loggers.py `PrometheusStatLogger`; docs/design/metrics.md,
+# "v1 Metrics"), prefixed `vllm:`, each labelled `model_name`. The names of vLLM >= 0.11, which the images we run
+# ship: vllm/vllm-openai v0.11.1 (the batch job), llm-d-cuda v0.8.0 (KServe v0.20.0's LLMInferenceService
+# configs) and KServe v0.20.0's Hugging Face server. `kv_cache_usage_perc` replaced `gpu_cache_usage_perc`,
+# `inter_token_latency_seconds` replaced `time_per_output_token_seconds` and `prefix_cache_{queries,hits}` the
+# `gpu_prefix_cache_*` counters; the old names are gone, so a query must not use them. They reach Prometheus
+# through components/model_metrics.py, which keeps every `vllm:` series.
 VLLM_METRICS = frozenset(
     {
         "vllm:prompt_tokens_total",
@@ -155,9 +161,20 @@ VLLM_METRICS = frozenset(
         "vllm:request_success_total",
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:num_preemptions_total",
     }
 )
-VLLM_HISTOGRAMS = frozenset({"vllm:e2e_request_latency_seconds", "vllm:time_to_first_token_seconds"})
+VLLM_HISTOGRAMS = frozenset(
+    {
+        "vllm:e2e_request_latency_seconds",
+        "vllm:time_to_first_token_seconds",
+        "vllm:inter_token_latency_seconds",
+        "vllm:request_queue_time_seconds",
+    }
+)
 
 # Kueue v0.19 (kubernetes-sigs/kueue site/content/en/docs/reference/metrics.md, "ClusterQueue status"; the
 # `kueue_cluster_queue_*` quota and usage gauges need metrics.enableClusterQueueResources, which

@@ -38,7 +38,7 @@ from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from tests.alert_tests import load_cases, promtool, requires_promtool, seconds, write_unit_tests
-from tests.conftest import SHIPPED_STACKS, Render, cluster_provider_of
+from tests.conftest import SHIPPED_STACKS, Render, cluster_provider_of, stack_settings
 from tests.metric_names import known_metrics, metric_names
 from tests.upstream import requires_shared, validate_custom_resource
 
@@ -70,6 +70,7 @@ TENANCY_ALERTS = {"TenantGpuQuotaNearlyUsed", "MigConfigFailed", "TenantGpuPodsP
 KARPENTER_ALERTS = {"KarpenterPodsWaitingForCapacity", "KarpenterNodePoolAtLimit", "KarpenterNodesChurning", "KarpenterInterruptions"}
 COST_ALERTS = {"GpuPoolIdle"}
 BATCH_ALERTS = {"BatchWorkWaitingTooLong", "BatchWorkInadmissible"}
+LLM_ALERTS = {"LlmTimeToFirstTokenHigh", "LlmInterTokenLatencyHigh", "LlmRequestsWaiting", "LlmKvCacheNearlyFull"}
 
 # What the issue asks of the rules, in every tier: (threshold as written in the expression, `for:`).
 # None: the tier table in the rule file decides.
@@ -84,6 +85,12 @@ PROMISED: Mapping[str, tuple[str, str | None]] = {
     # GPU sharing and tenancy: a quota at 90 % or more, GPU pods pending for more than 5 minutes.
     "TenantGpuQuotaNearlyUsed": (">= 0.9", None),
     "TenantGpuPodsPending": ("", "5m"),
+    # Issue 15: time to first token p95 above 500 ms, inter-token latency p95 above its target (100 ms), requests
+    # waiting above a threshold for 5 minutes, KV-cache usage above 90 %.
+    "LlmTimeToFirstTokenHigh": ("> 0.5", None),
+    "LlmInterTokenLatencyHigh": ("> 0.1", None),
+    "LlmRequestsWaiting": ("> 5", "5m"),
+    "LlmKvCacheNearlyFull": ("> 0.9", None),
 }
 # Alerts whose prod severity pages whoever is on call: the model is down or the GPU is broken.
 PAGES_IN_PROD = {"InferenceErrorRateHigh", "InferenceServiceNotReady", "GpuFatalXidError", "MigConfigFailed"}
@@ -134,7 +141,7 @@ def without_monitoring(stack: str) -> dict[str, Any]:
 
 def test_the_shipped_rule_files_load() -> None:
     names = {rule.alert for rule_file in load_rule_files() for rule in rule_file.rules}
-    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS | TENANCY_ALERTS | KARPENTER_ALERTS | COST_ALERTS | BATCH_ALERTS
+    assert names == GPU_ALERTS | INFERENCE_ALERTS | CANARY_ALERTS | TENANCY_ALERTS | KARPENTER_ALERTS | COST_ALERTS | BATCH_ALERTS | LLM_ALERTS
 
 
 BAD_RULE_FILES: Mapping[str, tuple[str, str]] = {
@@ -324,6 +331,20 @@ def test_the_idle_pool_alert_only_in_prod_and_the_batch_alerts_where_kueue_runs(
     if idle_pool:
         # Averaged per pool, the pool named by the node's label.
         assert "avg by (pool)" in rendered_rules(result)["GpuPoolIdle"]["expr"]
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_the_llm_alerts_exactly_where_vllm_metrics_are_scraped(render: Render, stack: str) -> None:
+    """The SLO alerts read vLLM's series, which only the model-server PodMonitor brings in (Istio and monitoring)."""
+    result = render(stack)
+    rendered = set(rendered_rules(result))
+    scraped = any(
+        r["inputs"]["metadata"]["name"] == "model-server-metrics" for r in result.of_type("kubernetes:monitoring.coreos.com/v1:PodMonitor")
+    )
+    settings = stack_settings(stack)
+    assert scraped == (settings.platform.istio.enabled and settings.platform.monitoring.enabled)
+    assert (LLM_ALERTS <= rendered) == (scraped and settings.platform.kserve.enabled)
+    assert LLM_ALERTS & rendered in (set(), LLM_ALERTS)
 
 
 def test_a_rule_can_be_limited_to_tiers(tmp_path: Path) -> None:

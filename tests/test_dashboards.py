@@ -28,7 +28,7 @@ from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from tests.alert_tests import promtool, requires_promtool
-from tests.conftest import stacks_where, SHIPPED_STACKS, Render
+from tests.conftest import stacks_where, stack_settings, SHIPPED_STACKS, Render
 from tests.metric_names import known_metrics, metric_names
 from tests.upstream import requires_shared
 
@@ -71,7 +71,7 @@ def exprs(model: Mapping[str, Any]) -> str:
 
 
 def test_the_shipped_dashboards() -> None:
-    assert set(DASHBOARDS) == {"gpu-fleet", "inference", "karpenter", "cost", "batch-queue"}
+    assert set(DASHBOARDS) == {"gpu-fleet", "inference", "karpenter", "cost", "batch-queue", "llm-serving"}
     uids = [d.model["uid"] for d in DASHBOARDS.values()]
     titles = [d.model["title"] for d in DASHBOARDS.values()]
     assert len(set(uids)) == len(uids) and len(set(titles)) == len(titles)
@@ -215,6 +215,33 @@ def test_the_cost_dashboard_prices_namespaces_tenants_models_requests_tokens_and
     assert "1 - label_replace(DCGM_FI_DEV_GPU_UTIL" in text and prometheus_label(POOL_LABEL) in text
 
 
+def test_the_llm_serving_dashboard_shows_every_slo_signal_per_model() -> None:
+    """Issue 15: TTFT and inter-token latency p50/p95/p99, tokens per second, requests waiting, KV-cache usage,
+    prefix-cache hit rate and the GPU utilisation of the model's pods, each panel filtered by the model variable."""
+    model = DASHBOARDS["llm-serving"].model
+    by_title = {panel["title"]: [t["expr"] for t in panel.get("targets", [])] for panel in panels(model)}
+    for title in ("Time to first token", "Inter-token latency"):
+        quantiles = {re.search(r"histogram_quantile\((0\.\d+)", expr).group(1) for expr in by_title[title]}
+        assert quantiles == {"0.5", "0.95", "0.99"}, title
+    wanted = {
+        "Time to first token": "vllm:time_to_first_token_seconds_bucket",
+        "Inter-token latency": "vllm:inter_token_latency_seconds_bucket",
+        "Tokens per second": "vllm:generation_tokens_total",
+        "Requests running and waiting": "vllm:num_requests_waiting",
+        "KV-cache usage": "vllm:kv_cache_usage_perc",
+        "Prefix-cache hit rate": "vllm:prefix_cache_hits_total",
+        "GPU utilisation of the model's pods": "DCGM_FI_DEV_GPU_UTIL",
+    }
+    for title, metric in wanted.items():
+        assert any(metric in expr for expr in by_title[title]), title
+    for panel in panels(model):
+        for target in panel.get("targets", []):
+            assert 'model=~"$model"' in target["expr"], panel["title"]
+    # The variable lists the models whose vLLM series carry the scrape's `model` label.
+    (variable,) = [v for v in model["templating"]["list"] if v["name"] == "model"]
+    assert variable["definition"] == "label_values(vllm:num_requests_running, model)"
+
+
 def test_the_batch_queue_dashboard_shows_queue_depth_admissions_and_gpu_quota() -> None:
     text = exprs(DASHBOARDS["batch-queue"].model)
     for metric in (
@@ -251,6 +278,9 @@ def test_each_dashboard_is_a_configmap_the_sidecar_selects(render: Render, stack
         expected.add("cost.json")  # only where OpenCost runs
     if result.of_type("gpu-platform:platform:BatchQueue"):
         expected.add("batch-queue.json")  # only where Kueue runs
+    settings = stack_settings(stack)
+    if settings.platform.istio.enabled and settings.platform.kserve.enabled:
+        expected.add("llm-serving.json")  # where the model-server PodMonitor scrapes vLLM (components/model_metrics.py)
     assert set(rendered) == expected
     (monitoring_release,) = [r for r in result.of_type(RELEASE) if f"::{MONITORING}$" in r["urn"]]
     for key, resource in rendered.items():

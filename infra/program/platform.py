@@ -13,6 +13,7 @@ from components.cert_manager import CertManager, CertManagerArgs
 from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, pool_resources, system_node_selector
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.cost_monitoring import CostMonitoring, CostMonitoringArgs, CustomPricing
+from components.custom_resource import custom_resource
 from components.eks_cluster import EksGpuCluster
 from components.entry_tls import (
     WILDCARD_SECRET,
@@ -27,6 +28,7 @@ from components.entry_tls import (
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.karpenter import karpenter_service_monitor
 from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs
+from components.model_metrics import model_server_monitor
 from components.model_store import MINIO_CONTAINER_PORT, ModelStore, ModelStoreArgs
 from components.model_store import TENANT_NAMESPACE as STORE_NAMESPACE
 from components.observability import PIN as MONITORING_PIN
@@ -48,6 +50,9 @@ class Platform:
     cert_manager: Optional[CertManager]
     cluster_autoscaler: Optional[ClusterAutoscaler]
     karpenter_monitor: Optional[pulumi.CustomResource]
+    # The model servers' own metrics (vLLM's), scraped through Istio's merged metrics port; None without Istio or
+    # the monitoring add-on.
+    model_server_monitor: Optional[pulumi.CustomResource]
     gpu: Optional[GpuStack]
     mesh: Optional[Mesh]
     serving: Optional[Serving]
@@ -270,6 +275,16 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             ),
         )
 
+    # The model servers' metrics, once the monitoring release has installed the PodMonitor CRD. Only in the mesh:
+    # the scrape goes through Istio's metrics merging (components/model_metrics.py).
+    model_monitor = None
+    if monitoring is not None and mesh is not None:
+        model_monitor = custom_resource(
+            f"{name}-model-server-metrics",
+            model_server_monitor(),
+            pulumi.ResourceOptions(providers={"kubernetes": cluster.provider}, depends_on=[monitoring.release, mesh.base]),
+        )
+
     progressive_delivery = None
     if addons.flagger.enabled:
         progressive_delivery = ProgressiveDelivery(
@@ -367,6 +382,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         cert_manager=cert_manager,
         cluster_autoscaler=cluster_autoscaler,
         karpenter_monitor=karpenter_monitor,
+        model_server_monitor=model_monitor,
         gpu=gpu,
         mesh=mesh,
         serving=serving,
