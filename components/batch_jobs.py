@@ -44,17 +44,15 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.batch_queue import LOCAL_QUEUE, QUEUE_NAME_LABEL
-from components.charts import CHART_PINS
-from components.models import MODELS_BUCKET, ModelStorage
+from components.models import MODELS_BUCKET, STORAGE_INITIALIZER_IMAGE, ModelStorage
 from components.node_pools import GPU_RESOURCE, GPU_TAINT_KEY, SPOT_TAINT_KEY
 from components.priorities import BATCH
 from components.registry import ImageMirror, mirrored
 
 # vLLM's OpenAI-compatible image at a release tag; `vllm run-batch` is part of its CLI.
 VLLM_IMAGE = "vllm/vllm-openai:v0.11.1"
-# KServe's storage initializer at the KServe pin (kserve-resources values.yaml `storage.image`): Python with
-# boto3, the S3 client KServe itself downloads models with, so no package is installed at run time.
-STORE_IMAGE = f"kserve/storage-initializer:{CHART_PINS['kserve-resources'].version}"
+# KServe's storage initializer (components/models.py): Python with boto3, so no package is installed at run time.
+STORE_IMAGE = STORAGE_INITIALIZER_IMAGE
 JOB_LABEL = "gpu-platform/batch-job"
 BATCH_POD_LABELS = {"app.kubernetes.io/component": "batch-inference"}
 WORK = "/work"

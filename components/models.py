@@ -21,12 +21,26 @@ Every custom resource is validated against its CRD in tests (tests/test_models.p
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.batching import (
+    BATCHING_VOLUME,
+    TORCHSERVE_CONFIG_KEY,
+    TORCHSERVE_CONFIG_PATH,
+    TRITON_CONFIG_KEY,
+    TRITON_LOCAL_REPOSITORY,
+    Batching,
+    config_map_name,
+    torchserve_config,
+    triton_config,
+)
+from components.charts import CHART_PINS
 from components.cluster import tolerations_of
 from components.custom_resource import custom_resource
 from components.model_metrics import MODEL_LABEL, RUNTIME_METRICS, TRITON_METRICS, pod_scrape_annotations, pod_scrape_labels
@@ -148,6 +162,8 @@ class ModelSpec:
     burst: Optional[int] = None
     timeout_seconds: Optional[int] = None
     max_request_body_mb: Optional[int] = None
+    # Server-side batching of a TorchServe or Triton model (components/batching.py); None: the store's own config.
+    batching: Optional[Batching] = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +250,17 @@ def resources(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> dict[str
 SHARED_MEMORY_VOLUME = "dshm"
 SHARED_MEMORY_SIZE = "8Gi"
 
+TORCHSERVE_RUNTIME = "kserve-torchserve"
+BATCHING_DIGEST_ANNOTATION = "gpu-platform/batching-config"
+# KServe's storage initializer at the KServe pin (kserve-resources values.yaml `storage.image`): Python with boto3,
+# the S3 client KServe itself downloads models with. Its entrypoint copies `<uri>` to `<directory>`.
+STORAGE_INITIALIZER_IMAGE = f"kserve/storage-initializer:{CHART_PINS['kserve-resources'].version}"
+# Copying a repository is I/O bound; the requests are small.
+STORE_COPY_RESOURCES: Mapping[str, Mapping[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
 # Karpenter never disrupts a node voluntarily (drift, consolidation) while a pod with this annotation runs there.
 DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
 
@@ -261,12 +288,23 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
     }
     if spec.args:
         model["args"] = list(spec.args)
-    shared_memory = spec.tensor_parallel_size > 1
-    if shared_memory:
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if spec.tensor_parallel_size > 1:
         # The shards of a replica talk through NCCL over /dev/shm; a container's default 64 MiB stalls them
         # (vLLM docs, "Using Docker": --ipc=host or a large --shm-size for tensor parallelism). Knative allows
         # emptyDir volumes by default (config-features kubernetes.podspec-volumes-emptydir).
-        model["volumeMounts"] = [{"name": SHARED_MEMORY_VOLUME, "mountPath": "/dev/shm"}]
+        volumes.append({"name": SHARED_MEMORY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHARED_MEMORY_SIZE}})
+        mounts.append({"name": SHARED_MEMORY_VOLUME, "mountPath": "/dev/shm"})
+    if spec.batching is not None and spec.runtime == TORCHSERVE_RUNTIME:
+        # The catalog's batching over the store's config.properties, the one file TorchServe and KServe's wrapper
+        # read (components/batching.py); the storage initializer's copy of the rest stays as it is.
+        volumes.append({"name": BATCHING_VOLUME, "configMap": {"name": config_map_name(spec.name)}})
+        mounts.append(
+            {"name": BATCHING_VOLUME, "mountPath": TORCHSERVE_CONFIG_PATH, "subPath": TORCHSERVE_CONFIG_KEY, "readOnly": True}
+        )
+    if mounts:
+        model["volumeMounts"] = mounts
     predictor: dict[str, Any] = {
         "serviceAccountName": args.storage.service_account,
         "minReplicas": spec.min_replicas,
@@ -277,10 +315,8 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         **placement(spec, args.gpu_pools),
         "model": model,
     }
-    if shared_memory:
-        predictor["volumes"] = [
-            {"name": SHARED_MEMORY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHARED_MEMORY_SIZE}}
-        ]
+    if volumes:
+        predictor["volumes"] = volumes
     if spec.timeout_seconds is not None:
         # The request's whole life, first byte to last (KServe -> the Knative revision's timeoutSeconds): a streamed
         # LLM answer must end within it, so LLM entries raise it (manifests/models, `limits.timeoutSeconds`).
@@ -303,7 +339,11 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
     if not predictor["tolerations"]:
         del predictor["tolerations"]
     # The predictor's own annotations go on its pods (KServe ComponentExtensionSpec `annotations`).
-    annotations = {**pod_annotations(args), **pod_scrape_annotations(RUNTIME_METRICS.get(spec.runtime or ""))}
+    annotations = {
+        **pod_annotations(args),
+        **pod_scrape_annotations(RUNTIME_METRICS.get(spec.runtime or "")),
+        **batching_annotations(spec),
+    }
     if annotations:
         predictor["annotations"] = annotations
     return {
@@ -387,15 +427,71 @@ def canary(args: ModelArgs) -> dict[str, Any]:
 
 
 def server_args(args: ModelArgs) -> list[str]:
-    """Triton reads its model repository straight from MinIO (`s3://http://host:port/bucket/path`)."""
+    """Triton reads its model repository straight from MinIO (`s3://http://host:port/bucket/path`), or, with the
+    catalog's batching, from the local copy the init container made (components/batching.py)."""
     spec, storage = args.spec, args.storage
     scheme = "https" if storage.use_https else "http"
-    return [
-        "tritonserver",
-        f"--model-repository=s3://{scheme}://{storage.endpoint}/{MODELS_BUCKET}/{spec.storage_path.rstrip('/')}",
-        f"--http-port={spec.port}",
-        *spec.args,
+    repository = (
+        TRITON_LOCAL_REPOSITORY
+        if spec.batching is not None
+        else f"s3://{scheme}://{storage.endpoint}/{MODELS_BUCKET}/{spec.storage_path.rstrip('/')}"
+    )
+    return ["tritonserver", f"--model-repository={repository}", f"--http-port={spec.port}", *spec.args]
+
+
+def batching_files(spec: ModelSpec) -> dict[str, str]:
+    """The server config file the catalog's batching writes (file name -> content); none without batching."""
+    if spec.batching is None:
+        return {}
+    if spec.serving == "deployment":
+        return {TRITON_CONFIG_KEY: triton_config(spec.batching)}
+    if spec.runtime == TORCHSERVE_RUNTIME:
+        return {TORCHSERVE_CONFIG_KEY: torchserve_config(spec.batching)}
+    raise ValueError(f"model {spec.name}: batching is for TorchServe and Triton models, not {spec.runtime}")
+
+
+def batching_annotations(spec: ModelSpec) -> dict[str, str]:
+    """A digest of the batching config on the pods: a changed batch size rolls them (a mounted ConfigMap alone would
+    change under running servers, which read it once at start)."""
+    files = batching_files(spec)
+    if not files:
+        return {}
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    return {BATCHING_DIGEST_ANNOTATION: digest}
+
+
+def store_env(storage: ModelStorage) -> list[k8s.core.v1.EnvVarArgs]:
+    """S3 access for KServe's storage initializer, as KServe's own S3 credential builder sets it (credentials from
+    the store's Secret, the endpoint and scheme beside)."""
+    scheme = "https" if storage.use_https else "http"
+    credentials = [
+        k8s.core.v1.EnvVarArgs(
+            name=variable,
+            value_from=k8s.core.v1.EnvVarSourceArgs(
+                secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=storage.secret_name, key=variable)
+            ),
+        )
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     ]
+    return [
+        *credentials,
+        k8s.core.v1.EnvVarArgs(name="AWS_DEFAULT_REGION", value=storage.region),
+        k8s.core.v1.EnvVarArgs(name="AWS_ENDPOINT_URL", value=f"{scheme}://{storage.endpoint}"),
+        k8s.core.v1.EnvVarArgs(name="S3_ENDPOINT", value=storage.endpoint),
+        k8s.core.v1.EnvVarArgs(name="S3_USE_HTTPS", value="1" if storage.use_https else "0"),
+    ]
+
+
+def batching_config_map(name: str, spec: ModelSpec, namespace: str, opts: pulumi.ResourceOptions) -> Optional[k8s.core.v1.ConfigMap]:
+    files = batching_files(spec)
+    if not files:
+        return None
+    return k8s.core.v1.ConfigMap(
+        f"{name}-batching",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name=config_map_name(spec.name), namespace=namespace, labels={MODEL_LABEL: spec.name}),
+        data=files,
+        opts=opts,
+    )
 
 
 class KServeModel(pulumi.ComponentResource):
@@ -406,10 +502,12 @@ class KServeModel(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:workloads:KServeModel", name, {}, opts)
         manifest = inference_service(args)
+        # The server config the catalog's batching writes, before the pods that mount it.
+        config = batching_config_map(name, args.spec, args.storage.namespace, pulumi.ResourceOptions(parent=self))
         self.inference_service = custom_resource(
             f"{name}-isvc",
             manifest,
-            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
+            pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *([config] if config else [])]),
         )
         self.register_outputs({})
 
@@ -429,15 +527,39 @@ class CanaryModel(pulumi.ComponentResource):
         # Triton's metrics (port 8002) through Istio's merged metrics port (components/model_metrics.py).
         pod_labels = {**labels, **pod_scrape_labels(spec.name)}
         pod_metadata_annotations = {**pod_annotations(args), **pod_scrape_annotations(TRITON_METRICS)}
-        credentials = [
-            k8s.core.v1.EnvVarArgs(
-                name=variable,
-                value_from=k8s.core.v1.EnvVarSourceArgs(
-                    secret_key_ref=k8s.core.v1.SecretKeySelectorArgs(name=storage.secret_name, key=variable)
+        credentials = store_env(storage)[:2]
+        # With the catalog's batching, Triton reads a local copy of the repository with the catalog's config.pbtxt
+        # laid over the store's (components/batching.py); without, straight from the store.
+        config = batching_config_map(name, spec, storage.namespace, child)
+        init_containers, volumes, mounts = None, None, None
+        if config is not None and spec.batching is not None:
+            repository = k8s.core.v1.VolumeMountArgs(name="repository", mount_path=TRITON_LOCAL_REPOSITORY)
+            init_containers = [
+                k8s.core.v1.ContainerArgs(
+                    name="fetch-repository",
+                    image=mirrored(args.image_mirror, STORAGE_INITIALIZER_IMAGE),
+                    args=[storage_uri(spec), TRITON_LOCAL_REPOSITORY],
+                    env=store_env(storage),
+                    resources={kind: dict(values) for kind, values in STORE_COPY_RESOURCES.items()},
+                    volume_mounts=[repository],
+                )
+            ]
+            volumes = [
+                k8s.core.v1.VolumeArgs(name="repository", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                k8s.core.v1.VolumeArgs(
+                    name=BATCHING_VOLUME, config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config_map_name(spec.name))
                 ),
-            )
-            for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        ]
+            ]
+            mounts = [
+                repository,
+                k8s.core.v1.VolumeMountArgs(
+                    name=BATCHING_VOLUME,
+                    mount_path=f"{TRITON_LOCAL_REPOSITORY}/{spec.batching.model}/{TRITON_CONFIG_KEY}",
+                    sub_path=TRITON_CONFIG_KEY,
+                    read_only=True,
+                ),
+            ]
+        pod_metadata_annotations.update(batching_annotations(spec))
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=spec.name, namespace=storage.namespace, labels=labels),
@@ -450,6 +572,8 @@ class CanaryModel(pulumi.ComponentResource):
                         priority_class_name=spec.priority_class,
                         affinity=where["affinity"],
                         tolerations=where["tolerations"] or None,
+                        init_containers=init_containers,
+                        volumes=volumes,
                         containers=[
                             k8s.core.v1.ContainerArgs(
                                 name="server",
@@ -462,13 +586,16 @@ class CanaryModel(pulumi.ComponentResource):
                                     period_seconds=5,
                                 ),
                                 resources=resources(spec, args.gpu_pools),
+                                volume_mounts=mounts,
                             )
                         ],
                     ),
                 ),
             ),
             # Flagger owns the replica count and the pod template's rollout once the Canary exists.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on), ignore_changes=["spec.replicas"]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[*args.depends_on, *([config] if config else [])], ignore_changes=["spec.replicas"]
+            ),
         )
         autoscaler = k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-hpa",

@@ -284,7 +284,15 @@ def test_plain_servers_read_credentials_from_the_store_secret(render: Render, st
     for name in canaries(result):
         (deployment,) = [r for r in result.of_type(DEPLOYMENT) if r["inputs"]["metadata"]["name"] == name]
         (container,) = deployment["inputs"]["spec"]["template"]["spec"]["containers"]
-        env = {e["name"]: e for e in container["env"]}
-        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            assert "value" not in env[variable] and env[variable]["valueFrom"]["secretKeyRef"]["key"] == variable
-        assert any(a.startswith("--model-repository=s3://") for a in container["args"])
+        readers = [container, *deployment["inputs"]["spec"]["template"]["spec"].get("initContainers", [])]
+        for reader in readers:
+            env = {e["name"]: e for e in reader["env"]}
+            for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                assert "value" not in env[variable] and env[variable]["valueFrom"]["secretKeyRef"]["key"] == variable
+        # Straight from the store, or (with the catalog's batching) from the copy the init container made of it.
+        repository = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--model-repository="))
+        if len(readers) == 1:
+            assert repository.startswith("s3://")
+        else:
+            (fetch,) = readers[1:]
+            assert fetch["args"][0].startswith("s3://models/") and fetch["args"][1] == repository

@@ -24,6 +24,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from components.batching import Batching
 from components.entry_limits import MAX_REQUEST_BODY_MB, MAX_REQUEST_TIMEOUT_SECONDS
 from components.gpu_catalog import GPU_TYPES
 from components.models import ModelCanary, ModelImportSource, ModelSpec
@@ -402,6 +403,37 @@ class ServingProfile(_Entry):
         )
 
 
+class BatchingEntry(_Entry):
+    """Server-side batching of a classic model (components/batching.py): Triton's dynamic batcher, TorchServe's
+    batchSize and maxBatchDelay."""
+
+    model: str = Field(
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$",
+        description="The model's name in its server's repository: TorchServe's `<model>.mar`, Triton's `<model>/` "
+        "directory.",
+    )
+    max_batch_size: int = Field(ge=1, le=1024, description="Most requests the server runs as one batch.")
+    max_delay_ms: float = Field(
+        ge=0,
+        le=1000,
+        description="How long a batch's first request waits for others, in milliseconds (TorchServe: whole ones).",
+    )
+    preferred_batch_sizes: tuple[int, ...] = Field(
+        default=(),
+        max_length=8,
+        description="Triton only: the batch sizes its dynamic batcher aims for, ascending, each at most maxBatchSize.",
+    )
+
+    @model_validator(mode="after")
+    def _preferred_sizes_fit(self) -> "BatchingEntry":
+        sizes = self.preferred_batch_sizes
+        if any(size < 1 or size > self.max_batch_size for size in sizes):
+            raise ValueError(f"preferredBatchSizes: each between 1 and maxBatchSize ({self.max_batch_size}), got {list(sizes)}")
+        if list(sizes) != sorted(set(sizes)):
+            raise ValueError(f"preferredBatchSizes: ascending, each once, got {list(sizes)}")
+        return self
+
+
 class CatalogModel(_Entry):
     name: str = Field(pattern=r"^[a-z]([-a-z0-9]{0,40}[a-z0-9])?$", description="Model name; the file is <name>.yaml.")
     description: str = Field(min_length=1)
@@ -432,6 +464,11 @@ class CatalogModel(_Entry):
         default_factory=dict,
         description="For an LLM served by vLLM: its sizing per GPU type it may run on. Required for a GPU "
         "`text-generation` model; a stack that places it on a GPU type without a profile is refused.",
+    )
+    batching: Optional[BatchingEntry] = Field(
+        default=None,
+        description="Server-side batching for a TorchServe (runtime `torchserve`) or Triton (`serving: deployment`) "
+        "model; the platform writes the server's config file from it.",
     )
 
     @field_validator("runtime")
@@ -472,6 +509,19 @@ class CatalogModel(_Entry):
                 "servingProfiles: required for a GPU text-generation model: tensorParallelSize, maxModelLen, "
                 "gpuMemoryUtilization, maxNumSeqs and their source, per GPU type"
             )
+        if self.batching is not None:
+            triton = self.serving == "deployment"
+            if not triton and self.runtime != "torchserve":
+                raise ValueError(
+                    "batching: for TorchServe (runtime `torchserve`) and Triton (`serving: deployment`) models; vLLM "
+                    "batches on its own (servingProfiles.maxNumSeqs)"
+                )
+            if not triton and self.batching.preferred_batch_sizes:
+                raise ValueError("batching.preferredBatchSizes: Triton only; TorchServe batches up to maxBatchSize")
+            if not triton and not float(self.batching.max_delay_ms).is_integer():
+                raise ValueError(
+                    f"batching.maxDelayMs: TorchServe waits whole milliseconds (maxBatchDelay), got {self.batching.max_delay_ms}"
+                )
         if self.serving == "kserve" and self.resources.gpu and self.autoscaling.max_concurrency is None:
             raise ValueError(
                 "autoscaling.maxConcurrency: required for a GPU model, so that an overloaded GPU queues requests "
@@ -622,6 +672,16 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
         burst=override.limits.burst or model.limits.burst,
         timeout_seconds=override.limits.timeout_seconds or model.limits.timeout_seconds,
         max_request_body_mb=override.limits.max_request_body_mb or model.limits.max_request_body_mb,
+        batching=(
+            Batching(
+                model=model.batching.model,
+                max_batch_size=model.batching.max_batch_size,
+                max_delay_ms=model.batching.max_delay_ms,
+                preferred_batch_sizes=model.batching.preferred_batch_sizes,
+            )
+            if model.batching is not None
+            else None
+        ),
         source=(
             ModelImportSource(
                 repo=model.source.huggingface.repo,
