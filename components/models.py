@@ -48,6 +48,7 @@ from components.node_pools import (
     GPU_RESOURCE,
     NodePoolDescription,
     cpu_node_expressions,
+    one_gpu_machines_first,
     required_node_affinity,
     selector_expressions,
 )
@@ -203,11 +204,8 @@ def pools_for(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> list[Nod
     or batch) first if there are any."""
     matching = [pool for pool in pools if offers(pool, spec)]
     if spec.tensor_parallel_size == 1 and spec.gpu_slice is None:
-        # Machines of several GPUs are for replicas sharded over them: a one-GPU replica there would keep a
-        # sharded one from fitting (and, under Karpenter, start a large machine for a small model). Such a
-        # replica goes to them only where its GPU type has nothing smaller.
-        single = [pool for pool in matching if pool.gpu_count <= 1]
-        matching = single or matching
+        # A one-GPU replica goes to several-GPU machines only where its GPU type has nothing smaller.
+        matching = one_gpu_machines_first(matching)
     preferred = [pool for pool in matching if (pool.purpose or "serving") == spec.purpose]
     return preferred or matching
 

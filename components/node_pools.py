@@ -131,6 +131,14 @@ class NodePoolDescription:
         return f"{MIG_RESOURCE_PREFIX}{profile}" if self.mig_resources_by_profile else GPU_RESOURCE
 
 
+def one_gpu_machines_first(pools: Sequence[NodePoolDescription]) -> list[NodePoolDescription]:
+    """`pools` without those whose machines hold several GPUs, unless nothing else is left: several-GPU machines
+    are for LLM replicas sharded over them, and a one-GPU pod there keeps a sharded one from fitting (and, under
+    Karpenter, starts a large machine for a small workload)."""
+    single = [pool for pool in pools if pool.gpu_count <= 1]
+    return single or list(pools)
+
+
 def gpu_resources_per_node(
     gpu_count: int, time_slicing_replicas: int, mig_layout: Sequence[str], mig_resources_by_profile: bool = True
 ) -> dict[str, int]:

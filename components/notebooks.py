@@ -85,6 +85,7 @@ from components.node_pools import (
     GPU_RESOURCE,
     NodePoolDescription,
     cpu_node_expressions,
+    one_gpu_machines_first,
     selector_expressions,
 )
 from components.priorities import INTERACTIVE
@@ -317,7 +318,9 @@ def server_profiles(
             slices.setdefault((pool.gpu_type, profile, resource), []).append(pool)
 
     profiles = [ServerProfile("cpu", "CPU only", f"{size}, no GPU.")]
-    for (gpu_type, replicas), pools in sorted(gpus.items()):
+    for (gpu_type, replicas), found in sorted(gpus.items()):
+        # A notebook's one GPU stays off the machines kept for sharded LLM replicas, as a model's does.
+        pools = one_gpu_machines_first(found)
         if replicas > 1:
             name = f"{gpu_type}: a time slice of one GPU"
             what = f"One of {replicas} time slices of a GPU: its memory and compute are shared with other work"

@@ -56,7 +56,7 @@ from infra.tooling.object_checks import secret_problems
 from infra.tooling.objects import CLUSTER_SCOPE_DIR, ObjectSet, expand_objects
 from infra.tooling.render import object_problems
 from policies.gpu_platform_policies.secrets import check_literal_credentials
-from tests.conftest import at, rendered, requires_charts, stated_gpu_pools
+from tests.conftest import at, multi_gpu_pools, rendered, requires_charts, stated_gpu_pools
 from tests.upstream import (
     DEFAULT_FREE_FORM,
     check_pin_values,
@@ -369,9 +369,13 @@ def test_pools_of_one_gpu_kind_share_one_profile() -> None:
     # aws-prod: on-demand serving pools and a spot batch pool, all whole L4s: one term each.
     (profile,) = gpu_profiles("eks-prod-oauth").values()
     assert profile["slug"] == "nvidia-l4"
-    l4_pools = [p for p in stated_gpu_pools("aws-prod").values() if p["gpuType"] == "nvidia-l4"]
+    # The 4-GPU machines are kept for sharded LLM replicas: a notebook's one GPU lands on the one-GPU pools.
+    several = multi_gpu_pools("aws-prod")
+    assert several, "aws-prod has a pool of several-GPU machines"
+    l4_pools = [n for n, p in stated_gpu_pools("aws-prod").items() if p["gpuType"] == "nvidia-l4" and n not in several]
     assert len(profile["kubespawner_override"]["node_affinity_required"]) == len(l4_pools) > 1
     assert "spot capacity (gpu-batch) may be reclaimed" in profile["description"]
+    assert not any(name in profile["description"] for name in several)
 
 
 @requires_shared
