@@ -86,10 +86,12 @@ P99_LATENCY_QUERY = """histogram_quantile(0.99,
     destination_workload_namespace="{{ namespace }}",
     destination_workload=~"{{ target }}"
   }[{{ interval }}])) by (le))"""
-# DCGM exporter labels each GPU's series with the pod using it (Kubernetes pod-resources mapping).
+# DCGM exporter labels each GPU's series with the pod using it (Kubernetes pod-resources mapping); its ServiceMonitor
+# does not honor labels, so Prometheus keeps the exporter's own pod as `namespace`/`pod` and stores the workload's as
+# `exported_namespace`/`exported_pod`.
 GPU_SATURATION_QUERY = """avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{
-  namespace="{{ namespace }}",
-  pod=~"{{ target }}-[0-9a-zA-Z]+-[0-9a-zA-Z]+"
+  exported_namespace="{{ namespace }}",
+  exported_pod=~"{{ target }}-[0-9a-zA-Z]+-[0-9a-zA-Z]+"
 }[{{ interval }}]))"""
 
 

@@ -234,6 +234,9 @@ def test_the_llm_serving_dashboard_shows_every_slo_signal_per_model() -> None:
     }
     for title, metric in wanted.items():
         assert any(metric in expr for expr in by_title[title]), title
+    # DCGM's workload labels arrive renamed (its ServiceMonitor does not honor labels): the join reads those.
+    (gpu,) = by_title["GPU utilisation of the model's pods"]
+    assert '"exported_pod"' in gpu and '"exported_namespace"' in gpu
     for panel in panels(model):
         for target in panel.get("targets", []):
             assert 'model=~"$model"' in target["expr"], panel["title"]
