@@ -155,6 +155,9 @@ VLLM_METRICS = frozenset(
         "vllm:request_success_total",
         "vllm:num_requests_running",
         "vllm:num_requests_waiting",
+        # The v1 engine's KV cache gauge (vllm/v1/metrics/loggers.py `gauge_kv_cache_usage`, vLLM >= 0.10; it was
+        # vllm:gpu_cache_usage_perc before): KEDA scales on it (components/models.py).
+        "vllm:kv_cache_usage_perc",
     }
 )
 VLLM_HISTOGRAMS = frozenset({"vllm:e2e_request_latency_seconds", "vllm:time_to_first_token_seconds"})
