@@ -286,6 +286,8 @@ KEDA_AUTOSCALER_CLASS = "keda"
 REQUESTS_WAITING_METRIC = "vllm:num_requests_waiting"
 KV_CACHE_USAGE_METRIC = "vllm:kv_cache_usage_perc"
 GPU_UTILIZATION_METRIC = "DCGM_FI_DEV_GPU_UTIL"
+# The workload's labels on DCGM series as our Prometheus stores them (keda_queries explains the `exported_`).
+DCGM_WORKLOAD_LABELS = ("exported_namespace", "exported_pod")
 
 
 def predictor_pods(spec: ModelSpec) -> str:
@@ -311,9 +313,14 @@ def keda_queries(spec: ModelSpec, namespace: str) -> list[tuple[str, str, str]]:
     if targets.kv_cache_usage is not None:
         queries.append(("kv-cache-usage", f"sum({KV_CACHE_USAGE_METRIC}{{{selector}}})", _quantity(targets.kv_cache_usage)))
     if targets.gpu_utilization is not None:
-        # One series per GPU: divided by the GPUs of a replica, the sum is each replica's mean utilisation, added up.
+        # The exporter labels each GPU's series with the `namespace` and `pod` using it (kubelet pod-resources,
+        # DCGM_EXPORTER_KUBERNETES), and its ServiceMonitor leaves honorLabels false (gpu-operator v26.7.0 and
+        # dcgm-exporter 4.8.2 values.yaml), so Prometheus keeps the exporter pod's own as `namespace`/`pod` and
+        # renames the workload's `exported_namespace`/`exported_pod`. One series per GPU: divided by the GPUs of a
+        # replica, the sum is each replica's mean utilisation, added up.
+        gpu_selector = f'{DCGM_WORKLOAD_LABELS[0]}="{namespace}", {DCGM_WORKLOAD_LABELS[1]}=~"{predictor_pods(spec)}"'
         gpus = max(spec.gpu, 1)
-        query = f"sum({GPU_UTILIZATION_METRIC}{{{selector}}})" + (f" / {gpus}" if gpus > 1 else "")
+        query = f"sum({GPU_UTILIZATION_METRIC}{{{gpu_selector}}})" + (f" / {gpus}" if gpus > 1 else "")
         queries.append(("gpu-utilization", query, _quantity(targets.gpu_utilization)))
     return queries
 
