@@ -91,21 +91,20 @@ def kserve_localmodel_values() -> dict[str, Any]:
     return {"kserve": {"localmodel": {"enabled": True, "jobNamespace": JOB_NAMESPACE}}}
 
 
-def agent_values(pools: Sequence[CachePool]) -> dict[str, Any]:
+def agent_values(tolerations: Sequence[Mapping[str, str]]) -> dict[str, Any]:
     """kserve-localmodel-resources: the node agent on the cache pools' nodes. Its nodeSelector is the chart's own
     label (which the chart keeps whatever we set: files/daemonset-patch.yaml is merged over files/resources.yaml), which
-    only cache pools carry (components/node_pools.py); it tolerates their taints (GPU, spot)."""
-    tolerations: list[dict[str, str]] = []
-    for pool in pools:
-        for toleration in pool.description.tolerations:
-            if toleration not in tolerations:
-                tolerations.append(toleration)
+    only cache pools carry (components/node_pools.py); it tolerates every GPU pool's taints (GPU, spot: the
+    components/cluster.py `tolerations_of` of the GPU pools), so the label alone decides where it runs.
+
+    The localmodel controller's Deployment has no placement value at v0.20.0 (files/deployment-patch.yaml sets only
+    its container): it tolerates no taint, so it runs on the untainted system pool (every GPU pool is tainted)."""
     return {
         "kserve": {
             "localmodelnode": {
                 "controller": {
                     "nodeSelector": {LOCAL_MODEL_NODE_LABEL: LOCAL_MODEL_NODE_VALUE},
-                    "tolerations": tolerations,
+                    "tolerations": [dict(toleration) for toleration in tolerations],
                 }
             }
         }
@@ -169,6 +168,8 @@ def cache_manifest(model: str, storage_uri: str, size_gb: int, node_groups: Sequ
 @dataclass(frozen=True)
 class LocalModelCacheArgs:
     pools: tuple[CachePool, ...]
+    # Tolerations of every GPU pool's taints, for the node agent.
+    tolerations: tuple[Mapping[str, str], ...]
     # KServe's release (the inferenceservice-config ConfigMap and the Issuer the chart's Certificate names) and the
     # model store's credentials in the jobs' namespace.
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
@@ -194,7 +195,7 @@ class LocalModelCachePlatform(pulumi.ComponentResource):
         self.release = helm_release(
             f"{name}-resources",
             PIN,
-            agent_values(args.pools),
+            agent_values(args.tolerations),
             after(self.crds, *args.depends_on),
             image_mirror=args.image_mirror,
         )

@@ -12,15 +12,9 @@ import yaml
 import infra.program.stack_config
 from components.charts import CHART_PINS
 from components.gpu_catalog import AWS_INSTANCE_STORE_GB
-from components.local_model_cache import (
-    JOB_NAMESPACE,
-    STORAGE_CLASS,
-    CachePool,
-    agent_values,
-    kserve_localmodel_values,
-)
+from components.local_model_cache import JOB_NAMESPACE, STORAGE_CLASS, agent_values, kserve_localmodel_values
 from components.model_store import S3_SECRET, S3_SERVICE_ACCOUNT
-from components.node_pools import NodePoolDescription, Taint
+from components.node_pools import Taint
 from components.pod_security import ENFORCE_LABEL
 from infra.program.model_catalog import load_catalog
 from infra.program.settings import ConfigError, load_settings
@@ -119,14 +113,10 @@ def cached_models(stack: str) -> dict[str, str]:
 # --- the charts ---------------------------------------------------------------------------------------------------
 
 
-def a_pool(*taints: Taint) -> CachePool:
-    return CachePool(NodePoolDescription(name="gpu", role="gpu", labels={}, taints=taints, model_cache_gb=100))
-
-
 @requires_shared
 def test_every_value_is_a_value_of_the_pinned_charts() -> None:
-    pool = a_pool(Taint("nvidia.com/gpu", "true"), Taint("gpu-platform/spot", "true"))
-    assert check_pin_values(PIN, agent_values((pool,))) == []
+    tolerations = [Taint("nvidia.com/gpu", "true").toleration(), Taint("gpu-platform/spot", "true").toleration()]
+    assert check_pin_values(PIN, agent_values(tolerations)) == []
     assert check_pin_values(CHART_PINS["kserve-resources"], kserve_localmodel_values()) == []
 
 

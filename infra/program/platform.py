@@ -10,7 +10,14 @@ import pulumi
 from components.batch_queue import BatchQueue, BatchQueueArgs
 from components.cert_manager import PIN as CERT_MANAGER_PIN
 from components.cert_manager import CertManager, CertManagerArgs
-from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, pool_resources, system_node_selector
+from components.cluster import (
+    KubernetesCluster,
+    gpu_node_tolerations,
+    gpu_pools,
+    pool_resources,
+    system_node_selector,
+    tolerations_of,
+)
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.cost_monitoring import CostMonitoring, CostMonitoringArgs, CustomPricing
 from components.eks_cluster import EksGpuCluster
@@ -385,6 +392,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             f"{name}-local-model-cache",
             LocalModelCacheArgs(
                 pools=local_cache_pools,
+                tolerations=tuple(tolerations_of(gpu_pools(cluster))),
                 depends_on=(serving.kserve, *model_store.download_accounts.values()),
                 image_mirror=mirror,
             ),
