@@ -24,7 +24,6 @@ from components.models import (
     ModelSpec,
     ModelStorage,
     inference_service,
-    keda_queries,
 )
 from components.node_pools import NodePoolDescription
 from infra.program.model_catalog import CatalogModel, load_catalog
