@@ -302,6 +302,43 @@ CHART_PINS: Mapping[str, ChartPin] = {
             "kube-prometheus-stack does not matter; its ServiceMonitor is monitoring.coreos.com/v1."
         ),
     ),
+    # Autoscaling on queue depth (components/keda.py): KServe's own KEDA integration turns an InferenceService in
+    # Standard mode with `serving.kserve.io/autoscalerClass: keda` into a ScaledObject
+    # (pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go). The chart carries its CRDs as
+    # templates (templates/crds/), so `helm upgrade` upgrades them.
+    "keda": ChartPin(
+        chart="keda",
+        repository="https://kedacore.github.io/charts",
+        version="2.20.2",
+        namespace="keda",
+        upstream="keda/v2.20.2",
+        compatibility=(
+            "KEDA 2.20.2 (Chart.yaml appVersion) serves keda.sh/v1alpha1 ScaledObject, the API KServe v0.20.0's "
+            "KEDA reconciler writes (it builds against KEDA 2.18, kserve/v0.20.0/facts/dependency-versions.json; "
+            "the ScaledObject API is unchanged since 2.0). The chart needs Kubernetes >= 1.23 (Chart.yaml "
+            "kubeVersion); our clusters run 1.35. The Helm repository publishes the chart without a leading v."
+        ),
+    ),
+    # KServe's LocalModelCache (components/local_model_cache.py): the CRDs, then the localmodel controller and the
+    # node agent DaemonSet, released with KServe itself (same tag and OCI registry as the other KServe charts).
+    "kserve-localmodel-crd": ChartPin(
+        chart="kserve-localmodel-crd",
+        repository=_KSERVE_REPOSITORY,
+        version=_KSERVE_VERSION,
+        namespace="kserve",
+        upstream=f"kserve/{_KSERVE_VERSION}",
+        compatibility=_KSERVE_COMPATIBILITY,
+    ),
+    # In KServe's namespace: the controller and the agent read the `localModel` section of the
+    # inferenceservice-config ConfigMap from their own namespace (POD_NAMESPACE), which kserve-resources writes.
+    "kserve-localmodel-resources": ChartPin(
+        chart="kserve-localmodel-resources",
+        repository=_KSERVE_REPOSITORY,
+        version=_KSERVE_VERSION,
+        namespace="kserve",
+        upstream=f"kserve/{_KSERVE_VERSION}",
+        compatibility=_KSERVE_COMPATIBILITY,
+    ),
     # Batch queueing (components/batch_queue.py). The chart carries the CRDs as templates
     # (templates/crd/), so `helm upgrade` upgrades them with the controller.
     "kueue": ChartPin(

@@ -155,6 +155,35 @@ GPU_TYPES: Mapping[str, GpuType] = {
 }
 
 
+# Local NVMe (instance store) of each EC2 GPU instance type of the catalog, in GB, all its volumes together
+# ("Amazon EC2 instance types", Accelerated computing, "Instance store specifications":
+# https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html#ac_instance-store). Every G and P type here has some;
+# a type missing from this table has none known, and a pool asking for local NVMe on it is refused
+# (infra/program/settings.py `local_storage_problems`).
+AWS_INSTANCE_STORE_GB: Mapping[str, int] = {
+    "g4dn.xlarge": 125,  # 1 x 125
+    "g4dn.2xlarge": 225,  # 1 x 225
+    "g4dn.12xlarge": 900,  # 1 x 900
+    "g5.xlarge": 250,  # 1 x 250
+    "g5.2xlarge": 450,  # 1 x 450
+    "g5.12xlarge": 3800,  # 1 x 3800
+    "g5.48xlarge": 7600,  # 2 x 3800
+    "g6.xlarge": 250,  # 1 x 250
+    "g6.2xlarge": 450,  # 1 x 450
+    "g6.4xlarge": 600,  # 1 x 600
+    "g6.12xlarge": 3760,  # 4 x 940
+    "g6.48xlarge": 7520,  # 8 x 940
+    "g6e.xlarge": 250,  # 1 x 250
+    "g6e.2xlarge": 450,  # 1 x 450
+    "g6e.12xlarge": 3800,  # 2 x 1900
+    "g6e.48xlarge": 7600,  # 4 x 1900
+    "p4d.24xlarge": 8000,  # 8 x 1000
+    "p4de.24xlarge": 8000,  # 8 x 1000
+    "p5.48xlarge": 30720,  # 8 x 3840
+    "p5en.48xlarge": 30720,  # 8 x 3840
+}
+
+
 def gpus_per_machine(cloud: str, machine: str, gpu_type: Optional[str] = None) -> Optional[int]:
     """GPUs on one `machine` of `cloud` as the catalog lists it (of `gpu_type` only, if given), else None."""
     gpus = [GPU_TYPES[gpu_type]] if gpu_type in GPU_TYPES else [] if gpu_type else list(GPU_TYPES.values())

@@ -60,6 +60,7 @@ from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.gpu_catalog import aws_vcpus
 from components.helm import helm_release
+from components.local_model_cache import AGENT_HOST_PATH, AGENT_UID
 from components.node_pools import GPU_RESOURCE, ROLE_LABEL, GpuPoolSpec, NodePoolDescription, Taint
 from components.registry import ImageMirror, mirrored
 
@@ -268,8 +269,49 @@ def node_class_manifest(
                 "httpTokens": "required",
             },
             "tags": {"gpu-platform/pool": pool.description.name},
+            **local_nvme(pool.spec),
         },
     }
+
+
+def local_nvme(spec: GpuPoolSpec) -> dict[str, Any]:
+    """For a pool that caches model weights: the instance store as one RAID0 array (Karpenter's `instanceStorePolicy`:
+    AL2023's nodeadm runs setup-local-disks, which mounts the array at /mnt/k8s-disks/0 and moves kubelet's and
+    containerd's directories onto it), and user data that bind-mounts a directory of the array at the host path
+    KServe's node agent keeps models in, before kubelet starts. Karpenter merges a MIME multi-part `userData` with
+    its own nodeadm configuration (karpenter.sh docs, NodeClasses, "AL2023 UserData")."""
+    if not spec.model_cache_gb:
+        return {}
+    return {"instanceStorePolicy": "RAID0", "userData": model_cache_user_data()}
+
+
+def model_cache_user_data() -> str:
+    script = "\n".join(
+        (
+            "#!/bin/bash",
+            f"# KServe's localmodel node agent reads and the download jobs write {AGENT_HOST_PATH} on the host",
+            "# (components/local_model_cache.py): put it on the instance-store array, owned by the agent's user.",
+            "set -euo pipefail",
+            "for attempt in $(seq 1 90); do mountpoint -q /mnt/k8s-disks/0 && break; sleep 2; done",
+            "mountpoint -q /mnt/k8s-disks/0",
+            f"mkdir -p /mnt/k8s-disks/0{AGENT_HOST_PATH} {AGENT_HOST_PATH}",
+            f"mountpoint -q {AGENT_HOST_PATH} || mount --bind /mnt/k8s-disks/0{AGENT_HOST_PATH} {AGENT_HOST_PATH}",
+            f"chown {AGENT_UID}:{AGENT_UID} {AGENT_HOST_PATH}",
+        )
+    )
+    return "\n".join(
+        (
+            "MIME-Version: 1.0",
+            'Content-Type: multipart/mixed; boundary="//"',
+            "",
+            "--//",
+            'Content-Type: text/x-shellscript; charset="us-ascii"',
+            "",
+            script,
+            "--//--",
+            "",
+        )
+    )
 
 
 def controller_values(args: KarpenterArgs, role_arn: pulumi.Input[str], queue_name: pulumi.Input[str]) -> dict[str, Any]:

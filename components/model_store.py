@@ -209,6 +209,10 @@ class ModelStoreArgs:
     model_namespaces: tuple[str, ...] = (MODEL_NAMESPACE,)
     # Extra labels per model namespace, e.g. the tenant owning it (components/tenancy.py).
     namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Namespaces whose Jobs copy models out of the store onto nodes (KServe's localmodel download Jobs,
+    # components/local_model_cache.py): the same Secret and ServiceAccount, admitted by the NetworkPolicy, outside the
+    # mesh (a sidecar would keep a Job from completing; the store speaks plain HTTP outside the mesh anyway).
+    download_namespaces: tuple[str, ...] = ()
     # A ServiceMonitor for MinIO (scraped by our Prometheus, whose namespace the NetworkPolicy then admits)
     # needs the Prometheus Operator's CRDs: `monitoring` is the release that installs them.
     service_monitor: bool = False
@@ -231,6 +235,8 @@ def _check(args: ModelStoreArgs) -> None:
         )
     if not args.model_namespaces:
         raise ValueError("model_namespaces is empty: KServe needs at least one namespace to read models from")
+    if set(args.model_namespaces) & set(args.download_namespaces):
+        raise ValueError("a namespace is either a model namespace or a download namespace")
     if len(set(args.model_namespaces)) != len(args.model_namespaces):
         raise ValueError(f"model_namespaces has duplicates: {list(args.model_namespaces)}")
     for namespace in args.model_namespaces:
@@ -364,7 +370,7 @@ def network_policy_spec(args: ModelStoreArgs) -> dict[str, Any]:
     bucket, so who can connect is the access control. `kubectl port-forward` is not pod traffic and still
     works for uploads. Egress stays open (DNS, the API server for the operator's sidecar)."""
     _check(args)
-    sources = [TENANT_NAMESPACE, OPERATOR_PIN.namespace, *args.model_namespaces]
+    sources = [TENANT_NAMESPACE, OPERATOR_PIN.namespace, *args.model_namespaces, *args.download_namespaces]
     if args.service_monitor:
         sources.append(PROMETHEUS_NAMESPACE)
     return {
@@ -391,6 +397,8 @@ class ModelStore(pulumi.ComponentResource):
     tenant_namespace: k8s.core.v1.Namespace
     model_namespaces: dict[str, k8s.core.v1.Namespace]
     service_accounts: dict[str, k8s.core.v1.ServiceAccount]
+    download_namespaces: dict[str, k8s.core.v1.Namespace]
+    download_accounts: dict[str, k8s.core.v1.ServiceAccount]
     service_monitor: Optional[k8s.apiextensions.CustomResource]
     # For the workloads layer: InferenceServices set serviceAccountName and storageUri s3://<bucket>/<path>;
     # a plain server reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from `secret_name` and talks to
@@ -527,6 +535,35 @@ class ModelStore(pulumi.ComponentResource):
                 opts=child,
             )
             self.model_namespaces[model_namespace] = ns
+
+        self.download_namespaces = {}
+        self.download_accounts = {}
+        for download_namespace in args.download_namespaces:
+            # Baseline: KServe's download Jobs set fsGroup but no restricted container security context.
+            ns = k8s.core.v1.Namespace(
+                f"{name}-{download_namespace}-namespace",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=download_namespace,
+                    labels={INJECTION_LABEL: "disabled", **pod_security_labels(BASELINE, RESTRICTED)},
+                ),
+                opts=child,
+            )
+            s3_secret = k8s.core.v1.Secret(
+                f"{name}-{download_namespace}-s3",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=S3_SECRET, namespace=ns.metadata.name, annotations=kserve_s3_annotations()
+                ),
+                type="Opaque",
+                string_data={KSERVE_ACCESS_KEY_ID: kserve_user, KSERVE_SECRET_ACCESS_KEY: kserve_password},
+                opts=child,
+            )
+            self.download_accounts[download_namespace] = k8s.core.v1.ServiceAccount(
+                f"{name}-{download_namespace}-service-account",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=S3_SERVICE_ACCOUNT, namespace=ns.metadata.name),
+                secrets=[k8s.core.v1.ObjectReferenceArgs(name=s3_secret.metadata.name)],
+                opts=child,
+            )
+            self.download_namespaces[download_namespace] = ns
 
         self.register_outputs(
             {

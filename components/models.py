@@ -127,6 +127,15 @@ class ModelImportSource:
 
 
 @dataclass(frozen=True)
+class KedaTargets:
+    """Per-replica targets KEDA scales a Standard-mode model on (the catalog's `autoscaling.keda`)."""
+
+    requests_waiting: Optional[float] = None
+    kv_cache_usage: Optional[float] = None
+    gpu_utilization: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A catalog entry with a stack's overrides applied: what the workloads layer deploys."""
 
@@ -167,6 +176,11 @@ class ModelSpec:
     max_request_body_mb: Optional[int] = None
     # Server-side batching of a TorchServe or Triton model (components/batching.py); None: the store's own config.
     batching: Optional[Batching] = None
+    # `knative` (Knative mode, concurrency scaling) or `keda` (KServe Standard mode, scaled by KEDA on `keda`).
+    autoscaler: str = "knative"
+    keda: Optional[KedaTargets] = None
+    # GB of weights cached on the local NVMe of its pools (components/local_model_cache.py); 0: not cached.
+    local_cache_gb: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,10 +196,18 @@ class ModelArgs:
     # deployment models only:
     loadtester_url: str = ""
     image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
+    # Our Prometheus (components/observability.py PROMETHEUS_URL): what KEDA queries for a `keda` model.
+    prometheus_url: str = ""
 
 
 def storage_uri(spec: ModelSpec, path: Optional[str] = None) -> str:
     return f"s3://{MODELS_BUCKET}/{(path or spec.storage_path).rstrip('/')}"
+
+
+def served_storage_uri(spec: ModelSpec) -> str:
+    """The storageUri the model is served from (its canary's while one runs). KServe gives a model the local cache
+    whose sourceModelUri is exactly this (components/local_model_cache.py), so every way of serving it uses this."""
+    return storage_uri(spec, spec.canary.storage_path if spec.canary else None)
 
 
 def offers(pool: NodePoolDescription, spec: ModelSpec) -> bool:
@@ -278,12 +300,85 @@ def pod_annotations(args: ModelArgs) -> dict[str, str]:
     return {DO_NOT_DISRUPT_ANNOTATION: "true"}
 
 
+# KServe v0.20.0 names the raw-Deployment mode `Standard` (it was `RawDeployment`); an InferenceService picks it with
+# this annotation, and KEDA as its autoscaler with the next (KServe docs, "Autoscaling with KEDA": KEDA scaling only
+# in Standard mode). The controller then makes a Deployment `<name>-predictor` and a KEDA ScaledObject of the same
+# name from `autoScaling.metrics` (pkg/controller/v1beta1/inferenceservice/reconcilers/keda/keda_reconciler.go).
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+STANDARD_MODE = "Standard"
+AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
+KEDA_AUTOSCALER_CLASS = "keda"
+# vLLM's gauges (vllm/v1/metrics/loggers.py; `kv_cache_usage_perc` is the v1 engine's name, vLLM >= 0.10, formerly
+# `gpu_cache_usage_perc`), and DCGM's utilisation field, which the exporter labels with the pod using the GPU.
+REQUESTS_WAITING_METRIC = "vllm:num_requests_waiting"
+KV_CACHE_USAGE_METRIC = "vllm:kv_cache_usage_perc"
+GPU_UTILIZATION_METRIC = "DCGM_FI_DEV_GPU_UTIL"
+# The workload's labels on DCGM series as our Prometheus stores them (keda_queries explains the `exported_`).
+DCGM_WORKLOAD_LABELS = ("exported_namespace", "exported_pod")
+
+
+def predictor_pods(spec: ModelSpec) -> str:
+    """The regex of a model's predictor pods: KServe names the Standard-mode Deployment `<isvc>-predictor`, so its
+    pods are `<isvc>-predictor-<replicaset hash>-<pod hash>`."""
+    return f"{spec.name}-predictor-.*"
+
+
+def keda_queries(spec: ModelSpec, namespace: str) -> list[tuple[str, str, str]]:
+    """(name, PromQL, per-replica target) for each KEDA threshold of `spec`. Each query sums over the model's pods:
+    KServe leaves the trigger's metricType unset, so KEDA's Prometheus scaler uses AverageValue and the HPA divides
+    the sum by the replicas before comparing it with the target (the reconciler passes target.value as the
+    trigger's `threshold`)."""
+    targets = spec.keda
+    if targets is None:
+        return []
+    selector = f'namespace="{namespace}", pod=~"{predictor_pods(spec)}"'
+    queries = []
+    if targets.requests_waiting is not None:
+        queries.append(
+            ("requests-waiting", f"sum({REQUESTS_WAITING_METRIC}{{{selector}}})", _quantity(targets.requests_waiting))
+        )
+    if targets.kv_cache_usage is not None:
+        queries.append(("kv-cache-usage", f"sum({KV_CACHE_USAGE_METRIC}{{{selector}}})", _quantity(targets.kv_cache_usage)))
+    if targets.gpu_utilization is not None:
+        # The exporter labels each GPU's series with the `namespace` and `pod` using it (kubelet pod-resources,
+        # DCGM_EXPORTER_KUBERNETES), and its ServiceMonitor leaves honorLabels false (gpu-operator v26.7.0 and
+        # dcgm-exporter 4.8.2 values.yaml), so Prometheus keeps the exporter pod's own as `namespace`/`pod` and
+        # renames the workload's `exported_namespace`/`exported_pod`. One series per GPU: divided by the GPUs of a
+        # replica, the sum is each replica's mean utilisation, added up.
+        gpu_selector = f'{DCGM_WORKLOAD_LABELS[0]}="{namespace}", {DCGM_WORKLOAD_LABELS[1]}=~"{predictor_pods(spec)}"'
+        gpus = max(spec.gpu, 1)
+        query = f"sum({GPU_UTILIZATION_METRIC}{{{gpu_selector}}})" + (f" / {gpus}" if gpus > 1 else "")
+        queries.append(("gpu-utilization", query, _quantity(targets.gpu_utilization)))
+    return queries
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity string: `4`, `0.8`."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def keda_metrics(args: ModelArgs) -> list[dict[str, Any]]:
+    """The predictor's `autoScaling.metrics`: one External Prometheus metric per threshold."""
+    if not args.prometheus_url:
+        raise ValueError(f"model {args.spec.name}: KEDA scaling needs the Prometheus URL")
+    return [
+        {
+            "type": "External",
+            "external": {
+                "metric": {"backend": "prometheus", "serverAddress": args.prometheus_url, "query": query},
+                "target": {"type": "Value", "value": target},
+            },
+        }
+        for _, query, target in keda_queries(args.spec, args.storage.namespace)
+    ]
+
+
 def inference_service(args: ModelArgs) -> dict[str, Any]:
     spec = args.spec
     model: dict[str, Any] = {
         "modelFormat": {"name": spec.model_format},
         "runtime": spec.runtime,
-        "storageUri": storage_uri(spec, spec.canary.storage_path if spec.canary else None),
+        "storageUri": served_storage_uri(spec),
         "resources": resources(spec, args.gpu_pools),
     }
     if spec.args:
@@ -305,16 +400,19 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         )
     if mounts:
         model["volumeMounts"] = mounts
+    keda = spec.autoscaler == KEDA_AUTOSCALER_CLASS
     predictor: dict[str, Any] = {
         "serviceAccountName": args.storage.service_account,
         "minReplicas": spec.min_replicas,
         "maxReplicas": spec.max_replicas,
-        # Knative's concurrency autoscaling: in-flight requests per replica.
-        "scaleMetric": "concurrency",
-        "scaleTarget": spec.target_concurrency,
-        **placement(spec, args.gpu_pools),
-        "model": model,
     }
+    if keda:
+        predictor["autoScaling"] = {"metrics": keda_metrics(args)}
+    else:
+        # Knative's concurrency autoscaling: in-flight requests per replica.
+        predictor["scaleMetric"] = "concurrency"
+        predictor["scaleTarget"] = spec.target_concurrency
+    predictor.update({**placement(spec, args.gpu_pools), "model": model})
     if volumes:
         predictor["volumes"] = volumes
     if spec.timeout_seconds is not None:
@@ -324,7 +422,7 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
     # The model's name and the scrape label: the model server's own metrics (vLLM's) reach Prometheus through
     # Istio's merged metrics port (components/model_metrics.py).
     predictor["labels"] = {ENTRY_LABEL: ENTRY_LABEL_VALUE, **pod_scrape_labels(spec.name)}
-    if spec.container_concurrency is not None:
+    if spec.container_concurrency is not None and not keda:
         # A hard cap: Knative's queue-proxy holds request N+1 until one finishes, so an overloaded GPU
         # queues instead of running out of memory (Knative "Configuring concurrency", hard limit).
         predictor["containerConcurrency"] = spec.container_concurrency
@@ -332,6 +430,8 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
         # Knative passes it to the pod once kubernetes.podspec-priorityclassname is on (components/serving.py).
         predictor["priorityClassName"] = spec.priority_class
     if spec.canary is not None:
+        if keda:
+            raise ValueError(f"model {spec.name}: KServe's canary traffic split is Knative's; none in Standard mode")
         # KServe rolls the changed storageUri out as a new revision with this share; the previous
         # revision keeps the rest until the canary is promoted (canary removed from the catalog entry
         # and storagePath moved to the new version).
@@ -346,14 +446,22 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
     }
     if annotations:
         predictor["annotations"] = annotations
+    metadata: dict[str, Any] = {
+        "name": spec.name,
+        "namespace": args.storage.namespace,
+        "labels": {MODEL_LABEL: spec.name, "gpu-platform/task": spec.task},
+    }
+    if keda:
+        # containerConcurrency and the concurrency target are Knative's (queue-proxy); a Standard-mode pod has no
+        # queue-proxy, so neither is set: vLLM's own queue (maxNumSeqs) holds what a replica cannot run yet.
+        metadata["annotations"] = {
+            DEPLOYMENT_MODE_ANNOTATION: STANDARD_MODE,
+            AUTOSCALER_CLASS_ANNOTATION: KEDA_AUTOSCALER_CLASS,
+        }
     return {
         "apiVersion": INFERENCE_SERVICE_API_VERSION,
         "kind": "InferenceService",
-        "metadata": {
-            "name": spec.name,
-            "namespace": args.storage.namespace,
-            "labels": {MODEL_LABEL: spec.name, "gpu-platform/task": spec.task},
-        },
+        "metadata": metadata,
         "spec": {"predictor": predictor},
     }
 

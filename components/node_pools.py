@@ -96,6 +96,8 @@ class NodePoolDescription:
     # tolerates them, only the DaemonSets that must run before a GPU pod may land (gpu_node_tolerations).
     startup_taints: tuple[Taint, ...] = ()
     autoscaler: Optional[Autoscaler] = None
+    # GB of each node's local NVMe given to KServe's model cache (components/local_model_cache.py); 0: none.
+    model_cache_gb: int = 0
 
     @property
     def may_run_on_spot(self) -> bool:
@@ -246,6 +248,12 @@ class SystemPoolSpec:
         )
 
 
+# The node label KServe v0.20.0's localmodel node agent DaemonSet always selects (kserve-localmodel-resources
+# files/resources.yaml `nodeSelector`; the chart's values can add to it, not remove it).
+LOCAL_MODEL_NODE_LABEL = "kserve/localmodel"
+LOCAL_MODEL_NODE_VALUE = "worker"
+
+
 @dataclass(frozen=True)
 class GpuPoolSpec:
     """A GPU pool a managed cluster creates; the cloud component realises it and describes it."""
@@ -261,6 +269,8 @@ class GpuPoolSpec:
     machine_types: tuple[str, ...]
     disk_size_gb: int
     mig_layout: tuple[str, ...] = ()
+    # GB of each node's local NVMe (instance store) that caches model weights; 0: no cache on this pool.
+    model_cache_gb: int = 0
 
     @property
     def spot(self) -> bool:
@@ -275,6 +285,9 @@ class GpuPoolSpec:
         if device_plugin_label:
             labels[DEVICE_PLUGIN_CONFIG_LABEL] = device_plugin_profile(self.time_slicing_replicas)
         labels.update(mig_labels(self.mig_layout, mig_manager=device_plugin_label))
+        if self.model_cache_gb:
+            # KServe's node agent DaemonSet selects this label whatever its values say (components/local_model_cache.py).
+            labels[LOCAL_MODEL_NODE_LABEL] = LOCAL_MODEL_NODE_VALUE
         return NodePoolDescription(
             name=self.name,
             role="gpu",
@@ -290,4 +303,5 @@ class GpuPoolSpec:
             machine_types=self.machine_types,
             mig_layout=self.mig_layout,
             mig_resources_by_profile=device_plugin_label,
+            model_cache_gb=self.model_cache_gb,
         )

@@ -178,6 +178,21 @@ CHART_IMAGE_VALUES: Mapping[str, tuple[ImageValue, ...]] = {
         ),
         ImageValue("kserve.controller.rbacProxyImage", "image", "quay.io/brancz/kube-rbac-proxy:v0.18.0"),
     ),
+    # The localmodel chart names the node agent's image under `localmodelnode.controller` (files/daemonset-patch.yaml);
+    # `localmodel.agent.image` is read by neither chart at v0.20.0.
+    "kserve-localmodel-resources": _repositories(
+        "kserve.",
+        {
+            "localmodel.controller.image": "kserve/kserve-localmodel-controller",
+            "localmodelnode.controller.image": "kserve/kserve-localmodelnode-agent",
+        },
+    ),
+    # KEDA splits registry and repository; the mirror takes the registry (ghcr.io) as its first path element.
+    "keda": (
+        ImageValue("image.keda.registry", "registry", "ghcr.io"),
+        ImageValue("image.metricsApiServer.registry", "registry", "ghcr.io"),
+        ImageValue("image.webhooks.registry", "registry", "ghcr.io"),
+    ),
     "kserve-runtime-configs": _repositories(
         "kserve.servingruntime.",
         {

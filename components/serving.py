@@ -31,12 +31,14 @@ from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.entry_limits import MAX_REQUEST_TIMEOUT_SECONDS
 from components.helm import helm_release
+from components.local_model_cache import kserve_localmodel_values
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.node_pools import required_node_affinity, selector_expressions
 from components.pod_security import (
     BASELINE,
     MESHED_LEVEL,
     MESHED_REPORT_LEVEL,
+    PRIVILEGED,
     RESTRICTED,
     labelled_namespace,
     pod_security_labels,
@@ -197,6 +199,9 @@ class ServingArgs:
     tls_credential: Optional[str] = None
     # The Certificate that fills it: Knative's Gateway names the Secret only once it is being issued.
     tls: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    # KServe's LocalModelCache runs in its namespace (components/local_model_cache.py): the controller acts on
+    # caches, and the node agent's hostPath makes the namespace privileged.
+    local_model_cache: bool = False
 
 
 def _check(args: ServingArgs) -> None:
@@ -315,7 +320,7 @@ def knative_pod_monitor() -> dict[str, Any]:
 def kserve_values(args: ServingArgs) -> dict[str, Any]:
     """kserve-resources: the controller in Knative mode, wired to net-istio's gateways."""
     _check(args)
-    return {
+    values: dict[str, Any] = {
         "kserve": {
             # The chart's default, set so the mode is stated where the platform is defined; KServe's
             # controller itself falls back to Standard when the value is empty.
@@ -337,6 +342,9 @@ def kserve_values(args: ServingArgs) -> dict[str, Any]:
             },
         }
     }
+    if args.local_model_cache:
+        values["kserve"].update(kserve_localmodel_values()["kserve"])
+    return values
 
 
 def runtime_values(args: ServingArgs) -> dict[str, Any]:
@@ -406,8 +414,16 @@ class Serving(pulumi.ComponentResource):
         self.kserve_crd = self.kserve = self.runtimes = None
         if args.install_kserve:
             # Releases named after their charts, as KServe's install names them.
-            # Restricted: KServe's controller runs with a restricted security context.
-            kserve_namespace = labelled_namespace(f"{name}-kserve-namespace", KSERVE_PIN.namespace, RESTRICTED, after())
+            # Restricted: KServe's controller runs with a restricted security context. With the local model cache,
+            # privileged: its node agent (same namespace, components/local_model_cache.py) mounts a hostPath, which
+            # baseline forbids; warn and audit stay at baseline, so the agent is the one pod reported.
+            kserve_namespace = labelled_namespace(
+                f"{name}-kserve-namespace",
+                KSERVE_PIN.namespace,
+                PRIVILEGED if args.local_model_cache else RESTRICTED,
+                after(),
+                report=BASELINE if args.local_model_cache else None,
+            )
             self.kserve_crd = helm_release(f"{name}-kserve-crd", KSERVE_CRD_PIN, {}, after(kserve_namespace))
             self.kserve = helm_release(
                 f"{name}-kserve",

@@ -130,6 +130,15 @@ def stated_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
     return {name: dict(pool) for name, pool in TIER_GPU_POOLS[raw["environment"]].items()}
 
 
+def without_local_nvme(stack: str) -> dict[str, Any]:
+    """Overrides that keep `stack`'s GPU pools but drop their `localStorage`: the local NVMe model cache needs
+    Karpenter's user data (infra/program/settings.py), so a variant of an EKS stack with Cluster Autoscaler drops it."""
+    pools = stated_gpu_pools(stack)
+    if not any("localStorage" in pool for pool in pools.values()):
+        return {}
+    return {"gpuPools": {name: {k: v for k, v in pool.items() if k != "localStorage"} for name, pool in pools.items()}}
+
+
 def multi_gpu_pools(stack: str) -> dict[str, dict[str, Any]]:
     """The pools of `stack` whose machines hold several GPUs: what its sharded LLMs run on. A test that replaces
     a stack's pools keeps these, or the stack's models no longer fit (infra/program/settings.py)."""

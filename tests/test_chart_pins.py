@@ -59,7 +59,13 @@ def test_oci_charts_are_referenced_by_their_full_oci_path() -> None:
 def test_charts_of_one_release_share_its_version() -> None:
     groups = {
         "istio": ("istio-base", "istiod", "istio-gateway"),
-        "kserve": ("kserve-crd", "kserve-resources", "kserve-runtime-configs"),
+        "kserve": (
+            "kserve-crd",
+            "kserve-resources",
+            "kserve-runtime-configs",
+            "kserve-localmodel-crd",
+            "kserve-localmodel-resources",
+        ),
         "minio": ("minio-operator", "minio-tenant"),
     }
     for release, names in groups.items():

@@ -17,7 +17,15 @@ from components.node_pools import system_labels
 from infra.tooling.mock_engine import RenderResult
 from infra.program.settings import TIER_DEFAULTS, ClusterAutoscalerAddon, ConfigError, load_settings
 from infra.program.stack_config import stack_input
-from tests.conftest import AWS_STACKS, GCP_STACKS, Render, assert_pinned_release_on_cluster, at, rendered
+from tests.conftest import (
+    AWS_STACKS,
+    GCP_STACKS,
+    Render,
+    assert_pinned_release_on_cluster,
+    at,
+    rendered,
+    without_local_nvme,
+)
 from tests.upstream import (
     SHARED,
     chart_values,
@@ -69,7 +77,7 @@ def render() -> Render:
     def with_cluster_autoscaler(stack: str, overrides: Optional[dict[str, Any]] = None) -> RenderResult:
         if stack_input(stack)["cloud"] != "aws":
             return rendered(stack, overrides)
-        return rendered(stack, _merged(CLUSTER_AUTOSCALER, overrides))
+        return rendered(stack, _merged({**CLUSTER_AUTOSCALER, **without_local_nvme(stack)}, overrides))
 
     return with_cluster_autoscaler
 

@@ -14,7 +14,7 @@ import pytest
 from components.gpu_catalog import GPU_TYPES
 from infra.program.stack_config import stack_input
 from infra.tooling.mock_engine import RenderResult
-from tests.conftest import Render, promised_gpu_pools, stacks_where
+from tests.conftest import Render, promised_gpu_pools, stacks_where, without_local_nvme
 
 AWS_STACKS = stacks_where(cloud="aws")
 
@@ -113,9 +113,14 @@ def test_system_pool_is_untainted_on_demand_cpu(render: Render, stack: str) -> N
 NODE_GROUPS = {"platform": {"autoscaler": "cluster-autoscaler"}}
 
 
+def as_node_groups(stack: str) -> dict[str, Any]:
+    """The override that makes `stack`'s GPU pools managed node groups (the local NVMe cache needs Karpenter)."""
+    return {**NODE_GROUPS, **without_local_nvme(stack)}
+
+
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_every_gpu_pool_runs_the_nvidia_ami_and_carries_the_gpu_taint(render: Render, stack: str) -> None:
-    groups = gpu_groups(render(stack, NODE_GROUPS))
+    groups = gpu_groups(render(stack, as_node_groups(stack)))
     assert groups, "every AWS stack has at least one GPU pool"
     for group in groups.values():
         assert group["amiType"] == "AL2023_x86_64_NVIDIA"
@@ -132,7 +137,7 @@ def test_the_gpu_ami_can_be_chosen_per_stack(render: Render) -> None:
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_spot_pools_are_separated_by_taint_and_label(render: Render, stack: str) -> None:
-    for group in gpu_groups(render(stack, NODE_GROUPS)).values():
+    for group in gpu_groups(render(stack, as_node_groups(stack))).values():
         spot_taint = {"key": "gpu-platform/spot", "value": "true", "effect": "NO_SCHEDULE"}
         if group["capacityType"] == "SPOT":
             assert spot_taint in group["taints"]
@@ -146,7 +151,7 @@ def test_spot_pools_are_separated_by_taint_and_label(render: Render, stack: str)
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_gpu_pools_get_the_capacity_purpose_and_machines_their_stack_promises(render: Render, stack: str) -> None:
-    groups = gpu_groups(render(stack, NODE_GROUPS))
+    groups = gpu_groups(render(stack, as_node_groups(stack)))
     promised = promised_gpu_pools(stack)
     assert set(groups) == set(promised)
     for name, pool in promised.items():
@@ -162,7 +167,7 @@ def test_gpu_pools_get_the_capacity_purpose_and_machines_their_stack_promises(re
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_time_slicing_exactly_where_the_tier_says(render: Render, stack: str) -> None:
-    groups = gpu_groups(render(stack, NODE_GROUPS))
+    groups = gpu_groups(render(stack, as_node_groups(stack)))
     promised = promised_gpu_pools(stack)
     replicas = {name: str(pool["timeSlicingReplicas"]) for name, pool in promised.items()}
     assert {name: g["labels"]["gpu-platform/time-slicing-replicas"] for name, g in groups.items()} == replicas
@@ -176,13 +181,13 @@ def test_time_slicing_exactly_where_the_tier_says(render: Render, stack: str) ->
 def test_gpu_pools_scale_within_their_promised_sizes_from_their_minimum(render: Render, stack: str) -> None:
     # On dev, a pool whose file sets no minSize scales to zero (TIER_GPU_POOL).
     for name, pool in promised_gpu_pools(stack).items():
-        scaling = gpu_groups(render(stack, NODE_GROUPS))[name]["scalingConfig"]
+        scaling = gpu_groups(render(stack, as_node_groups(stack)))[name]["scalingConfig"]
         assert scaling == {"minSize": pool["minSize"], "desiredSize": pool["minSize"], "maxSize": pool["maxSize"]}, name
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_asgs_carry_the_node_template_tags_scale_from_zero_needs(render: Render, stack: str) -> None:
-    result = render(stack, NODE_GROUPS)
+    result = render(stack, as_node_groups(stack))
     asg_tags: dict[str, dict[str, str]] = {}
     for tag in result.of_type("aws:autoscaling/tag:Tag"):
         asg_tags.setdefault(tag["inputs"]["autoscalingGroupName"], {})[tag["inputs"]["tag"]["key"]] = tag["inputs"]["tag"]["value"]
@@ -246,7 +251,8 @@ def test_volumes_can_bind_ebs_csi_driver_with_irsa_and_a_default_encrypted_gp3_c
     assert statement["Condition"]["StringEquals"][f"<{cluster['name']}.oidcProviderUrl>:sub"] == (
         "system:serviceaccount:kube-system:ebs-csi-controller-sa"
     )
-    (storage_class,) = result.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
+    # The cluster's default class (the local model cache's, where a stack has one, is its own: tests/test_local_model_cache.py).
+    (storage_class,) = [c for c in result.of_type("kubernetes:storage.k8s.io/v1:StorageClass") if "EksGpuCluster" in c["urn"]]
     inputs = storage_class["inputs"]
     assert inputs["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
     assert (inputs["provisioner"], inputs["parameters"], inputs["volumeBindingMode"]) == (

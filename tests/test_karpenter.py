@@ -37,6 +37,7 @@ from tests.conftest import (
     promised_gpu_pools,
     requires_charts,
     stacks_where,
+    without_local_nvme,
 )
 from tests.upstream import check_pin_values, render_chart, requires_shared, validate_custom_resource
 
@@ -115,7 +116,7 @@ def test_gpu_pools_are_node_pools_not_node_groups_and_the_system_pool_stays_a_no
 
 
 def test_the_cluster_autoscaler_override_brings_back_node_groups(render: Render) -> None:
-    result = render("aws-prod", CLUSTER_AUTOSCALER)
+    result = render("aws-prod", {**CLUSTER_AUTOSCALER, **without_local_nvme("aws-prod")})
     assert result.of_type(NODE_POOL) == [] and result.of_type(COMPONENT) == []
     assert len(releases(result, "cluster-autoscaler")) == 1
     groups = {g["inputs"]["nodeGroupName"] for g in result.of_type("aws:eks/nodeGroup:NodeGroup")}

@@ -143,7 +143,7 @@ def test_overrides_are_checked_against_the_entry() -> None:
         },
     )
     text = "\n".join(problems)
-    assert "gpu-platform:models.sentiment.replicas: unknown key; allowed keys here: canaryTrafficPercent" in text
+    assert "gpu-platform:models.sentiment.replicas: unknown key; allowed keys here: autoscaler, canaryTrafficPercent" in text
 
 
 def test_several_override_problems_are_reported_together() -> None:

@@ -20,6 +20,7 @@ import pytest
 import infra.tooling.mock_engine
 from components import model_store
 from components.charts import CHART_PINS
+from components.local_model_cache import JOB_NAMESPACE
 from components.model_store import ModelStore, ModelStoreArgs, root_config_env, storage_uri, tenant_manifest
 from components.registry import mirrored
 from components.tenancy import TENANT_LABEL
@@ -453,12 +454,19 @@ def test_there_is_one_tenant_in_its_namespace(render: Render, stack: str) -> Non
     assert len(tenants) == 1
 
 
+def download_namespaces(stack: str) -> set[str]:
+    """Where KServe's localmodel download Jobs read the store: in stacks whose pools cache weights on local NVMe."""
+    settings = stack_settings(stack)
+    cached = any(getattr(pool, "model_cache_gb", None) and pool.model_cache_gb(settings.cloud) for pool in settings.gpu_pools.values())
+    return {JOB_NAMESPACE} if cached else set()
+
+
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_the_service_account_lists_the_kserve_secret(render: Render, stack: str) -> None:
     result = render(stack)
     secrets = by_name(owned(result, SECRET))
     accounts = by_name(owned(result, SERVICE_ACCOUNT))
-    assert {namespace for namespace, _ in accounts} == set(model_namespaces(stack))
+    assert {namespace for namespace, _ in accounts} == set(model_namespaces(stack)) | download_namespaces(stack)
     for (namespace, name), account in accounts.items():
         assert name == model_store.S3_SERVICE_ACCOUNT
         assert account["inputs"]["secrets"] == [{"name": model_store.S3_SECRET}]
@@ -495,7 +503,7 @@ def test_only_model_namespaces_the_operator_and_prometheus_reach_minio(render: R
     (rule,) = spec["ingress"]
     allowed = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in rule["from"]}
     monitoring = CHART_PINS["kube-prometheus-stack"].namespace
-    assert allowed == {*model_namespaces(stack), TENANT_PIN.namespace, OPERATOR_PIN.namespace, monitoring}
+    assert allowed == {*model_namespaces(stack), *download_namespaces(stack), TENANT_PIN.namespace, OPERATOR_PIN.namespace, monitoring}
     assert rule["ports"] == [{"protocol": "TCP", "port": 9000}]
 
 

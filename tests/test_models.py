@@ -197,7 +197,11 @@ def test_replicas_follow_the_catalog_and_the_stacks_overrides(render: Render, st
         expected_min = override.get("minReplicas", 0 if override.get("scaleToZero") else entry.min_replicas)
         assert spec["minReplicas"] == expected_min
         assert spec["maxReplicas"] == override.get("maxReplicas", entry.max_replicas)
-        assert (spec["scaleMetric"], spec["scaleTarget"]) == ("concurrency", entry.target_concurrency)
+        if override.get("autoscaler") == "keda":
+            # Standard mode: KEDA scales it (tests/test_keda_scaling.py); Knative's fields would mean nothing.
+            assert "scaleMetric" not in spec and "scaleTarget" not in spec
+        else:
+            assert (spec["scaleMetric"], spec["scaleTarget"]) == ("concurrency", entry.target_concurrency)
         if spec["minReplicas"] == 0:
             assert tier_of(stack) == "dev", "scale to zero only where the tier allows it"
 

@@ -12,7 +12,7 @@ import pytest
 from components.pod_security import ENFORCE_LABEL, MESHED_LEVEL, MESHED_REPORT_LEVEL
 from infra.tooling.objects import ObjectSet
 from infra.tooling.pod_security import pod_security_problems, strictest_level, violations
-from tests.conftest import SHIPPED_STACKS, expanded, requires_charts
+from tests.conftest import SHIPPED_STACKS, expanded, requires_charts, stack_settings
 
 SYSTEM_NAMESPACES = {"kube-system"}  # the cluster's own, labelled by its distribution
 # Privileged outside the mesh, each for a reason in components/pod_security.py.
@@ -102,6 +102,11 @@ def test_every_pod_the_render_sees_is_admitted_by_its_namespace(stack: str) -> N
     assert pod_security_problems(expanded(stack).objects) == []
 
 
+def local_nvme_pools(stack: str) -> list[str]:
+    """The GPU pools of `stack` that cache model weights on local NVMe."""
+    return [name for name, pool in stack_settings(stack).gpu_pools.items() if getattr(pool, "local_storage", None) and pool.local_storage.nvme]
+
+
 @requires_charts
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_only_the_mesh_and_the_node_agents_run_privileged(stack: str) -> None:
@@ -112,6 +117,10 @@ def test_only_the_mesh_and_the_node_agents_run_privileged(stack: str) -> None:
             # Istio's istio-init needs NET_ADMIN and NET_RAW until the Istio CNI plugin is installed.
             assert namespace_labels[ENFORCE_LABEL] == MESHED_LEVEL
             assert namespace_labels["pod-security.kubernetes.io/warn"] == MESHED_REPORT_LEVEL
+        elif name == "kserve" and local_nvme_pools(stack):
+            # KServe's localmodel node agent mounts a hostPath (components/local_model_cache.py).
+            assert namespace_labels[ENFORCE_LABEL] == "privileged"
+            assert namespace_labels["pod-security.kubernetes.io/warn"] == "baseline"
         elif name not in HOST_NAMESPACES:
             assert namespace_labels[ENFORCE_LABEL] in ("baseline", "restricted"), name
 

@@ -15,7 +15,7 @@ import pytest
 from components.registry import value_at
 from infra.tooling.mock_engine import RenderResult
 from infra.tooling.object_checks import pod_spec
-from tests.conftest import SHIPPED_STACKS, Render, expanded, promised_gpu_pools, requires_charts
+from tests.conftest import SHIPPED_STACKS, Render, expanded, promised_gpu_pools, rendered_pools, requires_charts
 
 # chart (as the release names it) -> value paths that place its controllers: a nodeSelector map, or an
 # `affinity` whose required node terms must select the system pool.
@@ -52,12 +52,24 @@ CONTROLLER_PLACEMENT: Mapping[str, tuple[str, ...]] = {
     "oci://ghcr.io/kserve/charts/kserve-crd": (),  # CRDs only
     "oci://ghcr.io/kserve/charts/kserve-resources": ("kserve.controller.nodeSelector",),
     "oci://ghcr.io/kserve/charts/kserve-runtime-configs": (),  # ClusterServingRuntimes, no pods
+    # LocalModelCache (components/local_model_cache.py): CRDs; the node agent is a DaemonSet on the cache pools, and
+    # the controller has no placement value (UNPLACEABLE below).
+    "oci://ghcr.io/kserve/charts/kserve-localmodel-crd": (),
+    "oci://ghcr.io/kserve/charts/kserve-localmodel-resources": (),
+    "keda": ("nodeSelector",),  # operator, metrics API server and webhooks (components/keda.py)
     # Notebooks: the hub and the proxy; user servers go where their profile says (components/notebooks.py).
     "jupyterhub": ("hub.nodeSelector", "proxy.chp.nodeSelector"),
     # OpenCost: exporter and UI in one Deployment (components/cost_monitoring.py).
     "opencost": ("opencost.nodeSelector",),
     # Kueue's controller; batch Jobs go where Kueue's flavors say (components/batch_queue.py).
     "oci://registry.k8s.io/kueue/charts/kueue": ("controllerManager.nodeSelector",),
+}
+# Chart pods no value can place, each with why it still lands on the system pool (checked below).
+UNPLACEABLE: Mapping[str, str] = {
+    "kserve/Deployment/kserve-localmodel-controller-manager": (
+        "kserve-localmodel-resources v0.20.0 offers no nodeSelector or affinity for its controller "
+        "(files/deployment-patch.yaml sets only the container); it tolerates no taint and every GPU pool is tainted"
+    ),
 }
 # chart -> value paths of tolerations for DaemonSets that must run on every GPU node.
 GPU_DAEMONSETS: Mapping[str, tuple[str, ...]] = {
@@ -196,6 +208,11 @@ def test_every_chart_pod_that_is_not_a_daemonset_runs_on_the_system_pool(render:
         if pod is None or obj.kind == "DaemonSet" or not obj.source.startswith("helm:"):
             continue
         checked += 1
+        if obj.key in UNPLACEABLE:
+            # Untainted nodes are the system pool's when every GPU pool is tainted.
+            assert not pod.get("tolerations"), obj.key
+            assert all(pool["taints"] for pool in rendered_pools(render(stack)) if pool["labels"].get("gpu-platform/role") == "gpu")
+            continue
         if system:
             assert _places_on(pod, system), f"{obj.key} ({obj.source}) may land on a GPU node"
         assert not any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations") or []), obj.key

@@ -59,6 +59,7 @@ def gpu_pool_specs(pools: dict[str, ManagedGpuPool], cloud: str) -> tuple[GpuPoo
             machine_types=pool.resolved_machine_types(cloud),
             disk_size_gb=pool.disk_size_gb,
             mig_layout=pool.mig_layout,
+            model_cache_gb=pool.model_cache_gb(cloud),
         )
         for name, pool in pools.items()
     )

@@ -27,7 +27,7 @@ from pydantic.alias_generators import to_camel
 from components.batching import Batching
 from components.entry_limits import MAX_REQUEST_BODY_MB, MAX_REQUEST_TIMEOUT_SECONDS
 from components.gpu_catalog import GPU_TYPES
-from components.models import ModelCanary, ModelImportSource, ModelSpec
+from components.models import KedaTargets, ModelCanary, ModelImportSource, ModelSpec
 
 CATALOG_DIR = Path(__file__).resolve().parents[2] / "manifests" / "models"
 
@@ -256,6 +256,47 @@ class Resources(_Entry):
         return self
 
 
+class LocalCache(_Entry):
+    size_gb: int = Field(
+        ge=1,
+        le=10_000,
+        description="Disk the model's files take (all of storagePath), rounded up: the LocalModelCache's modelSize, "
+        "counted against each pool's cache.",
+    )
+
+
+class KedaThresholds(_Entry):
+    """What one replica may carry before KEDA adds another (a model with `autoscaler: keda` in a stack):
+    each threshold is a per-replica target, KEDA's Prometheus scaler dividing the model's total by its replicas
+    (components/models.py `keda_metrics`)."""
+
+    requests_waiting: Optional[float] = Field(
+        default=None,
+        gt=0,
+        le=10_000,
+        description="Requests waiting in vLLM's queue per replica (`vllm:num_requests_waiting`); vLLM models only.",
+    )
+    kv_cache_usage: Optional[float] = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Share of the KV cache in use per replica, 0 to 1 (`vllm:kv_cache_usage_perc`); vLLM models only.",
+    )
+    gpu_utilization: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="GPU utilisation per replica in percent (DCGM `DCGM_FI_DEV_GPU_UTIL`), for servers that export "
+        "no queue depth (Triton, TorchServe); GPU models only.",
+    )
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> "KedaThresholds":
+        if self.requests_waiting is None and self.kv_cache_usage is None and self.gpu_utilization is None:
+            raise ValueError("set at least one of requestsWaiting, kvCacheUsage, gpuUtilization")
+        return self
+
+
 class Autoscaling(_Entry):
     min_replicas: int = Field(ge=0, le=100, description="Fewest replicas; 0 scales to zero where the tier allows.")
     max_replicas: int = Field(ge=1, le=100, description="Most replicas.")
@@ -266,6 +307,11 @@ class Autoscaling(_Entry):
         le=1000,
         description="Hard cap: the most requests one replica serves at once (KServe `containerConcurrency`); "
         "more wait in the queue-proxy instead of running a GPU out of memory. Required for GPU models.",
+    )
+    keda: Optional[KedaThresholds] = Field(
+        default=None,
+        description="Thresholds for KEDA scaling, used where a stack sets the model's `autoscaler: keda` "
+        "(Standard mode, no scale to zero); Knative's targetConcurrency scales it everywhere else.",
     )
 
     @model_validator(mode="after")
@@ -460,6 +506,11 @@ class CatalogModel(_Entry):
         description="Where `storagePath` is filled from: a Kubernetes Job copies it into the store once "
         "(components/model_import.py); without it the files are uploaded by hand.",
     )
+    local_cache: Optional[LocalCache] = Field(
+        default=None,
+        description="Cache the weights on the local NVMe of the GPU pools the model lands on (KServe LocalModelCache; "
+        "pools with `localStorage.nvme`), so a replica on a warm node does not copy them from the store.",
+    )
     serving_profiles: dict[GpuTypeName, ServingProfile] = Field(
         default_factory=dict,
         description="For an LLM served by vLLM: its sizing per GPU type it may run on. Required for a GPU "
@@ -522,6 +573,20 @@ class CatalogModel(_Entry):
                 raise ValueError(
                     f"batching.maxDelayMs: TorchServe waits whole milliseconds (maxBatchDelay), got {self.batching.max_delay_ms}"
                 )
+        keda = self.autoscaling.keda
+        if keda is not None:
+            if self.serving != "kserve":
+                raise ValueError("autoscaling.keda: KServe's KEDA integration scales InferenceServices (serving: kserve)")
+            vllm = bool(self.serving_profiles)
+            if (keda.requests_waiting is not None or keda.kv_cache_usage is not None) and not vllm:
+                raise ValueError(
+                    "autoscaling.keda: requestsWaiting and kvCacheUsage are vLLM's metrics; this model has no "
+                    "servingProfiles (not served by vLLM): use gpuUtilization"
+                )
+            if keda.gpu_utilization is not None and not self.resources.gpu:
+                raise ValueError("autoscaling.keda.gpuUtilization: a CPU model has no GPU to measure")
+        if self.local_cache is not None and (self.serving != "kserve" or not self.resources.gpu):
+            raise ValueError("localCache: weights are cached on GPU pools, for GPU kserve models")
         if self.serving == "kserve" and self.resources.gpu and self.autoscaling.max_concurrency is None:
             raise ValueError(
                 "autoscaling.maxConcurrency: required for a GPU model, so that an overloaded GPU queues requests "
@@ -624,6 +689,12 @@ class ModelOverride(_Entry):
     limits: EntryLimits = Field(
         default_factory=EntryLimits, description="Rate limit, timeout and body size here, each over the catalog's."
     )
+    autoscaler: Literal["knative", "keda"] = Field(
+        default="knative",
+        description="`knative`: KServe in Knative mode, scaled on concurrency (and to zero where allowed). `keda`: "
+        "KServe's Standard mode, scaled by KEDA on the catalog's `autoscaling.keda` thresholds from Prometheus; "
+        "never to zero, no canary.",
+    )
 
 
 # --- a model as one stack runs it ---------------------------------------------------------------------
@@ -682,6 +753,17 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
             if model.batching is not None
             else None
         ),
+        autoscaler=override.autoscaler,
+        keda=(
+            KedaTargets(
+                requests_waiting=model.autoscaling.keda.requests_waiting,
+                kv_cache_usage=model.autoscaling.keda.kv_cache_usage,
+                gpu_utilization=model.autoscaling.keda.gpu_utilization,
+            )
+            if override.autoscaler == "keda" and model.autoscaling.keda is not None
+            else None
+        ),
+        local_cache_gb=model.local_cache.size_gb if model.local_cache is not None else 0,
         source=(
             ModelImportSource(
                 repo=model.source.huggingface.repo,

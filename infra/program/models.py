@@ -10,7 +10,16 @@ import pulumi
 from components.cluster import KubernetesCluster, gpu_pools, pool_resources, system_node_selector
 from components.entry_limits import with_tier_limits
 from components.model_import import ModelImport, ModelImportArgs
-from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage, pools_for
+from components.local_model_cache import CachedModel, cache_manifest
+from components.models import (
+    CanaryMetrics,
+    CanaryModel,
+    KServeModel,
+    ModelArgs,
+    ModelStorage,
+    pools_for,
+    served_storage_uri,
+)
 from components.model_store import MODEL_NAMESPACE
 from components.observability import PROMETHEUS_URL
 from infra.program.model_catalog import ModelSpec, load_catalog, resolve
@@ -29,6 +38,8 @@ class Models:
     canary_metrics: Mapping[str, CanaryMetrics]
     # Model name -> the Job copying it from Hugging Face, for models whose catalog entry has a `source`.
     imports: Mapping[str, ModelImport] = field(default_factory=dict)
+    # Model name -> its LocalModelCache, for models cached on local NVMe.
+    caches: Mapping[str, CachedModel] = field(default_factory=dict)
 
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
@@ -100,12 +111,46 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             depends_on=(*releases, *accounts, *guardrails, *nodes, *copied),
             loadtester_url=loadtester_url,
             image_mirror=settings.platform.image_mirror,
+            prometheus_url=PROMETHEUS_URL,
         )
+
+    # Weights on local NVMe: a LocalModelCache for each model that opts in, over the node groups of the pools it can
+    # land on; the InferenceService comes after it, so KServe finds the cache when it first reconciles the model.
+    caches: dict[str, CachedModel] = {}
+    cache_platform = platform.local_model_cache
+    if cache_platform is not None:
+        for spec in specs:
+            # Only where the model's one pool caches: with several node groups KServe mounts the first one's volume
+            # (kserve/kserve#5914), whose node affinity would keep the model off its other pools.
+            groups = [pool.name for pool in pools_for(spec, pools)]
+            if not spec.local_cache_gb or spec.serving != "kserve" or len(groups) != 1:
+                continue
+            if groups[0] not in cache_platform.node_groups:
+                continue
+            caches[spec.name] = CachedModel(
+                f"{settings.cluster_name}-model-{spec.name}-local-cache",
+                cache_manifest(spec.name, served_storage_uri(spec), spec.local_cache_gb, groups, store.service_account_name),
+                [*(cache_platform.node_groups[group] for group in groups), *store.download_accounts.values()],
+                on_cluster,
+            )
 
     serving = platform.serving
     kserve_ready = [r for r in (serving.runtimes, serving.kserve) if r is not None] if serving else []
+    # A KEDA-scaled model after KEDA: KServe creates its ScaledObject at once, which needs KEDA's CRDs.
+    keda_ready = [platform.keda.release] if platform.keda is not None else []
     kserve_models = tuple(
-        KServeModel(f"{settings.cluster_name}-model-{spec.name}", args_for(spec, kserve_ready), on_cluster)
+        KServeModel(
+            f"{settings.cluster_name}-model-{spec.name}",
+            args_for(
+                spec,
+                [
+                    *kserve_ready,
+                    *(keda_ready if spec.autoscaler == "keda" else []),
+                    *([caches[spec.name].cache] if spec.name in caches else []),
+                ],
+            ),
+            on_cluster,
+        )
         for spec in specs
         if spec.serving == "kserve"
     )
@@ -131,4 +176,4 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             )
             for spec in plain
         )
-    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics, imports=imports)
+    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics, imports=imports, caches=caches)

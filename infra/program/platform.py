@@ -10,7 +10,14 @@ import pulumi
 from components.batch_queue import BatchQueue, BatchQueueArgs
 from components.cert_manager import PIN as CERT_MANAGER_PIN
 from components.cert_manager import CertManager, CertManagerArgs
-from components.cluster import KubernetesCluster, gpu_node_tolerations, gpu_pools, pool_resources, system_node_selector
+from components.cluster import (
+    KubernetesCluster,
+    gpu_node_tolerations,
+    gpu_pools,
+    pool_resources,
+    system_node_selector,
+    tolerations_of,
+)
 from components.cluster_autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.cost_monitoring import CostMonitoring, CostMonitoringArgs, CustomPricing
 from components.custom_resource import custom_resource
@@ -27,6 +34,8 @@ from components.entry_tls import (
 )
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.karpenter import karpenter_service_monitor
+from components.keda import Keda, KedaArgs
+from components.local_model_cache import JOB_NAMESPACE, LocalModelCacheArgs, LocalModelCachePlatform, cache_pools
 from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs
 from components.model_metrics import model_server_monitor
 from components.model_store import MINIO_CONTAINER_PORT, ModelStore, ModelStoreArgs
@@ -38,7 +47,14 @@ from components.progressive_delivery import LOADTESTER_PIN, ProgressiveDelivery,
 from components.serving import KNATIVE_SERVING_NAMESPACE, Serving, ServingArgs
 from components.tenancy import TENANT_LABEL, NetworkIsolation, Tenant
 from infra.program.batch import batch_flavors, batch_queues
-from infra.program.settings import AwsStack, ExistingStack, GcpStack, batch_queue_enabled, cost_monitoring_enabled
+from infra.program.settings import (
+    AwsStack,
+    ExistingStack,
+    GcpStack,
+    batch_queue_enabled,
+    cost_monitoring_enabled,
+    keda_enabled,
+)
 from infra.program.tenancy import tenant_plans
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
@@ -65,6 +81,10 @@ class Platform:
     entry_tls: Optional[EntryTls] = None
     cost_monitoring: Optional[CostMonitoring] = None
     batch_queue: Optional[BatchQueue] = None
+    # KEDA, where a model is scaled by it (infra/program/settings.py keda_enabled).
+    keda: Optional[Keda] = None
+    # KServe's LocalModelCache, where GPU pools have local NVMe (components/local_model_cache.py).
+    local_model_cache: Optional[LocalModelCachePlatform] = None
 
 
 def dns01_identity(
@@ -133,6 +153,10 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
     on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.provider})
     system_nodes = system_node_selector(cluster)
     gpu_tolerations = tuple(gpu_node_tolerations(cluster))
+    # Weights cached on local NVMe: where pools have it, with KServe and the model store (whose credentials the
+    # download Jobs use).
+    local_cache_pools = cache_pools(gpu_pools(cluster))
+    local_model_cache_on = bool(local_cache_pools) and addons.kserve.enabled and addons.model_store.enabled
     # First: every pod the platform declares names one of these classes.
     priorities = PriorityClasses(f"{name}-priorities", on_cluster)
 
@@ -232,6 +256,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 image_mirror=mirror,
                 tls_credential=WILDCARD_SECRET if entry_tls is not None else None,
                 tls=(entry_tls.certificate,) if entry_tls is not None else (),
+                local_model_cache=local_model_cache_on,
             ),
             on_cluster,
         )
@@ -315,6 +340,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 # One namespace per tenant (or the one `models` namespace), labelled with its tenant.
                 model_namespaces=tuple(plan.namespace for plan in plans),
                 namespace_labels={plan.namespace: {TENANT_LABEL: plan.name} for plan in plans},
+                download_namespaces=(JOB_NAMESPACE,) if local_model_cache_on else (),
                 # MinIO's ServiceMonitor only where this stack installs the Prometheus Operator's CRDs.
                 service_monitor=monitoring is not None,
                 monitoring=(monitoring.release,) if monitoring else (),
@@ -375,7 +401,31 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             on_cluster,
         )
 
+    local_model_cache = None
+    if local_model_cache_on and serving is not None and serving.kserve is not None and model_store is not None:
+        local_model_cache = LocalModelCachePlatform(
+            f"{name}-local-model-cache",
+            LocalModelCacheArgs(
+                pools=local_cache_pools,
+                tolerations=tuple(tolerations_of(gpu_pools(cluster))),
+                depends_on=(serving.kserve, *model_store.download_accounts.values()),
+                image_mirror=mirror,
+            ),
+            on_cluster,
+        )
+
+    # KEDA for models in KServe's Standard mode; KServe's controller creates their ScaledObjects.
+    keda = None
+    if keda_enabled(settings):
+        keda = Keda(
+            f"{name}-keda",
+            KedaArgs(system_node_selector=system_nodes, image_mirror=mirror),
+            on_cluster,
+        )
+
     return Platform(
+        keda=keda,
+        local_model_cache=local_model_cache,
         cost_monitoring=cost_monitoring,
         batch_queue=batch_queue,
         monitoring=monitoring,

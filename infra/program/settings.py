@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.charts import CHART_PINS
-from components.gpu_catalog import GPU_TYPES, mig_layout_problem
+from components.gpu_catalog import AWS_INSTANCE_STORE_GB, GPU_TYPES, mig_layout_problem
 from components.node_pools import GPU_RESOURCE, MIG_RESOURCE_PREFIX, gpu_resources_per_node
 from components.registry import ImageMirror
 from infra.program.batch_catalog import BatchJob, BatchJobOverride, load_batch_catalog
@@ -412,6 +412,23 @@ class GpuPoolBase(_Model):
         return gpu_resources_per_node(self.gpu_count, self.time_slicing_replicas, self.mig_layout, cloud != "gcp")
 
 
+class LocalStorage(_Model):
+    """A GPU pool's node-local disk, for caching model weights (components/local_model_cache.py)."""
+
+    nvme: bool = Field(
+        default=False,
+        description="The machines' local NVMe (EC2 instance store) holds a cache of model weights (KServe "
+        "LocalModelCache): EKS with Karpenter only, on machine types that have instance store.",
+    )
+    model_cache_gb: Optional[int] = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Size of the weights cache on each node (the LocalModelNodeGroup's storage limit). Default: "
+        "half the smallest instance store of the pool's machine types; the rest holds images and emptyDirs.",
+    )
+
+
 class ManagedGpuPool(GpuPoolBase):
     """A GPU node pool the program creates on EKS or GKE."""
 
@@ -429,6 +446,9 @@ class ManagedGpuPool(GpuPoolBase):
         "default from the GPU catalog for gpuType and gpuCount.",
     )
     disk_size_gb: int = Field(default=200, ge=50, le=4000, description="Root volume size; model images are large.")
+    local_storage: Optional[LocalStorage] = Field(
+        default=None, description="Node-local disk for caching model weights (`localStorage.nvme`)."
+    )
 
     @field_validator("max_size")
     @classmethod
@@ -479,6 +499,15 @@ class ManagedGpuPool(GpuPoolBase):
         if self.machine_types is not None:
             return self.machine_types
         return GPU_TYPES[self.gpu_type].machines(cloud)[self.gpu_count]
+
+    def model_cache_gb(self, cloud: str) -> int:
+        """GB of weights cache on each node; 0 without local NVMe (or with machines that have none)."""
+        if self.local_storage is None or not self.local_storage.nvme or cloud != "aws":
+            return 0
+        sizes = [AWS_INSTANCE_STORE_GB.get(machine, 0) for machine in self.resolved_machine_types(cloud)]
+        if not sizes or not all(sizes):
+            return 0
+        return self.local_storage.model_cache_gb or min(sizes) // 2
 
 
 class ExistingGpuPool(GpuPoolBase):
@@ -818,6 +847,14 @@ class BatchQueueAddon(_Model):
     )
 
 
+class KedaAddon(_Model):
+    enabled: Optional[bool] = Field(
+        default=None,
+        description="KEDA, which scales models with `autoscaler: keda` on Prometheus queries. Unset: installed where "
+        "a model of the stack asks for it; `false` refuses such models.",
+    )
+
+
 class PlatformSettings(_Model):
     cert_manager: Addon = Field(default_factory=Addon, description="cert-manager, for KServe's webhook certificates.")
     gpu_operator: GpuOperatorAddon = Field(default_factory=GpuOperatorAddon, description="The GPU layer.")
@@ -833,6 +870,7 @@ class PlatformSettings(_Model):
     batch_queue: BatchQueueAddon = Field(
         default_factory=BatchQueueAddon, description="Kueue, queueing batch Jobs onto the GPU pools, spot first."
     )
+    keda: KedaAddon = Field(default_factory=KedaAddon, description="KEDA, for models scaled on queue depth.")
     air_gapped: bool = Field(
         default=False,
         description="The cluster cannot reach the internet: catalog models copied from Hugging Face "
@@ -1206,7 +1244,12 @@ def load_settings(raw: Mapping[str, Any], stack: str) -> Union[AwsStack, GcpStac
         batch_catalog = load_batch_catalog()
     except CatalogError as exc:
         raise ConfigError(exc.problems) from None
-    problems = autoscaler_problems(settings) + model_problems(settings, catalog) + tenant_problems(settings, catalog)
+    problems = (
+        autoscaler_problems(settings)
+        + model_problems(settings, catalog)
+        + tenant_problems(settings, catalog)
+        + local_storage_problems(settings, catalog)
+    )
     problems += runtime_cost_problems(settings) + batch_problems(settings, catalog, batch_catalog)
     if problems:
         raise ConfigError(problems)
@@ -1314,6 +1357,62 @@ def autoscaler_problems(settings: Any) -> list[str]:
     return problems
 
 
+def local_storage_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[str]:
+    """A pool that caches weights on local NVMe: machines that have it, a node bootstrap that mounts it where KServe's
+    node agent looks (EKS with Karpenter: components/karpenter.py), a cache no larger than the smallest disk, and the
+    cached models of its GPU type fitting in it."""
+    problems: list[str] = []
+    for name, pool in settings.gpu_pools.items():
+        local = getattr(pool, "local_storage", None)
+        if local is None or not local.nvme:
+            continue
+        key = f"{PROJECT}:gpuPools.{name}.localStorage.nvme"
+        if settings.cloud != "aws":
+            problems.append(
+                f"{key}: only on EKS for now. KServe v0.20.0's node agent keeps models at the host path /models "
+                "(kserve-localmodel-resources files/resources.yaml, not a chart value), which Container-Optimized "
+                "OS keeps read-only and no GKE node bootstrap can mount a local SSD on; remove localStorage"
+            )
+            continue
+        if settings.platform.autoscaler != "karpenter":
+            problems.append(
+                f"{key}: the instance store is mounted at KServe's /models by the node's user data, which this "
+                "platform sets on Karpenter's EC2NodeClass only; set platform.autoscaler karpenter or remove "
+                "localStorage"
+            )
+        machines = pool.resolved_machine_types(settings.cloud)
+        without = [machine for machine in machines if not AWS_INSTANCE_STORE_GB.get(machine)]
+        if without:
+            problems.append(
+                f"{key}: {', '.join(without)} {'has' if len(without) == 1 else 'have'} no local NVMe (instance store) "
+                "the GPU catalog knows (components/gpu_catalog.py AWS_INSTANCE_STORE_GB); use machine types with "
+                "instance store or remove localStorage"
+            )
+            continue
+        smallest = min(AWS_INSTANCE_STORE_GB[machine] for machine in machines)
+        cache = pool.model_cache_gb(settings.cloud)
+        if cache > smallest:
+            problems.append(
+                f"{PROJECT}:gpuPools.{name}.localStorage.modelCacheGb: {cache} GB, more than the {smallest} GB of "
+                f"instance store of its smallest machine type"
+            )
+            continue
+        cached = {
+            model: catalog[model].local_cache.size_gb
+            for model, override in settings.models.items()
+            if model in catalog
+            and catalog[model].local_cache is not None
+            and (override.gpu_type or catalog[model].resources.gpu_type) == pool.gpu_type
+        }
+        if sum(cached.values()) > cache:
+            listed = ", ".join(f"{model} {size} GB" for model, size in sorted(cached.items()))
+            problems.append(
+                f"{PROJECT}:gpuPools.{name}.localStorage.modelCacheGb: the cached {pool.gpu_type} models ({listed}) "
+                f"need {sum(cached.values())} GB, more than the pool's {cache} GB cache"
+            )
+    return problems
+
+
 def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[str]:
     """What is wrong with the stack's `models` given the catalog, its GPU pools and its tier."""
     problems = []
@@ -1360,6 +1459,44 @@ def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[s
             problems += _profile_problems(settings, key, name, model.serving_profiles, gpu_type)
         if override.gpu_slice is not None and not model.resources.gpu:
             problems.append(f"{key}.gpuSlice: {name} is a CPU model (resources.gpu is 0 in its catalog entry)")
+        if override.autoscaler == "keda":
+            problems += _keda_problems(settings, key, name, model, override, minimum)
+    return problems
+
+
+def keda_enabled(settings: Any) -> bool:
+    """KEDA runs where a model of the stack is scaled by it, unless the stack turned it off."""
+    wanted = any(override.autoscaler == "keda" for override in settings.models.values())
+    return wanted and settings.platform.keda.enabled is not False
+
+
+def _keda_problems(settings: Any, key: str, name: str, model: CatalogModel, override: Any, minimum: int) -> list[str]:
+    """A model scaled by KEDA runs in KServe's Standard mode: never at zero replicas (no activator holds its
+    requests), no Knative canary, thresholds from its catalog entry, KEDA and Prometheus in the stack."""
+    problems = []
+    key = f"{key}.autoscaler"
+    if model.serving != "kserve":
+        problems.append(f"{key}: keda scales InferenceServices; {name} is a `{model.serving}` model (Flagger's HPA scales it)")
+        return problems
+    if model.autoscaling.keda is None:
+        problems.append(
+            f"{key}: keda needs thresholds in the catalog, autoscaling.keda in manifests/models/{name}.yaml "
+            "(requestsWaiting, kvCacheUsage or gpuUtilization)"
+        )
+    if minimum == 0:
+        problems.append(
+            f"{key}: keda runs the model in KServe's Standard mode, which never scales to zero; set minReplicas to 1 "
+            "or more, or keep autoscaler knative"
+        )
+    if settings.platform.keda.enabled is False:
+        problems.append(f"{key}: keda, but {PROJECT}:platform.keda.enabled is false in this stack; turn it on or use knative")
+    if not settings.platform.monitoring.enabled:
+        problems.append(f"{key}: keda scales on queries to our Prometheus; turn platform.monitoring on")
+    if model.canary is not None and override.canary_traffic_percent != 0:
+        problems.append(
+            f"{key}: {name} has a canary, and KServe's canary traffic split needs Knative; set canaryTrafficPercent "
+            "to 0 or keep autoscaler knative"
+        )
     return problems
 
 

@@ -42,9 +42,10 @@ SYSTEM_NAMESPACES = Option(
     "system_namespaces",
     _string_list(
         "Namespaces whose pods may run privileged, use the host network or mount hostPath volumes: the "
-        "node agents (kube-system; gpu-operator for the driver, toolkit and device plugin). Add "
-        "istio-system only when Istio's CNI node agent is installed there.",
-        ["kube-system", "gpu-operator"],
+        "node agents (kube-system; gpu-operator for the driver, toolkit and device plugin; kserve for KServe's "
+        "localmodel node agent, which must run beside KServe's ConfigMap and keeps cached models under a "
+        "hostPath). Add istio-system only when Istio's CNI node agent is installed there.",
+        ["kube-system", "gpu-operator", "kserve"],
     ),
 )
 ALLOWED_PUBLIC_SERVICES = Option(

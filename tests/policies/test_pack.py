@@ -45,7 +45,7 @@ def test_config_schemas_are_valid_and_their_defaults_are_the_initial_config():
         jsonschema.validate(INITIAL_CONFIG[name], schema)
         assert all("description" in spec and "default" in spec for spec in policy.config_schema.properties.values())
     assert INITIAL_CONFIG["no-host-access-outside-system-namespaces"] == {
-        "systemNamespaces": ["kube-system", "gpu-operator"]
+        "systemNamespaces": ["kube-system", "gpu-operator", "kserve"]
     }
 
 
