@@ -10,7 +10,7 @@ import pulumi
 from components.cluster import KubernetesCluster, gpu_pools, pool_resources, system_node_selector
 from components.entry_limits import with_tier_limits
 from components.model_import import ModelImport, ModelImportArgs
-from components.models import CanaryMetrics, CanaryModel, KServeModel, ModelArgs, ModelStorage, pools_for
+from components.models import CanaryMetrics, CanaryModel, KServeModel, LlmModel, ModelArgs, ModelStorage, pools_for
 from components.model_store import MODEL_NAMESPACE
 from components.observability import PROMETHEUS_URL
 from infra.program.model_catalog import ModelSpec, load_catalog, resolve
@@ -29,6 +29,8 @@ class Models:
     canary_metrics: Mapping[str, CanaryMetrics]
     # Model name -> the Job copying it from Hugging Face, for models whose catalog entry has a `source`.
     imports: Mapping[str, ModelImport] = field(default_factory=dict)
+    # Models served as LLMInferenceServices (catalog `api: LLMInferenceService`).
+    llm: tuple[LlmModel, ...] = ()
 
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
@@ -107,7 +109,16 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
     kserve_models = tuple(
         KServeModel(f"{settings.cluster_name}-model-{spec.name}", args_for(spec, kserve_ready), on_cluster)
         for spec in specs
-        if spec.serving == "kserve"
+        if spec.serving == "kserve" and spec.api == "InferenceService"
+    )
+    # After the llmisvc controller and its presets (kserve-runtime-configs), and the Gateway its route attaches to.
+    llm_ready = [*kserve_ready, *([serving.llmisvc] if serving and serving.llmisvc else [])]
+    if platform.llm_serving is not None:
+        llm_ready.append(platform.llm_serving.gateway)
+    llm_models = tuple(
+        LlmModel(f"{settings.cluster_name}-model-{spec.name}", args_for(spec, llm_ready), on_cluster)
+        for spec in specs
+        if spec.serving == "kserve" and spec.api == "LLMInferenceService"
     )
 
     delivery = platform.progressive_delivery
@@ -131,4 +142,4 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             )
             for spec in plain
         )
-    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics, imports=imports)
+    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics, imports=imports, llm=llm_models)

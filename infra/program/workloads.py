@@ -133,7 +133,8 @@ def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Plat
     catalog = load_catalog()
     # Only KServe models have hosts on the gateway; a Flagger-released Deployment is reached inside the mesh.
     for model in settings.models:
-        if catalog[model].serving == "kserve":
+        # An LLMInferenceService has no host on it: its pods check the token themselves (the namespace policies).
+        if catalog[model].serving == "kserve" and catalog[model].api == "InferenceService":
             served[by_namespace[model_namespace(settings, model)]][1].append(model)
     return EntryAuth(
         f"{settings.cluster_name}-entry-auth",
@@ -163,7 +164,8 @@ def limit_entry(settings: Settings, cluster: KubernetesCluster, platform: Platfo
     models = [
         (spec, tuple(external_hosts(spec.name, model_namespace(settings, spec.name), domain)))
         for spec in model_specs(settings)
-        if spec.serving == "kserve"
+        # An LLMInferenceService is reached through the Gateway API gateway, not this one (components/llm_serving.py).
+        if spec.serving == "kserve" and spec.api == "InferenceService"
     ]
     if not models:
         return None
