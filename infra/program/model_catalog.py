@@ -591,9 +591,14 @@ def load_entries(directory: Path, entry_type: type[Entry], max_files: int, max_f
     return entries
 
 
+def load_catalog(directory: Optional[Path] = None) -> dict[str, CatalogModel]:
+    """Every model in `directory` (default: CATALOG_DIR, read when called), or CatalogError listing every problem
+    of every file."""
+    return _load_catalog(directory or CATALOG_DIR)
+
+
 @functools.lru_cache(maxsize=8)
-def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogModel]:
-    """Every model in `directory`, or CatalogError listing every problem of every file."""
+def _load_catalog(directory: Path) -> dict[str, CatalogModel]:
     return load_entries(directory, CatalogModel, MAX_CATALOG_MODELS, MAX_CATALOG_FILE_BYTES)
 
 

@@ -131,6 +131,7 @@ def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Plat
     served: dict[str, tuple[str, list[str]]] = {plan.name: (plan.namespace, []) for plan in tenant_plans(settings)}
     by_namespace = {namespace: name for name, (namespace, _) in served.items()}
     catalog = load_catalog()
+    llm_namespaces = frozenset(model_namespace(settings, m) for m in settings.models if catalog[m].api == "LLMInferenceService")
     # Only KServe models have hosts on the gateway; a Flagger-released Deployment is reached inside the mesh.
     for model in settings.models:
         # An LLMInferenceService has no host on it: its pods check the token themselves (the namespace policies).
@@ -148,6 +149,7 @@ def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Plat
             gateway_selector=GATEWAY_SELECTOR,
             tenants={name: (namespace, tuple(models)) for name, (namespace, models) in served.items()},
             model_selector={ENTRY_LABEL: ENTRY_LABEL_VALUE},
+            llm_namespaces=llm_namespaces,
             # Istio's CRDs come with istio-base; the gateway's pods are what the policies select; the tenants'
             # components hold the namespaces the per-namespace policies go in.
             depends_on=(platform.mesh.gateway, *platform.tenants.values()),
