@@ -68,6 +68,10 @@ SERVICE_TYPE_ANNOTATION = "networking.istio.io/service-type"
 # Istio labels the pods it deploys for a Gateway with its name (Gateway API's own label).
 GATEWAY_POD_LABEL = "gateway.networking.k8s.io/gateway-name"
 
+# The label KServe puts on an LLMInferenceService's scheduler (endpoint picker) pods (pkg/controller/llmisvc,
+# SchedulerLabels), which the tenant's NetworkPolicies let reach the API server (components/tenancy.py).
+SCHEDULER_POD_LABELS: Mapping[str, str] = {"app.kubernetes.io/component": "llminferenceservice-router-scheduler"}
+
 # Owned by kserve-llmisvc-resources (createGIECRDs), see the module docstring.
 INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
 # Objects a chart renders only when no other release already owns them (its template asks the cluster with

@@ -319,7 +319,7 @@ def test_kserves_ingress_config_names_the_gateway_only_where_llms_are_served(sta
 def test_every_llmisvc_value_is_a_value_of_its_chart(stack: str) -> None:
     found = releases(rendered(stack))
     for chart in ("kserve-llmisvc-crd", "kserve-llmisvc-resources", "kserve-runtime-configs", "kserve-resources", "istiod"):
-        assert check_pin_values(CHART_PINS[chart if chart != "kserve-llmisvc-resources" else chart], found[chart]["values"]) == [], chart
+        assert check_pin_values(CHART_PINS[chart], found[chart]["values"]) == [], chart
 
 
 @requires_charts
@@ -521,3 +521,31 @@ def test_an_llm_inference_service_without_istio_is_a_config_error() -> None:
     problems = [p for p in caught.value.problems if "LLMInferenceService" in p]
     assert problems and problems[0].startswith("gpu-platform:models.qwen3-32b-fp8: served as an LLMInferenceService")
     assert "platform.istio" in problems[0]
+
+
+# --- the tenant's network and policies ------------------------------------------------------------------------
+
+
+@requires_charts
+@pytest.mark.parametrize("stack", LLM_STACKS)
+def test_the_tenant_namespace_lets_the_gateway_in_and_the_endpoint_picker_reach_the_api_server(stack: str) -> None:
+    from components.llm_serving import SCHEDULER_POD_LABELS
+    from components.tenancy import ALLOW_API_SERVER_EGRESS, ALLOW_PLATFORM
+
+    objects = expanded(stack)
+    for namespace in {m["metadata"]["namespace"] for m in llm_objects(objects).values()}:
+        policies = {o.name: o.manifest["spec"] for o in objects.of_kind("NetworkPolicy") if o.namespace == namespace}
+        peers = [peer for rule in policies[ALLOW_PLATFORM]["ingress"] for peer in rule["from"]]
+        gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": GATEWAY_NAMESPACE}}}
+        assert gateway in peers
+        egress = policies[ALLOW_API_SERVER_EGRESS]
+        assert egress["podSelector"] == {"matchLabels": dict(SCHEDULER_POD_LABELS)}
+        assert egress["policyTypes"] == ["Egress"]
+
+
+@pytest.mark.parametrize("stack", OTHER_STACKS)
+def test_without_llm_inference_services_no_namespace_opens_to_the_kserve_gateway(stack: str) -> None:
+    from components.tenancy import ALLOW_API_SERVER_EGRESS
+
+    kinds = rendered(stack).of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
+    assert not [p for p in kinds if p["inputs"]["metadata"]["name"] == ALLOW_API_SERVER_EGRESS]

@@ -26,7 +26,14 @@ from components.entry_tls import (
 )
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.karpenter import karpenter_service_monitor
-from components.llm_serving import KSERVE_INGRESS_GATEWAY, GatewayApiCrds, LlmServing, LlmServingArgs
+from components.llm_serving import (
+    GATEWAY_NAMESPACE as LLM_GATEWAY_NAMESPACE,
+    KSERVE_INGRESS_GATEWAY,
+    SCHEDULER_POD_LABELS,
+    GatewayApiCrds,
+    LlmServing,
+    LlmServingArgs,
+)
 from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs, gateway_service
 from components.models import llm_layout
 from components.model_store import MINIO_CONTAINER_PORT, ModelStore, ModelStoreArgs
@@ -40,7 +47,7 @@ from components.tenancy import TENANT_LABEL, NetworkIsolation, Tenant
 from infra.program.batch import batch_flavors, batch_queues
 from infra.program.model_catalog import ModelSpec, load_catalog, resolve
 from infra.program.settings import AwsStack, ExistingStack, GcpStack, batch_queue_enabled, cost_monitoring_enabled
-from infra.program.tenancy import tenant_plans
+from infra.program.tenancy import model_namespace, tenant_plans
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -354,12 +361,24 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         ingress_from=(GATEWAY_PIN.namespace, KNATIVE_SERVING_NAMESPACE, MONITORING_PIN.namespace, LOADTESTER_PIN.namespace),
         egress_to={STORE_NAMESPACE: (MINIO_CONTAINER_PORT,), ISTIOD_PIN.namespace: (ISTIOD_XDS_PORT,)},
     )
+    # A namespace serving an LLMInferenceService also admits its Gateway's pods (in `kserve`: they call the endpoint
+    # picker and the vLLM pods), and lets the endpoint picker reach the API server (it watches its pool's pods).
+    llm_namespaces = {model_namespace(settings, spec.name) for spec in llms} if llm_serving is not None else set()
+    llm_isolation = replace(
+        isolation,
+        ingress_from=(*isolation.ingress_from, LLM_GATEWAY_NAMESPACE),
+        api_server_clients=SCHEDULER_POD_LABELS,
+    )
     tenants = {}
     if model_store is not None:
         for plan in plans:
             tenants[plan.name] = Tenant(
                 f"{name}-tenant-{plan.name}",
-                replace(plan, network=isolation, depends_on=(model_store.model_namespaces[plan.namespace],)),
+                replace(
+                    plan,
+                    network=llm_isolation if plan.namespace in llm_namespaces else isolation,
+                    depends_on=(model_store.model_namespaces[plan.namespace],),
+                ),
                 on_cluster,
             )
 
