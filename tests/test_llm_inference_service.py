@@ -425,6 +425,15 @@ def test_a_replica_spanning_machines_gets_workers_and_leaderworkerset(catalog_wi
     assert "leaderworkersets.leaderworkerset.x-k8s.io" in {o.name for o in objects.of_kind("CustomResourceDefinition")}
     assert [o for o in objects.from_release("lws") if o.kind == "Deployment"]
     assert objects.duplicates == []
+    # lws-system admits the LWS controller (baseline: its pod sets no seccomp profile).
+    from infra.tooling.object_checks import pod_problems, schema_problems
+    from infra.tooling.pod_security import pod_security_problems
+
+    assert pod_security_problems(objects.objects) == []
+    # Every object against its schema (the LLMInferenceService and the LWS chart's against the CRDs installed),
+    # requests and pinned images on every container.
+    assert schema_problems(objects.objects, result.kubernetes_version) == []
+    assert pod_problems(objects.objects) == []
 
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
