@@ -188,6 +188,41 @@ CHART_PINS: Mapping[str, ChartPin] = {
         upstream=f"kserve/{_KSERVE_VERSION}",
         compatibility=_KSERVE_COMPATIBILITY,
     ),
+    # LLMInferenceService (components/llm_serving.py), installed only where a model is served that way: the CRDs
+    # (LLMInferenceService, LLMInferenceServiceConfig), then the llmisvc controller, released with KServe v0.20.0
+    # and named as KServe's own install names them (hack/setup/infra/manage.kserve-helm.sh with LLMISVC=true:
+    # releases kserve-llmisvc-crd and kserve-llmisvc in namespace kserve).
+    "kserve-llmisvc-crd": ChartPin(
+        chart="kserve-llmisvc-crd",
+        repository=_KSERVE_REPOSITORY,
+        version=_KSERVE_VERSION,
+        namespace="kserve",
+        upstream=f"kserve/{_KSERVE_VERSION}",
+        compatibility=_KSERVE_COMPATIBILITY,
+    ),
+    "kserve-llmisvc-resources": ChartPin(
+        chart="kserve-llmisvc-resources",
+        repository=_KSERVE_REPOSITORY,
+        version=_KSERVE_VERSION,
+        namespace="kserve",
+        upstream=f"kserve/{_KSERVE_VERSION}",
+        compatibility=_KSERVE_COMPATIBILITY,
+    ),
+    # LeaderWorkerSet: one replica of an LLMInferenceService whose `worker` spans machines is a leader pod and its
+    # workers, which the llmisvc controller creates as a LeaderWorkerSet. Installed only where a model spans
+    # machines (components/llm_serving.py).
+    "lws": ChartPin(
+        chart="lws",
+        repository="oci://registry.k8s.io/lws/charts",
+        version="v0.8.0",
+        namespace="lws-system",
+        upstream="lws/v0.8.0",
+        compatibility=(
+            "KServe v0.20.0 pins LeaderWorkerSet v0.8.0 (kserve/v0.20.0/facts/dependency-versions.json, "
+            "leaderworkerset); the chart installs the leaderworkerset.x-k8s.io/v1 CRD from its crds/ folder and "
+            "runs registry.k8s.io/lws/lws:v0.8.0."
+        ),
+    ),
     "minio-operator": ChartPin(
         chart="operator",
         repository=_MINIO_REPOSITORY,

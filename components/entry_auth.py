@@ -26,7 +26,10 @@ JupyterHub keep their own rules), a second pair:
 - an ALLOW `AuthorizationPolicy` admitting tokens whose tenant claim names this tenant, the health and readiness
   paths to callers in the mesh (any mTLS peer identity), Knative's probes (header `K-Network-Probe`, which the
   queue-proxy answers itself and never passes to the model), and the queue-proxy's metrics ports (9090 for
-  Knative's autoscaler, 9091 for Prometheus), which carry no model traffic.
+  Knative's autoscaler, 9091 for Prometheus), which carry no model traffic; and, on an LLMInferenceService's vLLM
+  pods (the same label, components/models.py), GET /metrics on port 8000 to mesh peers: KServe's router (its
+  endpoint picker) scrapes it to pick a replica, and a caller's request reaches the pod through the Gateway API
+  gateway with its token, which the pod's sidecar checks here.
 Why the namespace policy cannot ask for the gateway's identity instead: predictor pods are in the mesh (their
 namespaces are labelled `istio-injection: enabled`, components/model_store.py) but Knative's activator is not
 (knative-serving has no injection label, components/serving.py). When a revision is scaled to zero, or a burst
@@ -54,6 +57,10 @@ KNATIVE_PROBE_HEADER = "K-Network-Probe"
 HEALTH_PATHS = ("/", "/health", "/v2/health/live", "/v2/health/ready")
 # Knative's queue-proxy: 9090 serves the autoscaler's metrics, 9091 the user-facing Prometheus metrics.
 QUEUE_PROXY_METRICS_PORTS = ("9090", "9091")
+# vLLM in an LLMInferenceService serves on 8000 (KServe's kserve-config-llm-template); the router's endpoint
+# picker scrapes its /metrics there (queue depth, KV-cache use) from inside the mesh, with no token.
+LLM_SERVER_PORT = "8000"
+LLM_METRICS_PATH = "/metrics"
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,8 @@ class EntryAuthArgs:
     tenants: Mapping[str, tuple[str, tuple[str, ...]]]
     # The label on KServe predictor pods that the namespace policies select (components/models.py).
     model_selector: Mapping[str, str] = field(default_factory=dict)
+    # Namespaces serving an LLMInferenceService, whose vLLM pods' /metrics the router's endpoint picker scrapes.
+    llm_namespaces: frozenset[str] = frozenset()
     depends_on: Sequence[pulumi.Resource] = ()
 
 
@@ -126,11 +135,21 @@ def namespace_authorization_policy(args: EntryAuthArgs, tenant: str, namespace: 
         {"when": [{"key": f"request.headers[{KNATIVE_PROBE_HEADER}]", "values": ["*"]}]},
         {"to": [{"operation": {"ports": list(QUEUE_PROXY_METRICS_PORTS)}}]},
     ]
+    if namespace in args.llm_namespaces:
+        rules.append(llm_metrics_rule())
     return {
         "apiVersion": SECURITY_API_VERSION,
         "kind": "AuthorizationPolicy",
         "metadata": {"name": AUTHORIZATION_POLICY, "namespace": namespace},
         "spec": {"selector": {"matchLabels": dict(args.model_selector)}, "action": "ALLOW", "rules": rules},
+    }
+
+
+def llm_metrics_rule() -> dict[str, Any]:
+    """GET /metrics on vLLM's port from any mesh peer: the router's endpoint picker, which carries no token."""
+    return {
+        "from": [{"source": {"principals": ["*"]}}],
+        "to": [{"operation": {"methods": ["GET"], "paths": [LLM_METRICS_PATH], "ports": [LLM_SERVER_PORT]}}],
     }
 
 

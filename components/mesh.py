@@ -120,6 +120,19 @@ class MeshArgs:
     # The release that installs the Prometheus Operator's CRDs; without one, no PodMonitor.
     monitoring: Sequence[pulumi.Resource] = field(default_factory=tuple)
     image_mirror: Optional[ImageMirror] = None  # pull every image from this registry (components/registry.py)
+    # Istio as the Gateway API implementation with the inference extension, for LLMInferenceServices
+    # (components/llm_serving.py).
+    inference_extension: bool = False
+
+
+# istiod routes an HTTPRoute's InferencePool backend through the pool's endpoint picker only with this flag
+# (gateway-api-inference-extension docs, "Istio": "Without this, Istio ignores InferencePool backend refs").
+# KServe's install and Istio's own guide pass it as `pilot.env.*`, the IstioOperator spelling of this chart's
+# top-level `env` (istiod/1.28.10 templates/deployment.yaml: `range $key, $val := .Values.env`).
+INFERENCE_EXTENSION_ENV: Mapping[str, str] = {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"}
+# Pods Istio deploys for a Gateway API Gateway get this seccomp profile (istiod values `gateways.seccompProfile`,
+# files/kube-gateway.yaml), which the restricted Pod Security level of their namespace (`kserve`) requires.
+GATEWAY_SECCOMP_PROFILE: Mapping[str, str] = {"type": "RuntimeDefault"}
 
 
 def _check(args: MeshArgs) -> None:
@@ -146,6 +159,9 @@ def istiod_values(args: MeshArgs) -> dict[str, Any]:
         "autoscaleMax": max(ISTIOD_MAX_REPLICAS, replicas),
         "nodeSelector": dict(args.system_node_selector),
     }
+    if args.inference_extension:
+        values["env"] = dict(INFERENCE_EXTENSION_ENV)
+        values["gateways"] = {"seccompProfile": dict(GATEWAY_SECCOMP_PROFILE)}
     if replicas > 1:
         # The chart's defaults, restated because prod relies on them: a PDB from
         # global.defaultPodDisruptionBudget.enabled with pdb.minAvailable 1. The chart renders it only

@@ -42,6 +42,9 @@ RUNTIME_METRICS: Mapping[str, tuple[int, str]] = {
     "kserve-sklearnserver": (8080, "/metrics"),
 }
 TRITON_METRICS = (8002, "/metrics")  # tritonserver --metrics-port default (Triton docs, "Metrics")
+# vLLM in an LLMInferenceService pod: `vllm serve` on port 8000, which also serves /metrics (KServe v0.20.0
+# kserve-runtime-configs llmisvcconfigs, kserve-config-llm-template), the port the endpoint picker scrapes too.
+LLM_INFERENCE_SERVICE_METRICS = (8000, "/metrics")
 
 # The model servers' series Prometheus keeps from the merged endpoint: vLLM's (`vllm:` prefix, docs.vllm.ai
 # "Production Metrics"), Triton's (`nv_inference_` and `nv_gpu_`, Triton docs "Metrics") and TorchServe's

@@ -43,7 +43,14 @@ from components.batching import (
 from components.charts import CHART_PINS
 from components.cluster import tolerations_of
 from components.custom_resource import custom_resource
-from components.model_metrics import MODEL_LABEL, RUNTIME_METRICS, TRITON_METRICS, pod_scrape_annotations, pod_scrape_labels
+from components.model_metrics import (
+    LLM_INFERENCE_SERVICE_METRICS,
+    MODEL_LABEL,
+    RUNTIME_METRICS,
+    TRITON_METRICS,
+    pod_scrape_annotations,
+    pod_scrape_labels,
+)
 from components.node_pools import (
     GPU_RESOURCE,
     NodePoolDescription,
@@ -181,6 +188,11 @@ class ModelSpec:
     keda: Optional[KedaTargets] = None
     # GB of weights cached on the local NVMe of its pools (components/local_model_cache.py); 0: not cached.
     local_cache_gb: int = 0
+    # KServe API: InferenceService, or LLMInferenceService (vLLM behind KServe's router, components/llm_serving.py).
+    api: str = "InferenceService"
+    # LLMInferenceService: engine ranks of `tensor_parallel_size` GPUs each per replica (vLLM data parallelism);
+    # `gpu` is their product. More than one machine holds: the replica spans machines (leader and workers).
+    data_parallel_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -217,6 +229,17 @@ def offers(pool: NodePoolDescription, spec: ModelSpec) -> bool:
         return False
     if spec.gpu_slice is not None:
         return pool.slice_resource(spec.gpu_slice) is not None
+    if spec.data_parallel_size > 1:
+        # Engine ranks over several machines (an LLMInferenceService's leader and workers): each pod takes a whole
+        # machine, holding a whole number of ranks of tensor_parallel_size GPUs, and the replica whole machines.
+        machine = pool.gpu_count
+        return (
+            not pool.mig_layout
+            and not pool.time_sliced
+            and spec.gpu > machine
+            and machine % spec.tensor_parallel_size == 0
+            and spec.gpu % machine == 0
+        )
     if spec.tensor_parallel_size > 1:
         # A sharded replica needs its GPUs on one machine, whole: time slices of one GPU shard nothing.
         return not pool.mig_layout and not pool.time_sliced and pool.gpu_count >= spec.tensor_parallel_size
@@ -227,7 +250,11 @@ def pools_for(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> list[Nod
     """The GPU pools `spec` may run on: those offering its GPU or slice, pools of its purpose (serving
     or batch) first if there are any."""
     matching = [pool for pool in pools if offers(pool, spec)]
-    if spec.tensor_parallel_size == 1 and spec.gpu_slice is None:
+    if spec.data_parallel_size > 1 and matching:
+        # Every pod of a replica spanning machines requests one machine's GPUs: one machine size for all.
+        largest = max(pool.gpu_count for pool in matching)
+        matching = [pool for pool in matching if pool.gpu_count == largest]
+    elif spec.tensor_parallel_size == 1 and spec.gpu_slice is None:
         # A one-GPU replica goes to several-GPU machines only where its GPU type has nothing smaller.
         matching = one_gpu_machines_first(matching)
     preferred = [pool for pool in matching if (pool.purpose or "serving") == spec.purpose]
@@ -466,6 +493,142 @@ def inference_service(args: ModelArgs) -> dict[str, Any]:
     }
 
 
+# --- LLMInferenceService (components/llm_serving.py) ---------------------------------------------------------
+
+# serving.kserve.io/v1alpha2: the storage version of kserve-llmisvc-crd v0.20.0, the one its presets use
+# (v1alpha1 is still served).
+LLM_INFERENCE_SERVICE_API_VERSION = "serving.kserve.io/v1alpha2"
+# The images of KServe v0.20.0's presets (kserve-runtime-configs files/llmisvcconfigs/resources.yaml:
+# kserve-config-llm-template and -worker-data-parallel for vLLM, kserve-config-llm-scheduler for the endpoint
+# picker and its tokenizer sidecar), named again in each LLMInferenceService so that the private-registry mirror
+# applies to them (KServe merges our spec over the presets strategically, containers by name:
+# pkg/controller/llmisvc mergeSpecs); tests/test_llm_inference_service.py keeps them equal to the presets.
+VLLM_IMAGE = "ghcr.io/llm-d/llm-d-cuda:v0.8.0"
+ENDPOINT_PICKER_IMAGE = "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.9.0"
+TOKENIZER_IMAGE = "ghcr.io/llm-d/llm-d-uds-tokenizer:vllm-v0.19.1"
+# The engine's container in KServe's presets, and the scheduler's two.
+MAIN_CONTAINER = "main"
+TOKENIZER_CONTAINER = "tokenizer"
+# vLLM's flag for the tensor parallel size: KServe's template passes it from `parallelism.tensor`.
+TENSOR_PARALLEL_FLAG = "--tensor-parallel-size"
+
+
+@dataclass(frozen=True)
+class LlmLayout:
+    """How one replica of an LLMInferenceService sits on machines."""
+
+    gpus_per_pod: int
+    pods: int  # 1: one pod; more: a leader and pods - 1 workers (LeaderWorkerSet)
+    ranks_per_pod: int  # vLLM data parallel ranks in each pod (KServe `parallelism.dataLocal`)
+
+    @property
+    def spans_machines(self) -> bool:
+        return self.pods > 1
+
+
+def llm_layout(spec: ModelSpec, pools: Sequence[NodePoolDescription]) -> LlmLayout:
+    """One pod holding the replica's GPUs, or, when they are more than a machine of its pools holds (data
+    parallelism over machines), a whole machine's GPUs per pod."""
+    if spec.data_parallel_size == 1:
+        return LlmLayout(gpus_per_pod=spec.gpu, pods=1, ranks_per_pod=1)
+    targets = pools_for(spec, pools)
+    if not targets:
+        raise ValueError(f"model {spec.name}: no {spec.gpu_type} pool has machines its {spec.gpu} GPUs span evenly")
+    machine = targets[0].gpu_count
+    return LlmLayout(gpus_per_pod=machine, pods=spec.gpu // machine, ranks_per_pod=machine // spec.tensor_parallel_size)
+
+
+def llm_engine_args(spec: ModelSpec) -> list[str]:
+    """`vllm serve` arguments after KServe's own: the profile's, but the tensor parallel size, which KServe's
+    template passes from `parallelism.tensor`, and the catalog entry's `args` (vLLM engine arguments)."""
+    return [arg for arg in spec.args if arg.split("=", 1)[0] != TENSOR_PARALLEL_FLAG]
+
+
+def _llm_pod(args: ModelArgs, layout: LlmLayout) -> dict[str, Any]:
+    spec = args.spec
+    requests = {"cpu": spec.cpu, "memory": spec.memory}
+    container: dict[str, Any] = {
+        "name": MAIN_CONTAINER,
+        "image": mirrored(args.image_mirror, VLLM_IMAGE),
+        "args": llm_engine_args(spec),
+        "resources": {"requests": requests, "limits": {**requests, GPU_RESOURCE: str(layout.gpus_per_pod)}},
+    }
+    pod: dict[str, Any] = {
+        # The storage initializer reads the model store's credentials from this ServiceAccount's Secret, as for an
+        # InferenceService (components/model_store.py).
+        "serviceAccountName": args.storage.service_account,
+        "containers": [container],
+        **placement(spec, args.gpu_pools),
+        # KServe's template mounts `dshm` at /dev/shm at 1Gi; the shards' NCCL traffic needs ours.
+        "volumes": [{"name": SHARED_MEMORY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHARED_MEMORY_SIZE}}],
+    }
+    if spec.priority_class is not None:
+        pod["priorityClassName"] = spec.priority_class
+    if not pod["tolerations"]:
+        del pod["tolerations"]
+    return pod
+
+
+def llm_inference_service(args: ModelArgs) -> dict[str, Any]:
+    """The model as a KServe LLMInferenceService: vLLM replicas behind KServe's router, whose scheduler (the
+    inference extension's endpoint picker, kserve-config-llm-scheduler) sends each request to the replica with
+    the longest cached prefix of its prompt, weighed against queue depth and KV-cache use.
+
+    Fixed `replicas` (the model's minReplicas): scaling an LLMInferenceService in v0.20 needs the
+    workload-variant-autoscaler (`scaling.wva`), which the platform does not install.
+
+    In the mesh like every model pod (the tenant namespace injects sidecars; STRICT mTLS in prod), and under the
+    tenant's RequestAuthentication and AuthorizationPolicy through the entry label. What the router needs to reach
+    the pods, all inside the mesh: the gateway calls the endpoint picker (gRPC ext_proc, port 9002) and then the
+    vLLM pod it picked (port 8000) with the caller's token; the endpoint picker scrapes each vLLM pod's
+    `/metrics` on port 8000 without one (components/entry_auth.py admits that path to mesh peers). The endpoint
+    picker's pods carry no entry label: the gateway's ext_proc calls carry no token."""
+    spec = args.spec
+    layout = llm_layout(spec, args.gpu_pools)
+    parallelism: dict[str, Any] = {"tensor": spec.tensor_parallel_size}
+    if spec.data_parallel_size > 1:
+        parallelism.update(data=spec.data_parallel_size, dataLocal=layout.ranks_per_pod)
+    # The entry label puts the pods under the tenant's policies; the scrape label and annotations bring vLLM's metrics
+    # to Prometheus through Istio's merged port, as for every model pod (components/model_metrics.py).
+    labels = {ENTRY_LABEL: ENTRY_LABEL_VALUE, **pod_scrape_labels(spec.name)}
+    body: dict[str, Any] = {
+        "model": {"uri": served_storage_uri(spec), "name": spec.name},
+        "replicas": spec.min_replicas,
+        "parallelism": parallelism,
+        # Labels and annotations KServe puts on the workload's pods.
+        "labels": labels,
+        "template": _llm_pod(args, layout),
+        "router": {
+            # The default Gateway (KServe's `kserveIngressGateway`) and KServe's HTTPRoute to the InferencePool.
+            "gateway": {},
+            "route": {},
+            "scheduler": {
+                "template": {
+                    "containers": [
+                        {"name": MAIN_CONTAINER, "image": mirrored(args.image_mirror, ENDPOINT_PICKER_IMAGE)},
+                        {"name": TOKENIZER_CONTAINER, "image": mirrored(args.image_mirror, TOKENIZER_IMAGE)},
+                    ]
+                }
+            },
+        },
+    }
+    if layout.spans_machines:
+        # The leader runs `template`, each worker `worker` (KServe's kserve-config-llm-worker-data-parallel),
+        # together a LeaderWorkerSet group of `pods` pods, one machine each.
+        body["worker"] = _llm_pod(args, layout)
+    body["annotations"] = {**pod_annotations(args), **pod_scrape_annotations(LLM_INFERENCE_SERVICE_METRICS)}
+    return {
+        "apiVersion": LLM_INFERENCE_SERVICE_API_VERSION,
+        "kind": "LLMInferenceService",
+        "metadata": {
+            "name": spec.name,
+            "namespace": args.storage.namespace,
+            "labels": {MODEL_LABEL: spec.name, "gpu-platform/task": spec.task},
+        },
+        "spec": body,
+    }
+
+
 def metric_templates(namespace: str, prometheus_url: str) -> list[dict[str, Any]]:
     def template(name: str, query: str) -> dict[str, Any]:
         return {
@@ -616,6 +779,21 @@ class KServeModel(pulumi.ComponentResource):
             f"{name}-isvc",
             manifest,
             pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *([config] if config else [])]),
+        )
+        self.register_outputs({})
+
+
+class LlmModel(pulumi.ComponentResource):
+    """One LLMInferenceService from the catalog (`api: LLMInferenceService`)."""
+
+    llm_inference_service: k8s.apiextensions.CustomResource
+
+    def __init__(self, name: str, args: ModelArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("gpu-platform:workloads:LlmModel", name, {}, opts)
+        self.llm_inference_service = custom_resource(
+            f"{name}-llmisvc",
+            llm_inference_service(args),
+            pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
         )
         self.register_outputs({})
 

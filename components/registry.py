@@ -212,6 +212,22 @@ CHART_IMAGE_VALUES: Mapping[str, tuple[ImageValue, ...]] = {
             "art.image": "kserve/art-explainer",
         },
     ),
+    # The llmisvc controller; the vLLM, endpoint picker and tokenizer images of each LLMInferenceService are named
+    # in the resource itself (components/models.py, LLM_IMAGES), over KServe's LLMInferenceServiceConfig presets.
+    "kserve-llmisvc-resources": _repositories(
+        "kserve.",
+        {
+            "llmisvc.controller.image": "kserve/llmisvc-controller",
+            "storage.image": "kserve/storage-initializer",
+            "agent.image": "kserve/agent",
+            "router.image": "kserve/router",
+            "localmodel.controller.image": "kserve/kserve-localmodel-controller",
+            "localmodel.agent.image": "kserve/kserve-localmodelnode-agent",
+            "localmodel.defaultJobImage": "kserve/storage-initializer",
+            "servingruntime.art.image": "kserve/art-explainer",
+        },
+    ),
+    "lws": (ImageValue("image.manager.repository", "repository", "registry.k8s.io/lws/lws"),),
     # MinIO's operator chart is published as `operator`.
     "operator": (
         ImageValue("operator.image.repository", "repository", "quay.io/minio/operator"),

@@ -31,6 +31,13 @@ from components.charts import CHART_PINS
 from components.custom_resource import custom_resource
 from components.entry_limits import MAX_REQUEST_TIMEOUT_SECONDS
 from components.helm import helm_release
+from components.llm_serving import (
+    LLMISVC_CRD_PIN,
+    LLMISVC_CRD_RELEASE,
+    LLMISVC_PIN,
+    LLMISVC_RELEASE,
+    llmisvc_values,
+)
 from components.local_model_cache import kserve_localmodel_values
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
 from components.node_pools import required_node_affinity, selector_expressions
@@ -202,6 +209,11 @@ class ServingArgs:
     # KServe's LocalModelCache runs in its namespace (components/local_model_cache.py): the controller acts on
     # caches, and the node agent's hostPath makes the namespace privileged.
     local_model_cache: bool = False
+    # `namespace/name` of the Gateway API Gateway for LLM traffic (components/llm_serving.py), where the stack
+    # serves LLMInferenceServices; None: KServe's Gateway API support stays off.
+    gateway_api_gateway: Optional[str] = None
+    # The Gateway API CRDs, which KServe's controller watches once its Gateway API support is on.
+    gateway_api_crds: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 def _check(args: ServingArgs) -> None:
@@ -332,12 +344,7 @@ def kserve_values(args: ServingArgs) -> dict[str, Any]:
                     # The scheme of the URL KServe reports in each InferenceService's status.
                     "urlScheme": "https" if args.tls_credential is not None else "http",
                     "localGateway": {"gateway": LOCAL_GATEWAY, "gatewayService": LOCAL_GATEWAY_SERVICE},
-                    "ingressGateway": {
-                        "gateway": INGRESS_GATEWAY,
-                        # Istio Gateway objects (net-istio's), not the Gateway API, in Knative mode.
-                        "enableGatewayApi": False,
-                        "className": "istio",
-                    },
+                    "ingressGateway": gateway_values(args),
                 },
             },
         }
@@ -347,9 +354,29 @@ def kserve_values(args: ServingArgs) -> dict[str, Any]:
     return values
 
 
+def gateway_values(args: ServingArgs) -> dict[str, Any]:
+    """kserve-resources `ingressGateway`: net-istio's gateway for Knative-mode models, and, where LLMs are served
+    through the Gateway API, the Gateway that Standard-mode InferenceServices attach their HTTPRoutes to.
+
+    `enableGatewayApi` changes only Standard (raw) mode: KServe's InferenceService controller reconciles an
+    HTTPRoute instead of an Ingress `if deploymentMode == constants.RawDeployment`, and Knative-mode models keep
+    their VirtualServices on net-istio's gateway in the `else` branch (kserve/kserve
+    pkg/controller/v1beta1/inferenceservice/controller.go, "Reconcile ingress"). `className` is the Istio
+    ingress class either way."""
+    values: dict[str, Any] = {"gateway": INGRESS_GATEWAY, "enableGatewayApi": False, "className": "istio"}
+    if args.gateway_api_gateway is not None:
+        values["enableGatewayApi"] = True
+        # KServe's ingress config `kserveIngressGateway` (files/common/configmap-patch.yaml); the chart's own Gateway
+        # (createGateway, an Envoy Gateway class with one HTTP listener) stays off: components/llm_serving.py
+        # declares ours.
+        values["kserveGateway"] = args.gateway_api_gateway
+        values["createGateway"] = False
+    return values
+
+
 def runtime_values(args: ServingArgs) -> dict[str, Any]:
     """kserve-runtime-configs: the ClusterServingRuntimes (Hugging Face/vLLM, TorchServe, sklearn...) on;
-    the LLMInferenceService configs off, as KServe's Knative-mode install has them."""
+    the LLMInferenceService configs only where LLMs are served that way (off in KServe's Knative-mode install)."""
     _check(args)
     # The standalone vLLM runtime's image is `vllm/vllm-openai:latest` (values.yaml
     # kserve.servingruntime.vllmserver): a moving tag the platform never runs. The catalog serves LLMs through
@@ -357,7 +384,9 @@ def runtime_values(args: ServingArgs) -> dict[str, Any]:
     return {
         "kserve": {
             "servingruntime": {"enabled": True, "vllmserver": {"disabled": True}},
-            "llmisvcConfigs": {"enabled": False},
+            # KServe's LLMInferenceServiceConfig presets (vLLM template, router route, scheduler), which every
+            # LLMInferenceService builds on, where the stack serves one.
+            "llmisvcConfigs": {"enabled": args.gateway_api_gateway is not None},
         }
     }
 
@@ -370,6 +399,8 @@ class Serving(pulumi.ComponentResource):
     kserve_crd: Optional[k8s.helm.v3.Release]
     kserve: Optional[k8s.helm.v3.Release]
     runtimes: Optional[k8s.helm.v3.Release]
+    llmisvc_crd: Optional[k8s.helm.v3.Release]
+    llmisvc: Optional[k8s.helm.v3.Release]
 
     def __init__(self, name: str, args: ServingArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("gpu-platform:platform:Serving", name, {}, opts)
@@ -411,7 +442,7 @@ class Serving(pulumi.ComponentResource):
                 monitor = knative_pod_monitor()
                 custom_resource(f"{name}-knative-metrics", monitor, after(namespace, *args.monitoring))
 
-        self.kserve_crd = self.kserve = self.runtimes = None
+        self.kserve_crd = self.kserve = self.runtimes = self.llmisvc_crd = self.llmisvc = None
         if args.install_kserve:
             # Releases named after their charts, as KServe's install names them.
             # Restricted: KServe's controller runs with a restricted security context. With the local model cache,
@@ -429,14 +460,33 @@ class Serving(pulumi.ComponentResource):
                 f"{name}-kserve",
                 KSERVE_PIN,
                 kserve_values(args),
-                after(self.kserve_crd, self.knative_serving, *args.cert_manager, *args.gateway),
+                after(self.kserve_crd, self.knative_serving, *args.cert_manager, *args.gateway, *args.gateway_api_crds),
                 image_mirror=args.image_mirror,
             )
+            if args.gateway_api_gateway is not None:
+                # LLMInferenceService (components/llm_serving.py): its CRDs, then its controller, which reads
+                # kserve-resources' inferenceservice-config and whose webhook admits the LLMInferenceServiceConfig
+                # presets that kserve-runtime-configs installs next.
+                self.llmisvc_crd = helm_release(
+                    f"{name}-kserve-llmisvc-crd",
+                    LLMISVC_CRD_PIN,
+                    {},
+                    after(self.kserve_crd),
+                    release_name=LLMISVC_CRD_RELEASE,
+                )
+                self.llmisvc = helm_release(
+                    f"{name}-kserve-llmisvc",
+                    LLMISVC_PIN,
+                    llmisvc_values(args.system_node_selector),
+                    after(self.llmisvc_crd, self.kserve, *args.cert_manager, *args.gateway_api_crds),
+                    release_name=LLMISVC_RELEASE,
+                    image_mirror=args.image_mirror,
+                )
             self.runtimes = helm_release(
                 f"{name}-kserve-runtimes",
                 RUNTIMES_PIN,
                 runtime_values(args),
-                after(self.kserve),
+                after(self.kserve, self.llmisvc),
                 image_mirror=args.image_mirror,
             )
 

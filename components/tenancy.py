@@ -48,6 +48,9 @@ LIMIT_RANGE = "defaults"
 DEFAULT_DENY = "default-deny"
 ALLOW_PLATFORM = "allow-platform"
 ALLOW_IMPORT_EGRESS = "allow-model-import-egress"
+ALLOW_API_SERVER_EGRESS = "allow-api-server-egress"
+# The API server's ports: 443 behind the cloud's endpoint (EKS, GKE), 6443 on a kubeadm-style cluster.
+API_SERVER_PORTS = (443, 6443)
 # Private and link-local ranges an import Job must not reach (the cloud metadata server is link-local).
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
 
@@ -64,6 +67,9 @@ class NetworkIsolation:
     ingress_from: tuple[str, ...]  # namespaces whose pods may call the tenant's pods
     egress_to: Mapping[str, tuple[int, ...]]  # namespace -> TCP ports the tenant's pods may call there
     dns_namespace: str = "kube-system"
+    # Pods (by label) that also reach the Kubernetes API server: an LLMInferenceService's endpoint picker watches
+    # its InferencePool and pods (components/llm_serving.py). None: no such pods.
+    api_server_clients: Optional[Mapping[str, str]] = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ def network_policies(args: TenantArgs) -> dict[str, dict]:
             for namespace, ports in sorted(net.egress_to.items())
         ),
     ]
-    return {
+    policies = {
         DEFAULT_DENY: {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
         ALLOW_PLATFORM: {
             "podSelector": {},
@@ -150,6 +156,15 @@ def network_policies(args: TenantArgs) -> dict[str, dict]:
             ],
         },
     }
+    if net.api_server_clients:
+        # The API server has no namespace or label a NetworkPolicy could name (its address is the cloud's
+        # endpoint or the nodes'), so these pods alone may open its ports anywhere.
+        policies[ALLOW_API_SERVER_EGRESS] = {
+            "podSelector": {"matchLabels": dict(net.api_server_clients)},
+            "policyTypes": ["Egress"],
+            "egress": [{"ports": [{"protocol": "TCP", "port": port} for port in API_SERVER_PORTS]}],
+        }
+    return policies
 
 
 class Tenant(pulumi.ComponentResource):

@@ -78,7 +78,11 @@ def test_charts_command_lists_where_every_pin_comes_from(capsys) -> None:
 def test_charts_command_fails_and_says_how_when_charts_are_missing(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("GPU_PLATFORM_SHARED_DIR", str(tmp_path / "none"))
     monkeypatch.setenv("GPU_PLATFORM_CHART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GPU_PLATFORM_CRD_CACHE", str(tmp_path / "crds"))
     assert charts_main([]) == 1
     captured = capsys.readouterr()
     assert f"{len(CHART_PINS)} of {len(CHART_PINS)} pinned charts are not on this machine" in captured.err
+    # The CRDs pinned as plain files too, each with where to get it.
+    assert "pinned CRD bundles are not on this machine" in captured.err
+    assert "MISSING gateway-api: gateway-api v1.5.1 CRDs not on this machine" in captured.out
     assert "helm pull cert-manager --repo https://charts.jetstack.io --version v1.21.1" in captured.out

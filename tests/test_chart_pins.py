@@ -65,6 +65,8 @@ def test_charts_of_one_release_share_its_version() -> None:
             "kserve-runtime-configs",
             "kserve-localmodel-crd",
             "kserve-localmodel-resources",
+            "kserve-llmisvc-crd",
+            "kserve-llmisvc-resources",
         ),
         "minio": ("minio-operator", "minio-tenant"),
     }
@@ -169,3 +171,24 @@ def test_kube_prometheus_stack_ships_the_monitoring_crds_we_validate_against() -
     match = fact("kube-prometheus-stack/88.5.3/facts/operator-crd-match.json")
     assert match["chart_version"] == CHART_PINS["kube-prometheus-stack"].version
     assert all(crd["spec_identical"] for crd in match["bundled_crds_vs_prometheus_operator_tag"].values())
+
+
+@requires_shared
+def test_llmisvc_and_lws_pins_match_kserves_own() -> None:
+    dependencies = fact("kserve/v0.20.0/facts/dependency-versions.json")
+    for name in ("kserve-llmisvc-crd", "kserve-llmisvc-resources"):
+        assert CHART_PINS[name].version == dependencies["kserve_version"]
+        assert CHART_PINS[name].repository == CHART_PINS["kserve-crd"].repository
+    assert CHART_PINS["lws"].version == dependencies["pinned"]["leaderworkerset"]
+
+
+@requires_shared
+def test_crd_bundles_match_kserves_own_pins() -> None:
+    from components.crd_bundles import CRD_BUNDLES
+
+    pinned = fact("kserve/v0.20.0/facts/dependency-versions.json")["pinned"]
+    assert CRD_BUNDLES["gateway-api"].version == pinned["gateway_api"]
+    assert CRD_BUNDLES["gateway-api-inference-extension"].version == pinned["gateway_api_inference_extension"]
+    for bundle in CRD_BUNDLES.values():
+        assert source(bundle.upstream)["tag"] == bundle.version
+        assert len(bundle.compatibility.split()) >= 8

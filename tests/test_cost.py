@@ -240,3 +240,12 @@ def test_the_pricing_imports_no_pulumi_sdk() -> None:
     code = "import sys, infra.tooling.cost; sys.exit(sorted(m for m in sys.modules if m.startswith('pulumi')) != [])"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("stack", MANAGED)
+def test_the_llm_gateway_is_priced_as_a_load_balancer_where_istio_makes_one(render: Render, stack: str) -> None:
+    """An Istio Gateway API Gateway (the LLMInferenceServices' gateway, components/llm_serving.py) gets a
+    LoadBalancer Service from istiod: one more load balancer where a stack serves an LLMInferenceService."""
+    gateways = render(stack).of_type("kubernetes:gateway.networking.k8s.io/v1:Gateway")
+    priced = [i for i in _cost(render, stack)["items"] if i["kind"] == "load balancer" and "gatewayClassName" in i["name"]]
+    assert len(priced) == len(gateways)

@@ -14,6 +14,7 @@ from components.entry_auth import (
     KNATIVE_PROBE_HEADER,
     QUEUE_PROXY_METRICS_PORTS,
     REQUEST_AUTHENTICATION,
+    llm_metrics_rule,
     model_hosts,
 )
 from components.mesh import GATEWAY_PIN, GATEWAY_SELECTOR
@@ -61,8 +62,13 @@ def test_each_tenant_reaches_exactly_its_own_models(stack: str) -> None:
     assert probe == {"when": [{"key": f"request.headers[{KNATIVE_PROBE_HEADER}]", "values": ["*"]}]}
     by_tenant = {rule["when"][0]["values"][0]: rule for rule in tenant_rules}
     for plan in tenant_plans(settings):
+        # An LLMInferenceService has no host on this gateway (its pods check the token: the namespace policies).
         models = [
-            m for m in settings.models if catalog[m].serving == "kserve" and model_namespace(settings, m) == plan.namespace
+            m
+            for m in settings.models
+            if catalog[m].serving == "kserve"
+            and catalog[m].api == "InferenceService"
+            and model_namespace(settings, m) == plan.namespace
         ]
         if not models:
             assert plan.name not in by_tenant
@@ -110,7 +116,7 @@ def test_every_model_namespace_admits_only_its_tenants_tokens_on_the_kserve_pods
         assert authentication["spec"] == {"selector": selector, "jwtRules": gateway_rule}
         spec = policy["spec"]
         assert spec["selector"] == selector and spec["action"] == "ALLOW"
-        tokens, health, probes, metrics = spec["rules"]
+        tokens, health, probes, metrics, *llm = spec["rules"]
         assert tokens == {
             "from": [{"source": {"requestPrincipals": ["*"]}}],
             "when": [{"key": f"request.auth.claims[{settings.auth.tenant_claim}]", "values": [plan.name]}],
@@ -121,6 +127,15 @@ def test_every_model_namespace_admits_only_its_tenants_tokens_on_the_kserve_pods
         assert not any("*" in path or ":" in path for path in HEALTH_PATHS)
         assert probes == {"when": [{"key": f"request.headers[{KNATIVE_PROBE_HEADER}]", "values": ["*"]}]}
         assert metrics == {"to": [{"operation": {"ports": list(QUEUE_PROXY_METRICS_PORTS)}}]}
+        # Where an LLMInferenceService runs: vLLM's /metrics to mesh peers (its router's endpoint picker), no more.
+        catalog = load_catalog()
+        serves_llm = any(
+            catalog[m].api == "LLMInferenceService" and model_namespace(settings, m) == plan.namespace
+            for m in settings.models
+        )
+        assert llm == ([llm_metrics_rule()] if serves_llm else [])
+        if llm:
+            assert llm[0]["to"] == [{"operation": {"methods": ["GET"], "paths": ["/metrics"], "ports": ["8000"]}}]
 
 
 @pytest.mark.parametrize("stack", JWT_STACKS)

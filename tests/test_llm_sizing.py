@@ -33,8 +33,15 @@ def served_llms(stack: str) -> dict[str, Any]:
 
 
 def predictor(stack: str, name: str) -> dict[str, Any]:
-    (isvc,) = [o for o in expanded(stack).of_kind("InferenceService") if o.name == name]
-    return isvc.manifest["spec"]["predictor"]
+    """The InferenceService's predictor, or, for a model served as an LLMInferenceService, its pod template in the
+    same shape: `model` is the vLLM container (whose /dev/shm KServe's template mounts)."""
+    objects = expanded(stack)
+    (isvc,) = [o for o in objects.of_kind("InferenceService") + objects.of_kind("LLMInferenceService") if o.name == name]
+    if isvc.kind == "InferenceService":
+        return isvc.manifest["spec"]["predictor"]
+    template = dict(isvc.manifest["spec"]["template"])
+    (container,) = template["containers"]
+    return {**template, "model": container, "parallelism": isvc.manifest["spec"]["parallelism"]}
 
 
 def allowed_pools(spec: dict[str, Any]) -> set[str]:
@@ -54,7 +61,9 @@ def test_every_gpu_llm_in_the_catalog_has_a_profile_with_its_source() -> None:
 
 
 def _entry(**changes: Any) -> dict[str, Any]:
+    # The profile rules of an LLM served as an InferenceService (huggingfaceserver's vLLM backend).
     entry = yaml.safe_load((CATALOG_DIR / "qwen3-32b-fp8.yaml").read_text())
+    entry.update(api="InferenceService", args=["--backend=vllm"])
     entry.update(changes)
     return entry
 
@@ -91,7 +100,12 @@ def test_each_llm_runs_with_its_profiles_engine_arguments_and_gpus(stack: str) -
     for name, profile in served_llms(stack).items():
         spec = predictor(stack, name)
         args = spec["model"]["args"]
-        assert [a for a in args if a.split("=", 1)[0] in PROFILE_ENGINE_ARGS] == list(profile.engine_args())
+        expected = list(profile.engine_args())
+        if "parallelism" in spec:
+            # KServe's vLLM template passes the tensor parallel size from `parallelism.tensor` itself.
+            assert spec["parallelism"]["tensor"] == profile.tensor_parallel_size
+            expected = [a for a in expected if not a.startswith("--tensor-parallel-size")]
+        assert [a for a in args if a.split("=", 1)[0] in PROFILE_ENGINE_ARGS] == expected
         gpus = {k: v for k, v in spec["model"]["resources"]["limits"].items() if k.startswith("nvidia.com/")}
         assert list(gpus.values()) == [str(profile.tensor_parallel_size)]
 
@@ -111,7 +125,11 @@ def test_a_sharded_replica_lands_only_on_machines_holding_its_gpus(stack: str) -
         # NCCL between the shards needs more than a container's 64 MiB of /dev/shm.
         (volume,) = spec["volumes"]
         assert volume["emptyDir"]["medium"] == "Memory"
-        assert {"name": volume["name"], "mountPath": "/dev/shm"} in spec["model"]["volumeMounts"]
+        if "parallelism" in spec:
+            # KServe's template mounts its `dshm` at /dev/shm; ours replaces the volume by name, at our size.
+            assert volume["name"] == "dshm"
+        else:
+            assert {"name": volume["name"], "mountPath": "/dev/shm"} in spec["model"]["volumeMounts"]
 
 
 def test_an_llm_on_a_gpu_type_without_a_profile_is_a_config_error() -> None:

@@ -96,8 +96,11 @@ def cached_models(stack: str) -> dict[str, str]:
     for name in settings.models:
         if catalog[name].local_cache is None:
             continue
-        isvc = objects(stack, "InferenceService")[name]
-        terms = isvc["spec"]["predictor"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        # An InferenceService's predictor, or an LLMInferenceService's pod template (KServe >= 0.19 caches both,
+        # kserve/kserve#5318).
+        services, llms = objects(stack, "InferenceService"), objects(stack, "LLMInferenceService")
+        pod = services[name]["spec"]["predictor"] if name in services else llms[name]["spec"]["template"]
+        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         landing = {
             value
             for term in terms["nodeSelectorTerms"]
@@ -246,8 +249,11 @@ def test_each_cached_model_has_a_cache_on_its_pools_node_group_matching_its_stor
     isvcs = objects(stack, "InferenceService")
     for name, pool in chosen.items():
         spec = caches[name]["spec"]
-        # KServe gives an InferenceService the cache whose URI is its storageUri, exactly.
-        assert spec["sourceModelUri"] == isvcs[name]["spec"]["predictor"]["model"]["storageUri"]
+        # KServe gives an InferenceService the cache whose URI is its storageUri, exactly, and an LLMInferenceService
+        # the one whose URI is its model's (kserve/kserve#5318, KServe >= 0.19).
+        llms = objects(stack, "LLMInferenceService")
+        uri = isvcs[name]["spec"]["predictor"]["model"]["storageUri"] if name in isvcs else llms[name]["spec"]["model"]["uri"]
+        assert spec["sourceModelUri"] == uri
         assert spec["nodeGroups"] == [pool]
         assert spec["modelSize"] == f"{catalog[name].local_cache.size_gb}Gi"
 
@@ -256,10 +262,13 @@ def test_each_cached_model_has_a_cache_on_its_pools_node_group_matching_its_stor
 def test_a_cached_model_is_deployed_after_its_cache(stack: str) -> None:
     result = rendered(stack)
     caches = {r["inputs"]["metadata"]["name"]: r["urn"] for r in result.of_type(CACHE)}
-    for resource in result.of_type(ISVC):
+    checked = 0
+    for resource in [*result.of_type(ISVC), *result.of_type("kubernetes:serving.kserve.io/v1alpha2:LLMInferenceService")]:
         name = resource["inputs"]["metadata"]["name"]
         if name in caches:
             assert caches[name] in resource["dependencies"], name
+            checked += 1
+    assert checked == len(caches)
 
 
 def test_the_prod_llms_are_cached_on_eks() -> None:

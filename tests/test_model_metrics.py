@@ -19,6 +19,7 @@ from components.alerting import load_rule_files
 from components.dashboards import load_dashboards
 from components.model_metrics import (
     KEPT_SERIES,
+    LLM_INFERENCE_SERVICE_METRICS,
     MODEL_LABEL,
     MODEL_SERVER_MONITOR,
     RUNTIME_METRICS,
@@ -178,3 +179,16 @@ def test_only_model_servers_carry_the_scrape_label(stack: str) -> None:
             continue
         template = obj.manifest["spec"].get("template") or obj.manifest["spec"]["jobTemplate"]["spec"]["template"]
         assert SCRAPE_LABEL not in ((template.get("metadata") or {}).get("labels") or {}), obj.key
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_llm_inference_service_pods_announce_vllms_metrics(stack: str) -> None:
+    """KServe puts an LLMInferenceService's `spec.labels` and `spec.annotations` on its vLLM pods."""
+    services = [r["inputs"] for r in rendered(stack).of_type("kubernetes:serving.kserve.io/v1alpha2:LLMInferenceService")]
+    for service in services:
+        spec = service["spec"]
+        port, path = LLM_INFERENCE_SERVICE_METRICS
+        assert spec["labels"][SCRAPE_LABEL] == SCRAPE_LABEL_VALUE
+        assert spec["labels"][MODEL_LABEL] == service["metadata"]["name"]
+        assert spec["annotations"]["prometheus.io/port"] == str(port) and spec["annotations"]["prometheus.io/path"] == path
+

@@ -85,7 +85,10 @@ def test_each_stack_serves_exactly_the_models_it_chooses(render: Render, stack: 
     result = render(stack)
     catalog = load_catalog()
     wanted = set(chosen(stack))
-    assert set(isvcs(result)) == {m for m in wanted if catalog[m].serving == "kserve"}
+    kserve = {m for m in wanted if catalog[m].serving == "kserve"}
+    assert set(isvcs(result)) == {m for m in kserve if catalog[m].api == "InferenceService"}
+    llms = {r["inputs"]["metadata"]["name"] for r in result.of_type("kubernetes:serving.kserve.io/v1alpha2:LLMInferenceService")}
+    assert llms == {m for m in kserve if catalog[m].api == "LLMInferenceService"}
     assert set(canaries(result)) == {m for m in wanted if catalog[m].serving == "deployment"}
 
 

@@ -57,6 +57,9 @@ CONTROLLER_PLACEMENT: Mapping[str, tuple[str, ...]] = {
     "oci://ghcr.io/kserve/charts/kserve-localmodel-crd": (),
     "oci://ghcr.io/kserve/charts/kserve-localmodel-resources": (),
     "keda": ("nodeSelector",),  # operator, metrics API server and webhooks (components/keda.py)
+    "oci://ghcr.io/kserve/charts/kserve-llmisvc-crd": (),  # CRDs only
+    "oci://ghcr.io/kserve/charts/kserve-llmisvc-resources": ("kserve.llmisvc.controller.nodeSelector",),
+    "oci://registry.k8s.io/lws/charts/lws": ("nodeSelector",),  # LeaderWorkerSet's controller
     # Notebooks: the hub and the proxy; user servers go where their profile says (components/notebooks.py).
     "jupyterhub": ("hub.nodeSelector", "proxy.chp.nodeSelector"),
     # OpenCost: exporter and UI in one Deployment (components/cost_monitoring.py).

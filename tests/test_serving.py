@@ -12,6 +12,7 @@ from components.charts import CHART_PINS
 from components.mesh import GATEWAY_LABELS
 from components.serving import KNATIVE_SERVING_VERSION, KNATIVE_WORKLOADS, QUEUE_PROXY_MEMORY_REQUEST
 from infra.tooling.mock_engine import RenderResult
+from infra.program.model_catalog import load_catalog
 from infra.program.settings import TIER_DEFAULTS
 from infra.program.stack_config import stack_input
 from tests.conftest import (
@@ -22,6 +23,7 @@ from tests.conftest import (
     expanded,
     rendered,
     requires_charts,
+    stack_settings,
     system_pool_labels,
 )
 from tests.upstream import (
@@ -201,7 +203,11 @@ def test_kserve_attaches_to_the_gateways_net_istio_creates(render: Render, stack
     # The local gateway Service lives beside the Istio gateway release.
     namespace = gateway_release(result)["inputs"]["namespace"]
     assert gateway["localGateway"]["gatewayService"] == f"knative-local-gateway.{namespace}.svc.cluster.local"
-    assert gateway["ingressGateway"]["enableGatewayApi"] is False
+    # The Gateway API only where LLMInferenceServices are served (tests/test_llm_inference_service.py); it changes
+    # nothing for Knative-mode models (components/serving.py, gateway_values).
+    catalog = load_catalog()
+    llms = [m for m in stack_settings(stack).models if catalog[m].api == "LLMInferenceService"]
+    assert gateway["ingressGateway"]["enableGatewayApi"] is bool(llms)
 
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)

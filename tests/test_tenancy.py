@@ -127,7 +127,8 @@ def test_slice_models_request_their_slice_and_land_on_a_pool_that_cuts_it(stack:
     services = {o.name: o.manifest for o in expanded(stack).of_kind("InferenceService")}
     for name, override in settings.models.items():
         spec = resolve(catalog[name], override)
-        if not spec.gpu or spec.serving != "kserve":
+        # An LLMInferenceService takes whole GPUs (tests/test_llm_inference_service.py).
+        if not spec.gpu or spec.serving != "kserve" or spec.api != "InferenceService":
             continue
         predictor = services[name]["spec"]["predictor"]
         if spec.gpu_slice is None or settings.cloud == "gcp":
@@ -183,7 +184,7 @@ def test_every_model_runs_in_its_tenants_namespace(stack: str) -> None:
     settings = stack_settings(stack)
     placed = {
         o.name: o.namespace
-        for kind in ("InferenceService", "Deployment")
+        for kind in ("InferenceService", "LLMInferenceService", "Deployment")
         for o in expanded(stack).of_kind(kind)
         if o.source.startswith("pulumi:")
     }
@@ -371,7 +372,14 @@ def test_every_model_namespace_denies_by_default_and_allows_only_the_platform(st
         allow = policies[ALLOW_PLATFORM]["spec"]
         (ingress,) = allow["ingress"]
         callers = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in ingress["from"] if "namespaceSelector" in p}
-        assert callers == {"istio-system", "knative-serving", "monitoring", "flagger-loadtester"}
+        # An LLMInferenceService's namespace also admits its Gateway's pods (components/llm_serving.py).
+        serves_llm = any(
+            load_catalog()[m].api == "LLMInferenceService" and model_namespace(settings, m) == namespace
+            for m in settings.models
+        )
+        assert callers == {"istio-system", "knative-serving", "monitoring", "flagger-loadtester"} | (
+            {"kserve"} if serves_llm else set()
+        )
         reached = {
             p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: sorted(port["port"] for port in rule.get("ports", []))
             for rule in allow["egress"]

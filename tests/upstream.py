@@ -243,7 +243,14 @@ def crd_schema(api_version: str, kind: str, project_version: Optional[Mapping[st
     versions; without it, the version our chart pins install is used.
     """
     group, version = _split_api_version(api_version)
-    entry, crd = _crd_entry(group, version, kind, project_version)
+    try:
+        entry, crd = _crd_entry(group, version, kind, project_version)
+    except UpstreamError:
+        # A CRD only a pinned chart carries (kserve-llmisvc-crd's LLMInferenceService, as a template).
+        schema = _chart_crd_schema(group, version, kind)
+        if schema is None:
+            raise
+        return schema
     for document in _load_documents(entry["local_path"]):
         if document.get("kind") != "CustomResourceDefinition":
             continue
@@ -254,6 +261,30 @@ def crd_schema(api_version: str, kind: str, project_version: Optional[Mapping[st
             if served["name"] == version:
                 return copy.deepcopy(served["schema"]["openAPIV3Schema"])
     raise UpstreamError(f"{entry['local_path']} does not contain {crd['name']} version {version}")
+
+
+@functools.lru_cache(maxsize=None)
+def _chart_crd_schema(group: str, version: str, kind: str) -> Optional[dict]:
+    """The schema of `kind` in `group/version` from the CRDs of a pinned chart (its crds/ folder or a template
+    without Helm syntax), for CRDs INDEX.json lists no file for; None if no pinned chart has one."""
+    for project, pinned in sorted(_chart_pin_versions().items()):
+        for path in sorted((SHARED / project / pinned / "chart").glob("*/*/*.yaml")):
+            if path.parent.name not in ("crds", "templates") or "{{" in path.read_text()[:200]:
+                continue
+            try:
+                documents = list(yaml.safe_load_all(path.read_text()))
+            except yaml.YAMLError:
+                continue
+            for document in documents:
+                if not isinstance(document, dict) or document.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = document["spec"]
+                if spec.get("group") != group or spec["names"]["kind"] != kind:
+                    continue
+                for served in spec["versions"]:
+                    if served["name"] == version:
+                        return copy.deepcopy(served["schema"]["openAPIV3Schema"])
+    return None
 
 
 def crd_file(api_version: str, kind: str, project_version: Optional[Mapping[str, str]] = None) -> str:

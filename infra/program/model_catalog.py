@@ -434,6 +434,14 @@ class ServingProfile(_Entry):
         gt=0, le=0.95, description="Share of each GPU's memory vLLM takes up front, for the weights and the KV cache."
     )
     max_num_seqs: int = Field(ge=1, le=1024, description="Most sequences one replica batches at once.")
+    data_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="`api: LLMInferenceService` only: engine ranks of tensorParallelSize GPUs each that one replica "
+        "runs (vLLM data parallelism, KServe's `parallelism.data`). A replica of more GPUs than one machine holds "
+        "spans machines: a leader and worker pods (LeaderWorkerSet), each with a whole machine's GPUs.",
+    )
     source: str = Field(
         min_length=10,
         description="Where these figures come from: vLLM's recipe for the model, or a measured run (what, when, "
@@ -521,6 +529,12 @@ class CatalogModel(_Entry):
         description="Server-side batching for a TorchServe (runtime `torchserve`) or Triton (`serving: deployment`) "
         "model; the platform writes the server's config file from it.",
     )
+    api: Literal["InferenceService", "LLMInferenceService"] = Field(
+        default="InferenceService",
+        description="KServe API of a `kserve` model: `InferenceService` (Knative, scale to zero, canaries) or "
+        "`LLMInferenceService` (an LLM on vLLM behind KServe's router: prefix-cache and load aware endpoint "
+        "picking, fixed replicas; docs/platform.md, \"InferenceService or LLMInferenceService?\").",
+    )
 
     @field_validator("runtime")
     @classmethod
@@ -535,6 +549,8 @@ class CatalogModel(_Entry):
             raise ValueError("runtime: a kserve model names its runtime and no image")
         if self.serving == "deployment" and (self.image is None or self.runtime is not None):
             raise ValueError("image: a deployment model names its server image and no runtime")
+        if self.api == "LLMInferenceService":
+            self._check_llm_inference_service()
         if self.serving_profiles:
             if self.runtime != "huggingfaceserver" or not self.resources.gpu:
                 raise ValueError("servingProfiles: vLLM serving profiles are for GPU models on huggingfaceserver")
@@ -546,11 +562,12 @@ class CatalogModel(_Entry):
                     f"servingProfiles: none for resources.gpuType {self.resources.gpu_type}; "
                     f"profiles: {', '.join(self.serving_profiles)}"
                 )
-            default = self.serving_profiles[self.resources.gpu_type].tensor_parallel_size
+            chosen = self.serving_profiles[self.resources.gpu_type]
+            default = chosen.tensor_parallel_size * chosen.data_parallel_size
             if self.resources.gpu != default:
                 raise ValueError(
                     f"resources.gpu: {self.resources.gpu}, but the {self.resources.gpu_type} profile shards a replica "
-                    f"over {default} GPUs (tensorParallelSize); set gpu to {default}"
+                    f"over {default} GPUs (tensorParallelSize x dataParallelSize); set gpu to {default}"
                 )
             sharded = [gpu for gpu, profile in self.serving_profiles.items() if profile.tensor_parallel_size > 1]
             if sharded and self.resources.gpu_slice is not None:
@@ -587,12 +604,45 @@ class CatalogModel(_Entry):
                 raise ValueError("autoscaling.keda.gpuUtilization: a CPU model has no GPU to measure")
         if self.local_cache is not None and (self.serving != "kserve" or not self.resources.gpu):
             raise ValueError("localCache: weights are cached on GPU pools, for GPU kserve models")
+        if self.api != "LLMInferenceService" and any(profile.data_parallel_size > 1 for profile in self.serving_profiles.values()):
+            raise ValueError(
+                "servingProfiles: dataParallelSize above 1 needs `api: LLMInferenceService` (KServe's "
+                "InferenceService runs one vLLM engine per replica)"
+            )
         if self.serving == "kserve" and self.resources.gpu and self.autoscaling.max_concurrency is None:
             raise ValueError(
                 "autoscaling.maxConcurrency: required for a GPU model, so that an overloaded GPU queues requests "
                 "instead of running out of memory"
             )
         return self
+
+
+    def _check_llm_inference_service(self) -> None:
+        """An LLMInferenceService runs vLLM (KServe's kserve-config-llm-template), so only an LLM on the vLLM
+        runtime may use it; its router has no canary split here, and `args` go to `vllm serve` unchanged."""
+        vllm = (
+            self.serving == "kserve"
+            and self.runtime == "huggingfaceserver"
+            and self.task == "text-generation"
+            and bool(self.resources.gpu)
+            and bool(self.serving_profiles)
+        )
+        if not vllm:
+            raise ValueError(
+                "api: LLMInferenceService serves an LLM on vLLM: a GPU `text-generation` model with `serving: kserve`, "
+                f"`runtime: huggingfaceserver` and servingProfiles (got task {self.task}, serving {self.serving}, "
+                f"runtime {self.runtime}, gpu {self.resources.gpu}); keep `api: InferenceService` for other models"
+            )
+        if self.canary is not None:
+            raise ValueError("canary: an LLMInferenceService has no canary here; use `api: InferenceService` for one")
+        if self.resources.gpu_slice is not None:
+            raise ValueError("resources.gpuSlice: an LLMInferenceService takes whole GPUs")
+        backend = [arg for arg in self.args if arg.startswith("--backend")]
+        if backend:
+            raise ValueError(
+                f"args: {', '.join(backend)} is an argument of KServe's Hugging Face server; an LLMInferenceService "
+                "runs `vllm serve`, which takes vLLM engine arguments only"
+            )
 
 
 class CatalogError(Exception):
@@ -656,9 +706,14 @@ def load_entries(directory: Path, entry_type: type[Entry], max_files: int, max_f
     return entries
 
 
+def load_catalog(directory: Optional[Path] = None) -> dict[str, CatalogModel]:
+    """Every model in `directory` (default: CATALOG_DIR, read when called), or CatalogError listing every problem
+    of every file."""
+    return _load_catalog(directory or CATALOG_DIR)
+
+
 @functools.lru_cache(maxsize=8)
-def load_catalog(directory: Path = CATALOG_DIR) -> dict[str, CatalogModel]:
-    """Every model in `directory`, or CatalogError listing every problem of every file."""
+def _load_catalog(directory: Path) -> dict[str, CatalogModel]:
     return load_entries(directory, CatalogModel, MAX_CATALOG_MODELS, MAX_CATALOG_FILE_BYTES)
 
 
@@ -728,8 +783,10 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
         args=(*model.args, *profile.engine_args()) if profile else model.args,
         cpu=model.resources.cpu,
         memory=model.resources.memory,
-        gpu=profile.tensor_parallel_size if profile else model.resources.gpu,
+        gpu=profile.tensor_parallel_size * profile.data_parallel_size if profile else model.resources.gpu,
         tensor_parallel_size=profile.tensor_parallel_size if profile else 1,
+        data_parallel_size=profile.data_parallel_size if profile else 1,
+        api=model.api,
         gpu_type=gpu_type,
         gpu_slice=override.gpu_slice or model.resources.gpu_slice,
         purpose=override.purpose,

@@ -15,6 +15,7 @@ from components.models import (
     CanaryMetrics,
     CanaryModel,
     KServeModel,
+    LlmModel,
     ModelArgs,
     ModelStorage,
     pools_for,
@@ -40,6 +41,8 @@ class Models:
     imports: Mapping[str, ModelImport] = field(default_factory=dict)
     # Model name -> its LocalModelCache, for models cached on local NVMe.
     caches: Mapping[str, CachedModel] = field(default_factory=dict)
+    # Models served as LLMInferenceServices (catalog `api: LLMInferenceService`).
+    llm: tuple[LlmModel, ...] = ()
 
 
 def model_specs(settings: Settings) -> list[ModelSpec]:
@@ -152,7 +155,22 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             on_cluster,
         )
         for spec in specs
-        if spec.serving == "kserve"
+        if spec.serving == "kserve" and spec.api == "InferenceService"
+    )
+    # After the llmisvc controller and its presets (kserve-runtime-configs), and the Gateway its route attaches to.
+    llm_ready = [*kserve_ready, *([serving.llmisvc] if serving and serving.llmisvc else [])]
+    if platform.llm_serving is not None:
+        llm_ready.append(platform.llm_serving.gateway)
+    llm_models = tuple(
+        LlmModel(
+            f"{settings.cluster_name}-model-{spec.name}",
+            # KServe (since v0.19, kserve/kserve#5318) gives an LLMInferenceService the cache whose source URI is its
+            # model's, so the cache comes first here too.
+            args_for(spec, [*llm_ready, *([caches[spec.name].cache] if spec.name in caches else [])]),
+            on_cluster,
+        )
+        for spec in specs
+        if spec.serving == "kserve" and spec.api == "LLMInferenceService"
     )
 
     delivery = platform.progressive_delivery
@@ -176,4 +194,6 @@ def deploy_models(settings: Settings, cluster: KubernetesCluster, platform: Plat
             )
             for spec in plain
         )
-    return Models(kserve=kserve_models, canaries=canary_models, canary_metrics=metrics, imports=imports, caches=caches)
+    return Models(
+        kserve=kserve_models, canaries=canary_models, canary_metrics=metrics, imports=imports, caches=caches, llm=llm_models
+    )

@@ -35,9 +35,18 @@ from components.entry_tls import (
 from components.gpu_stack import GpuStack, GpuStackArgs
 from components.karpenter import karpenter_service_monitor
 from components.keda import Keda, KedaArgs
+from components.llm_serving import (
+    GATEWAY_NAMESPACE as LLM_GATEWAY_NAMESPACE,
+    KSERVE_INGRESS_GATEWAY,
+    SCHEDULER_POD_LABELS,
+    GatewayApiCrds,
+    LlmServing,
+    LlmServingArgs,
+)
 from components.local_model_cache import JOB_NAMESPACE, LocalModelCacheArgs, LocalModelCachePlatform, cache_pools
-from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs
+from components.mesh import GATEWAY_PIN, ISTIOD_PIN, ISTIOD_XDS_PORT, Mesh, MeshArgs, gateway_service
 from components.model_metrics import model_server_monitor
+from components.models import llm_layout
 from components.model_store import MINIO_CONTAINER_PORT, ModelStore, ModelStoreArgs
 from components.model_store import TENANT_NAMESPACE as STORE_NAMESPACE
 from components.observability import PIN as MONITORING_PIN
@@ -47,6 +56,7 @@ from components.progressive_delivery import LOADTESTER_PIN, ProgressiveDelivery,
 from components.serving import KNATIVE_SERVING_NAMESPACE, Serving, ServingArgs
 from components.tenancy import TENANT_LABEL, NetworkIsolation, Tenant
 from infra.program.batch import batch_flavors, batch_queues
+from infra.program.model_catalog import ModelSpec, load_catalog, resolve
 from infra.program.settings import (
     AwsStack,
     ExistingStack,
@@ -55,7 +65,7 @@ from infra.program.settings import (
     cost_monitoring_enabled,
     keda_enabled,
 )
-from infra.program.tenancy import tenant_plans
+from infra.program.tenancy import model_namespace, tenant_plans
 
 Settings = Union[AwsStack, GcpStack, ExistingStack]
 
@@ -85,6 +95,16 @@ class Platform:
     keda: Optional[Keda] = None
     # KServe's LocalModelCache, where GPU pools have local NVMe (components/local_model_cache.py).
     local_model_cache: Optional[LocalModelCachePlatform] = None
+    # Where the stack serves LLMInferenceServices (components/llm_serving.py).
+    gateway_api_crds: Optional[GatewayApiCrds] = None
+    llm_serving: Optional[LlmServing] = None
+
+
+def llm_inference_services(settings: Settings) -> list[ModelSpec]:
+    """The stack's models served as LLMInferenceServices (catalog `api`), as the stack resolves them."""
+    catalog = load_catalog()
+    specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
+    return [spec for spec in specs if spec.serving == "kserve" and spec.api == "LLMInferenceService"]
 
 
 def dns01_identity(
@@ -215,20 +235,23 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             ),
         )
 
+    # LLMInferenceServices (infra/program/settings.py requires Istio, KServe and cert-manager for them): the Gateway
+    # API and inference extension CRDs first, which istiod's and KServe's controllers watch.
+    llms = llm_inference_services(settings)
+    gateway_api_crds = GatewayApiCrds(f"{name}-gateway-api-crds", on_cluster) if llms else None
+
     mesh = None
+    mesh_args = MeshArgs(
+        cloud=settings.cloud,
+        environment=settings.environment,
+        public_gateway=addons.istio.public_gateway,
+        system_node_selector=system_nodes,
+        monitoring=(monitoring.release,) if monitoring else (),
+        image_mirror=mirror,
+        inference_extension=bool(llms),
+    )
     if addons.istio.enabled:
-        mesh = Mesh(
-            f"{name}-mesh",
-            MeshArgs(
-                cloud=settings.cloud,
-                environment=settings.environment,
-                public_gateway=addons.istio.public_gateway,
-                system_node_selector=system_nodes,
-                monitoring=(monitoring.release,) if monitoring else (),
-                image_mirror=mirror,
-            ),
-            on_cluster,
-        )
+        mesh = Mesh(f"{name}-mesh", mesh_args, on_cluster)
     # The gateway's wildcard certificate, after cert-manager (CRDs, webhook) and istio-base (its namespace).
     entry_tls = None
     if settings.tls.mode != "none" and cert_manager is not None and mesh is not None:
@@ -257,6 +280,31 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 tls_credential=WILDCARD_SECRET if entry_tls is not None else None,
                 tls=(entry_tls.certificate,) if entry_tls is not None else (),
                 local_model_cache=local_model_cache_on,
+                gateway_api_gateway=KSERVE_INGRESS_GATEWAY if gateway_api_crds is not None else None,
+                gateway_api_crds=tuple(gateway_api_crds.crds) if gateway_api_crds is not None else (),
+            ),
+            on_cluster,
+        )
+
+    llm_serving = None
+    if gateway_api_crds is not None and serving is not None and mesh is not None:
+        pools = gpu_pools(cluster)
+        llm_serving = LlmServing(
+            f"{name}-llm-serving",
+            LlmServingArgs(
+                system_node_selector=system_nodes,
+                gateway_service=gateway_service(mesh_args),
+                tls_credential=WILDCARD_SECRET if entry_tls is not None else None,
+                tls_namespace=GATEWAY_PIN.namespace,
+                multi_node=any(llm_layout(spec, pools).spans_machines for spec in llms),
+                # istiod runs the Gateway, in KServe's namespace (its release), on the CRDs and the certificate.
+                depends_on=(
+                    mesh.istiod,
+                    *[r for r in (serving.kserve, serving.llmisvc) if r is not None],
+                    *gateway_api_crds.crds,
+                    *([entry_tls.certificate] if entry_tls is not None else []),
+                ),
+                image_mirror=mirror,
             ),
             on_cluster,
         )
@@ -354,12 +402,24 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         ingress_from=(GATEWAY_PIN.namespace, KNATIVE_SERVING_NAMESPACE, MONITORING_PIN.namespace, LOADTESTER_PIN.namespace),
         egress_to={STORE_NAMESPACE: (MINIO_CONTAINER_PORT,), ISTIOD_PIN.namespace: (ISTIOD_XDS_PORT,)},
     )
+    # A namespace serving an LLMInferenceService also admits its Gateway's pods (in `kserve`: they call the endpoint
+    # picker and the vLLM pods), and lets the endpoint picker reach the API server (it watches its pool's pods).
+    llm_namespaces = {model_namespace(settings, spec.name) for spec in llms} if llm_serving is not None else set()
+    llm_isolation = replace(
+        isolation,
+        ingress_from=(*isolation.ingress_from, LLM_GATEWAY_NAMESPACE),
+        api_server_clients=SCHEDULER_POD_LABELS,
+    )
     tenants = {}
     if model_store is not None:
         for plan in plans:
             tenants[plan.name] = Tenant(
                 f"{name}-tenant-{plan.name}",
-                replace(plan, network=isolation, depends_on=(model_store.model_namespaces[plan.namespace],)),
+                replace(
+                    plan,
+                    network=llm_isolation if plan.namespace in llm_namespaces else isolation,
+                    depends_on=(model_store.model_namespaces[plan.namespace],),
+                ),
                 on_cluster,
             )
 
@@ -441,4 +501,6 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         priorities=priorities,
         tenants=tenants,
         entry_tls=entry_tls,
+        gateway_api_crds=gateway_api_crds,
+        llm_serving=llm_serving,
     )

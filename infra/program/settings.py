@@ -1444,6 +1444,8 @@ def model_problems(settings: Any, catalog: Mapping[str, CatalogModel]) -> list[s
         addon, enabled = needed[model.serving]
         if not enabled:
             problems.append(f"{key}: a `{model.serving}` model needs platform.{addon}, which is off in this stack")
+        if model.api == "LLMInferenceService":
+            problems += _llm_inference_service_problems(settings, key, name, minimum)
         if model.source is not None and addons.air_gapped:
             problems.append(
                 f"{key}: copied from Hugging Face ({model.source.huggingface.repo}, source.huggingface in "
@@ -1500,6 +1502,26 @@ def _keda_problems(settings: Any, key: str, name: str, model: CatalogModel, over
     return problems
 
 
+def _llm_inference_service_problems(settings: Any, key: str, name: str, minimum: int) -> list[str]:
+    """An LLMInferenceService needs Istio (its Gateway API gateway), KServe (its controller) and cert-manager (the
+    controller's webhook certificate), and runs fixed replicas (components/models.py `llm_inference_service`)."""
+    addons = settings.platform
+    needed = {"istio": addons.istio.enabled, "kserve": addons.kserve.enabled, "certManager": addons.cert_manager.enabled}
+    missing = [f"platform.{addon}" for addon, enabled in needed.items() if not enabled]
+    problems = []
+    if missing:
+        problems.append(
+            f"{key}: served as an LLMInferenceService (api in manifests/models/{name}.yaml), which needs "
+            f"{', '.join(missing)}; turn them on, or serve it as an InferenceService"
+        )
+    if minimum == 0:
+        problems.append(
+            f"{key}: an LLMInferenceService runs fixed replicas here (its autoscaling needs the workload-variant-"
+            "autoscaler, which the platform does not install) and cannot scale to zero; set minReplicas to 1 or more"
+        )
+    return problems
+
+
 def _profile_problems(settings: Any, key: str, name: str, profiles: Mapping[str, Any], gpu_type: str) -> list[str]:
     """An LLM runs only on a GPU type it has a serving profile for, and a sharded one only on pools whose
     machines hold its tensorParallelSize whole GPUs."""
@@ -1513,6 +1535,8 @@ def _profile_problems(settings: Any, key: str, name: str, profiles: Mapping[str,
         ]
     shards = profile.tensor_parallel_size
     pools = {n: pool for n, pool in settings.gpu_pools.items() if pool.gpu_type == gpu_type}
+    if profile.data_parallel_size > 1:
+        return _spanning_problems(key, name, profile, gpu_type, pools)
     fits = [
         n for n, pool in pools.items() if pool.gpu_count >= shards and not pool.mig_layout and pool.time_slicing_replicas == 1
     ]
@@ -1528,6 +1552,31 @@ def _profile_problems(settings: Any, key: str, name: str, profiles: Mapping[str,
             f"gpuCount {shards} or more"
         ]
     return []
+
+
+def _spanning_problems(key: str, name: str, profile: Any, gpu_type: str, pools: Mapping[str, Any]) -> list[str]:
+    """A replica of dataParallelSize ranks spans machines: it needs a pool whose machines each hold a whole number
+    of its ranks and, together, the replica (components/models.py `offers`)."""
+    shards, total = profile.tensor_parallel_size, profile.tensor_parallel_size * profile.data_parallel_size
+    fits = [
+        n
+        for n, pool in pools.items()
+        if not pool.mig_layout
+        and pool.time_slicing_replicas == 1
+        and total > pool.gpu_count
+        and pool.gpu_count % shards == 0
+        and total % pool.gpu_count == 0
+    ]
+    if fits:
+        return []
+    described = ", ".join(f"{n} ({pool.gpu_count} per machine)" for n, pool in sorted(pools.items()))
+    return [
+        f"{key}: a replica of {name} runs {profile.data_parallel_size} ranks of {shards} {gpu_type} GPUs "
+        f"({total} GPUs, dataParallelSize x tensorParallelSize of its {gpu_type} profile) over several machines, but "
+        f"no {gpu_type} pool has machines that each hold whole ranks and together the replica: {described}; add a "
+        f"pool whose gpuCount is a multiple of {shards} dividing {total} (below {total}), or serve it on one machine "
+        "with dataParallelSize 1"
+    ]
 
 
 def _slice_problems(settings: Any, key: str, gpu_type: str, gpu_slice: Optional[str]) -> list[str]:

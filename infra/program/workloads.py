@@ -131,9 +131,11 @@ def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Plat
     served: dict[str, tuple[str, list[str]]] = {plan.name: (plan.namespace, []) for plan in tenant_plans(settings)}
     by_namespace = {namespace: name for name, (namespace, _) in served.items()}
     catalog = load_catalog()
+    llm_namespaces = frozenset(model_namespace(settings, m) for m in settings.models if catalog[m].api == "LLMInferenceService")
     # Only KServe models have hosts on the gateway; a Flagger-released Deployment is reached inside the mesh.
     for model in settings.models:
-        if catalog[model].serving == "kserve":
+        # An LLMInferenceService has no host on it: its pods check the token themselves (the namespace policies).
+        if catalog[model].serving == "kserve" and catalog[model].api == "InferenceService":
             served[by_namespace[model_namespace(settings, model)]][1].append(model)
     return EntryAuth(
         f"{settings.cluster_name}-entry-auth",
@@ -147,6 +149,7 @@ def protect_entry(settings: Settings, cluster: KubernetesCluster, platform: Plat
             gateway_selector=GATEWAY_SELECTOR,
             tenants={name: (namespace, tuple(models)) for name, (namespace, models) in served.items()},
             model_selector={ENTRY_LABEL: ENTRY_LABEL_VALUE},
+            llm_namespaces=llm_namespaces,
             # Istio's CRDs come with istio-base; the gateway's pods are what the policies select; the tenants'
             # components hold the namespaces the per-namespace policies go in.
             depends_on=(platform.mesh.gateway, *platform.tenants.values()),
@@ -163,7 +166,8 @@ def limit_entry(settings: Settings, cluster: KubernetesCluster, platform: Platfo
     models = [
         (spec, tuple(external_hosts(spec.name, model_namespace(settings, spec.name), domain)))
         for spec in model_specs(settings)
-        if spec.serving == "kserve"
+        # An LLMInferenceService is reached through the Gateway API gateway, not this one (components/llm_serving.py).
+        if spec.serving == "kserve" and spec.api == "InferenceService"
     ]
     if not models:
         return None

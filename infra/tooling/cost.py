@@ -68,6 +68,11 @@ EXISTING_CLUSTER = "gpu-platform:cluster:ExistingCluster"
 SERVICE = "kubernetes:core/v1:Service"
 PERSISTENT_VOLUME_CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 HELM_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
+# A Gateway API Gateway of Istio's class: istiod deploys a Service for it, a LoadBalancer unless the Gateway's
+# `networking.istio.io/service-type` annotation says otherwise (components/llm_serving.py).
+GATEWAY_API_GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
+ISTIO_GATEWAY_CLASS = "istio"
+ISTIO_SERVICE_TYPE_ANNOTATION = "networking.istio.io/service-type"
 # Provider defaults when a pool leaves a size unset: EKS's root volume (aws_eks_node_group disk_size)
 # and GKE's boot disk (node_config disk_size_gb).
 EKS_DEFAULT_DISK_GIB = 20
@@ -529,10 +534,15 @@ def _volume_claims(
 
 
 def _load_balancers(resource: _Resource) -> list[str]:
-    """Where `resource` asks for a cloud load balancer: a LoadBalancer Service, or a Helm value
-    `service.type: LoadBalancer` (the Istio gateway chart's, for one)."""
+    """Where `resource` asks for a cloud load balancer: a LoadBalancer Service, a Helm value
+    `service.type: LoadBalancer` (the Istio gateway chart's, for one), or an Istio Gateway API Gateway."""
     if resource.type == SERVICE:
         return ["spec.type"] if _mapping(resource.inputs.get("spec")).get("type") == "LoadBalancer" else []
+    if resource.type == GATEWAY_API_GATEWAY:
+        annotations = _mapping(_mapping(resource.inputs.get("metadata")).get("annotations"))
+        istio = _mapping(resource.inputs.get("spec")).get("gatewayClassName") == ISTIO_GATEWAY_CLASS
+        balanced = annotations.get(ISTIO_SERVICE_TYPE_ANNOTATION, "LoadBalancer") == "LoadBalancer"
+        return ["spec.gatewayClassName istio"] if istio and balanced else []
     if resource.type not in HELM_TYPES:
         return []
     found = []

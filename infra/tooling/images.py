@@ -6,7 +6,7 @@ What to mirror into a private registry before an air-gapped install, and what a 
 Besides the containers of every pod template, it reads the images that operators start from their custom
 resources and configuration: the GPU Operator's operands (ClusterPolicy), Prometheus and Alertmanager, the
 MinIO Tenant and the operator's sidecar, KServe's runtimes and its storage initializer, agent and router
-(`inferenceservice-config`), Knative's components and queue-proxy (KnativeServing), Istio's proxy
+(`inferenceservice-config`), each LLMInferenceService's vLLM, endpoint picker and tokenizer, Knative's components and queue-proxy (KnativeServing), Istio's proxy
 (the sidecar injector), the Prometheus Operator's config reloader, and the notebook servers' image.
 
 With `--copy-to-mirror` it prints, for a stack with `platform.privateRegistry`, one `crane copy` line per
@@ -120,6 +120,17 @@ def image_references(obj: KubeObject) -> Iterator[str]:
             yield str(queue)
     elif kind == "ConfigMap":
         yield from _config_map_images(obj)
+    elif kind == "LLMInferenceService":
+        yield from _llm_images(body)
+
+
+def _llm_images(spec: Mapping[str, Any]) -> Iterator[str]:
+    """An LLMInferenceService's vLLM pods (leader and workers) and its scheduler. Each names its images
+    (components/models.py) over KServe's LLMInferenceServiceConfig presets, which are not listed: the presets'
+    other templates (prefill/decode disaggregation, latency predictor) are never chosen by our models."""
+    scheduler = ((spec.get("router") or {}).get("scheduler") or {}).get("template") or {}
+    for pod in (spec.get("template") or {}, spec.get("worker") or {}, scheduler):
+        yield from _pod_images(pod)
 
 
 def _release_images(result: RenderResult) -> Iterator[tuple[str, str]]:

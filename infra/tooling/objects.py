@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import yaml
 
 from components.charts import CHART_PINS, ChartPin
+from components.llm_serving import LOOKUP_GUARDED
 from infra.tooling.chart_cache import ChartCache, ChartUnavailable, missing_dependencies, without_dependencies
 from infra.tooling.helm_engine import HelmEngine, HelmEngineError, chart_crds, default_engine
 from infra.program.stack_config import SECRET_PLACEHOLDER
@@ -273,12 +274,24 @@ def expand_objects(
         expanded = list(pool.map(expand, located))
 
     chart_objects: list[KubeObject] = []
+    guarded: list[tuple[str, dict[str, Any]]] = []
     for release, manifests, notes, error in expanded:
         out.partial += notes
         if error:
             out.skipped.append(error)
             continue
-        chart_objects += [KubeObject(_annotate(m, release.source), release.source, release.urn) for m in manifests]
+        skips = set(LOOKUP_GUARDED.get(release.pin.chart, ())) if release.pin else set()
+        for m in manifests:
+            if (m.get("kind"), (m.get("metadata") or {}).get("name")) in skips:
+                guarded.append((release.source, m))
+                continue
+            chart_objects.append(KubeObject(_annotate(m, release.source), release.source, release.urn))
+    # What a chart renders only when `lookup` finds no other owner: dropped where another release renders it.
+    others = {(o.kind, o.name) for o in declared + chart_objects}
+    for source, m in guarded:
+        if (m.get("kind"), m["metadata"]["name"]) not in others:
+            release = next(r for r, _, _, _ in expanded if r.source == source)
+            chart_objects.append(KubeObject(_annotate(m, source), source, release.urn))
 
     all_crds = known_crds + [o.manifest for o in chart_objects if o.kind == "CustomResourceDefinition"]
     scopes = crd_scopes(all_crds)

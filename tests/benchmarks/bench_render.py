@@ -148,27 +148,22 @@ def write_large_catalog(directory: Path, count: int) -> dict[str, dict[str, Any]
 def use_catalog(directory: Optional[str]) -> Iterator[None]:
     """The program reads its model catalog from `directory` (None: manifests/models/, unchanged).
 
-    The program has no setting for the catalog's folder: `load_catalog(directory=CATALOG_DIR)` binds
-    CATALOG_DIR as a default when infra/program/model_catalog.py is imported, so patching CATALOG_DIR
-    would change nothing. The default itself is swapped, in this process only, and the catalog's cache
-    cleared on the way in and out.
+    The program has no setting for the catalog's folder: `load_catalog()` reads CATALOG_DIR when called, so
+    CATALOG_DIR is swapped, in this process only, and the catalog's cache cleared on the way in and out.
     """
     if directory is None:
         yield
         return
     from infra.program import model_catalog
 
-    function = model_catalog.load_catalog.__wrapped__
-    saved = function.__defaults__
-    if saved != (model_catalog.CATALOG_DIR,):
-        raise RuntimeError(f"load_catalog's defaults are {saved!r}, not (CATALOG_DIR,): update use_catalog")
-    function.__defaults__ = (Path(directory),)
-    model_catalog.load_catalog.cache_clear()
+    saved = model_catalog.CATALOG_DIR
+    model_catalog.CATALOG_DIR = Path(directory)
+    model_catalog._load_catalog.cache_clear()
     try:
         yield
     finally:
-        function.__defaults__ = saved
-        model_catalog.load_catalog.cache_clear()
+        model_catalog.CATALOG_DIR = saved
+        model_catalog._load_catalog.cache_clear()
 
 
 @contextlib.contextmanager
