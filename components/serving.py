@@ -212,6 +212,9 @@ class ServingArgs:
     # `namespace/name` of the Gateway API Gateway for LLM traffic (components/llm_serving.py), where the stack
     # serves LLMInferenceServices; None: KServe's Gateway API support stays off.
     gateway_api_gateway: Optional[str] = None
+    # KServe's LLMInferenceService controller and presets (the llmisvc charts), where the stack serves one. The Gateway
+    # above may exist without them: Standard-mode InferenceServices (KEDA-scaled) route through it too.
+    install_llmisvc: bool = False
     # The Gateway API CRDs, which KServe's controller watches once its Gateway API support is on.
     gateway_api_crds: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
@@ -386,7 +389,7 @@ def runtime_values(args: ServingArgs) -> dict[str, Any]:
             "servingruntime": {"enabled": True, "vllmserver": {"disabled": True}},
             # KServe's LLMInferenceServiceConfig presets (vLLM template, router route, scheduler), which every
             # LLMInferenceService builds on, where the stack serves one.
-            "llmisvcConfigs": {"enabled": args.gateway_api_gateway is not None},
+            "llmisvcConfigs": {"enabled": args.install_llmisvc},
         }
     }
 
@@ -463,7 +466,7 @@ class Serving(pulumi.ComponentResource):
                 after(self.kserve_crd, self.knative_serving, *args.cert_manager, *args.gateway, *args.gateway_api_crds),
                 image_mirror=args.image_mirror,
             )
-            if args.gateway_api_gateway is not None:
+            if args.install_llmisvc:
                 # LLMInferenceService (components/llm_serving.py): its CRDs, then its controller, which reads
                 # kserve-resources' inferenceservice-config and whose webhook admits the LLMInferenceServiceConfig
                 # presets that kserve-runtime-configs installs next.

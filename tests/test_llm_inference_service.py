@@ -558,3 +558,37 @@ def test_without_llm_inference_services_no_namespace_opens_to_the_kserve_gateway
 
     kinds = rendered(stack).of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")
     assert not [p for p in kinds if p["inputs"]["metadata"]["name"] == ALLOW_API_SERVER_EGRESS]
+
+
+def test_standard_mode_models_route_through_the_gateway_without_any_llm_inference_service() -> None:
+    """A KEDA-scaled (Standard-mode) model has no Knative route: KServe attaches its HTTPRoute to the Gateway API
+    gateway, which therefore exists wherever such a model runs, even with no LLMInferenceService (and then without
+    KServe's llmisvc charts), and its namespace admits the gateway's pods."""
+    stack = "aws-prod"
+    models = {name: dict(model) for name, model in stack_input(stack)["models"].items()}
+    llms = [name for name in models if load_catalog()[name].api == LLMISVC]
+    assert llms, "aws-prod serves an LLMInferenceService"
+    for name in llms:
+        del models[name]
+    keda = [name for name, model in models.items() if model.get("autoscaler") == "keda"]
+    assert keda, "aws-prod scales a model with KEDA"
+    result = rendered(stack, {"models": models})
+    assert not result.of_type(f"kubernetes:serving.kserve.io/v1alpha2:{LLMISVC}")
+    charts = {r["inputs"]["chart"] for r in result.of_type(RELEASE)}
+    assert not {c for c in charts if "llmisvc" in c}
+    gateways = [r["inputs"] for r in result.of_type("kubernetes:gateway.networking.k8s.io/v1:Gateway")]
+    assert [(g["metadata"]["namespace"], g["metadata"]["name"]) for g in gateways] == [tuple(KSERVE_INGRESS_GATEWAY.split("/"))]
+    (kserve,) = [r["inputs"] for r in result.of_type(RELEASE) if r["inputs"]["chart"] == CHART_PINS["kserve-resources"].chart_ref]
+    ingress = kserve["values"]["kserve"]["controller"]["gateway"]["ingressGateway"]
+    assert ingress["enableGatewayApi"] is True and ingress["kserveGateway"] == KSERVE_INGRESS_GATEWAY
+    from components.tenancy import ALLOW_PLATFORM
+
+    namespaces = {stack_settings(stack).tenant_namespace(models[name]["tenant"]) for name in keda}
+    gateway = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": GATEWAY_NAMESPACE}}}
+    for policy in result.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy"):
+        metadata = policy["inputs"]["metadata"]
+        if metadata["name"] == ALLOW_PLATFORM and metadata["namespace"] in namespaces:
+            peers = [peer for rule in policy["inputs"]["spec"]["ingress"] for peer in rule["from"]]
+            assert gateway in peers
+            namespaces.discard(metadata["namespace"])
+    assert not namespaces

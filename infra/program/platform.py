@@ -100,11 +100,15 @@ class Platform:
     llm_serving: Optional[LlmServing] = None
 
 
-def llm_inference_services(settings: Settings) -> list[ModelSpec]:
-    """The stack's models served as LLMInferenceServices (catalog `api`), as the stack resolves them."""
+def gateway_routed_models(settings: Settings) -> tuple[list[ModelSpec], list[ModelSpec]]:
+    """The stack's models that the Gateway API gateway routes (as the stack resolves them), and of those the ones
+    served as LLMInferenceServices (catalog `api`). The others are InferenceServices in KServe's Standard mode (the
+    KEDA-scaled ones): with `enableGatewayApi` KServe attaches their HTTPRoutes to the same Gateway."""
     catalog = load_catalog()
     specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
-    return [spec for spec in specs if spec.serving == "kserve" and spec.api == "LLMInferenceService"]
+    llms = [spec for spec in specs if spec.serving == "kserve" and spec.api == "LLMInferenceService"]
+    standard = [spec for spec in specs if spec.serving == "kserve" and spec.api == "InferenceService" and spec.autoscaler == "keda"]
+    return [*llms, *standard], llms
 
 
 def dns01_identity(
@@ -235,10 +239,11 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
             ),
         )
 
-    # LLMInferenceServices (infra/program/settings.py requires Istio, KServe and cert-manager for them): the Gateway
-    # API and inference extension CRDs first, which istiod's and KServe's controllers watch.
-    llms = llm_inference_services(settings)
-    gateway_api_crds = GatewayApiCrds(f"{name}-gateway-api-crds", on_cluster) if llms else None
+    # LLMInferenceServices (infra/program/settings.py requires Istio, KServe and cert-manager for them) and Standard-mode
+    # InferenceServices reach callers through a Gateway API gateway: the Gateway API and inference extension CRDs
+    # first, which istiod's and KServe's controllers watch.
+    routed, llms = gateway_routed_models(settings)
+    gateway_api_crds = GatewayApiCrds(f"{name}-gateway-api-crds", on_cluster) if routed else None
 
     mesh = None
     mesh_args = MeshArgs(
@@ -282,6 +287,7 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
                 local_model_cache=local_model_cache_on,
                 gateway_api_gateway=KSERVE_INGRESS_GATEWAY if gateway_api_crds is not None else None,
                 gateway_api_crds=tuple(gateway_api_crds.crds) if gateway_api_crds is not None else (),
+                install_llmisvc=bool(llms),
             ),
             on_cluster,
         )
@@ -402,9 +408,10 @@ def build_platform(settings: Settings, cluster: KubernetesCluster) -> Platform:
         ingress_from=(GATEWAY_PIN.namespace, KNATIVE_SERVING_NAMESPACE, MONITORING_PIN.namespace, LOADTESTER_PIN.namespace),
         egress_to={STORE_NAMESPACE: (MINIO_CONTAINER_PORT,), ISTIOD_PIN.namespace: (ISTIOD_XDS_PORT,)},
     )
-    # A namespace serving an LLMInferenceService also admits its Gateway's pods (in `kserve`: they call the endpoint
-    # picker and the vLLM pods), and lets the endpoint picker reach the API server (it watches its pool's pods).
-    llm_namespaces = {model_namespace(settings, spec.name) for spec in llms} if llm_serving is not None else set()
+    # A namespace serving an LLMInferenceService or a Standard-mode model also admits the Gateway's pods (in `kserve`:
+    # they call the endpoint picker and the vLLM pods, or the predictor), and lets the endpoint picker reach the API
+    # server (it watches its pool's pods).
+    llm_namespaces = {model_namespace(settings, spec.name) for spec in routed} if llm_serving is not None else set()
     llm_isolation = replace(
         isolation,
         ingress_from=(*isolation.ingress_from, LLM_GATEWAY_NAMESPACE),
