@@ -78,6 +78,13 @@ REPLICA_SET = "kubernetes:apps/v1:ReplicaSet"
 JOB = "kubernetes:batch/v1:Job"
 CRON_JOB = "kubernetes:batch/v1:CronJob"
 INFERENCE_SERVICE = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
+# KServe's LLMInferenceService, both served versions (v1alpha2 is the CRD's storage version at v0.20.0): its vLLM pods
+# are `spec.template` and, for a replica spanning machines, `spec.worker`; prefill pods likewise under `spec.prefill`.
+LLM_INFERENCE_SERVICES = (
+    "kubernetes:serving.kserve.io/v1alpha1:LLMInferenceService",
+    "kubernetes:serving.kserve.io/v1alpha2:LLMInferenceService",
+)
+LLM_POD_PATHS = ("spec.template", "spec.worker", "spec.prefill.template", "spec.prefill.worker")
 KNATIVE_SERVICE = "kubernetes:serving.knative.dev/v1:Service"
 CANARY = "kubernetes:flagger.app/v1beta1:Canary"
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -170,11 +177,15 @@ def _containers(pod_spec: Mapping[str, Any], path: str, shortcut_keys: tuple[str
 
 
 def pods_of(resource_type: str, props: Mapping[str, Any]) -> list[Pod]:
-    """Every pod a resource describes (an InferenceService has one per component, plus workers)."""
+    """Every pod a resource describes (an InferenceService has one per component, plus workers; an LLMInferenceService
+    its vLLM pods)."""
     if resource_type in POD_SPEC_PATHS:
         path = POD_SPEC_PATHS[resource_type]
         spec = get(props, path)
         return [Pod(path, spec, tuple(_containers(spec, path)))] if isinstance(spec, dict) else []
+    if resource_type in LLM_INFERENCE_SERVICES:
+        found = [(path, get(props, path)) for path in LLM_POD_PATHS]
+        return [Pod(path, spec, tuple(_containers(spec, path))) for path, spec in found if isinstance(spec, dict)]
     if resource_type == INFERENCE_SERVICE:
         pods = []
         for component in KSERVE_COMPONENTS:

@@ -22,14 +22,19 @@ from pulumi_policy import Severity
 
 from . import config
 from .builders import StackResource, resource_policy, stack_policy
-from .shapes import HELM_RELEASE, gpu_requests, namespace_of, node_pools_of, pods_of
+from .shapes import HELM_RELEASE, LLM_INFERENCE_SERVICES, gpu_requests, namespace_of, node_pools_of, pods_of
 from .stack import Finding, _display, tier_of
 from .values import UNKNOWN, as_mapping, get
 
 RESOURCE_QUOTA = "kubernetes:core/v1:ResourceQuota"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
-# What serves a model: KServe's InferenceService and Flagger's Canary (around a plain Deployment).
-MODEL_TYPES = ("kubernetes:serving.kserve.io/v1beta1:InferenceService", "kubernetes:flagger.app/v1beta1:Canary")
+# What serves a model: KServe's InferenceService and LLMInferenceService, and Flagger's Canary (around a plain
+# Deployment).
+MODEL_TYPES = (
+    "kubernetes:serving.kserve.io/v1beta1:InferenceService",
+    "kubernetes:flagger.app/v1beta1:Canary",
+    *LLM_INFERENCE_SERVICES,
+)
 NODE_TYPES = ("kubernetes:core/v1:Node", "kubernetes:core/v1:NodePatch")
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
 MIG_PREFIX = "nvidia.com/mig-"

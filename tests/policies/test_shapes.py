@@ -170,3 +170,21 @@ def test_environment_from_provider_tags():
     assert shapes.environment_of_provider(shapes.AWS_PROVIDER, aws) == "prod"
     assert shapes.environment_of_provider(shapes.GCP_PROVIDER, gcp) == "dev"
     assert shapes.environment_of_provider(shapes.KUBERNETES_PROVIDER, {}) is None
+
+
+@pytest.mark.parametrize("resource_type", shapes.LLM_INFERENCE_SERVICES)
+def test_an_llm_inference_service_has_its_vllm_pods(resource_type):
+    """The pod template of its replicas and, for a replica spanning machines, its workers' (KServe v0.20.0)."""
+    llm = {
+        "metadata": {"name": "qwen", "namespace": "serving"},
+        "spec": {
+            "model": {"uri": "s3://models/qwen"},
+            "template": {"containers": [container("main", gpus=4)]},
+            "worker": {"containers": [container("main", gpus=4)]},
+            "router": {"scheduler": {"template": {"containers": [{"name": "main", "image": "picker:v1"}]}}},
+        },
+    }
+    pods = shapes.pods_of(resource_type, llm)
+    assert [p.path for p in pods] == ["spec.template", "spec.worker"]
+    assert [c.path for c in pods[0].containers] == ["spec.template.containers[0]"]
+    assert shapes.gpu_requests(pods[1].containers[0].spec) == {"nvidia.com/gpu": {"limits": 4}}

@@ -182,6 +182,14 @@ def test_policies_that_do_not_deny_every_ingress_do_not_count(spec):
     assert len(run_stack(model_namespaces_deny_by_default, resources)) == 1
 
 
+def test_an_llm_inference_service_namespace_needs_one_too():
+    llm = {"apiVersion": "serving.kserve.io/v1alpha2", "kind": "LLMInferenceService", "metadata": {"name": "qwen", "namespace": "serving"}, "spec": {}}
+    resources = [stack_resource("kubernetes:serving.kserve.io/v1alpha2:LLMInferenceService", llm, "qwen")]
+    (violation,) = run_stack(model_namespaces_deny_by_default, resources)
+    assert "namespace serving, which has no default-deny NetworkPolicy" in violation[1]
+    assert run_stack(model_namespaces_deny_by_default, [stack_resource(NETWORK_POLICY, _network_policy()), *resources]) == []
+
+
 def test_a_default_deny_elsewhere_does_not_count():
     resources = [stack_resource(NETWORK_POLICY, _network_policy(namespace="other")), stack_resource(ISVC, inference_service(), "llm")]
     assert len(run_stack(model_namespaces_deny_by_default, resources)) == 1
