@@ -100,6 +100,18 @@ def _repositories(prefix: str, defaults: Mapping[str, str]) -> tuple[ImageValue,
 
 # Every value of each pinned chart (components/charts.py, by the chart's `name`) that names an image the chart's
 # objects, or the operators it installs, run. A chart absent here runs no image (istio-base, the CRD charts).
+# The image values kserve-resources and kserve-llmisvc-resources both carry under `kserve.` (the two charts share
+# KServe's values layout at v0.20.0); each adds its own controller.
+KSERVE_SHARED_IMAGES: Mapping[str, str] = {
+    "storage.image": "kserve/storage-initializer",
+    "agent.image": "kserve/agent",
+    "router.image": "kserve/router",
+    "localmodel.controller.image": "kserve/kserve-localmodel-controller",
+    "localmodel.agent.image": "kserve/kserve-localmodelnode-agent",
+    "localmodel.defaultJobImage": "kserve/storage-initializer",
+    "servingruntime.art.image": "kserve/art-explainer",
+}
+
 CHART_IMAGE_VALUES: Mapping[str, tuple[ImageValue, ...]] = {
     # cert-manager composes `<imageRegistry>/<imageNamespace>/cert-manager-<component>` (v1.18+).
     "cert-manager": (ImageValue("imageRegistry", "registry", "quay.io"),),
@@ -165,16 +177,7 @@ CHART_IMAGE_VALUES: Mapping[str, tuple[ImageValue, ...]] = {
     "kserve-resources": (
         *_repositories(
             "kserve.",
-            {
-                "controller.image": "kserve/kserve-controller",
-                "storage.image": "kserve/storage-initializer",
-                "agent.image": "kserve/agent",
-                "router.image": "kserve/router",
-                "localmodel.controller.image": "kserve/kserve-localmodel-controller",
-                "localmodel.agent.image": "kserve/kserve-localmodelnode-agent",
-                "localmodel.defaultJobImage": "kserve/storage-initializer",
-                "servingruntime.art.image": "kserve/art-explainer",
-            },
+            {"controller.image": "kserve/kserve-controller", **KSERVE_SHARED_IMAGES},
         ),
         ImageValue("kserve.controller.rbacProxyImage", "image", "quay.io/brancz/kube-rbac-proxy:v0.18.0"),
     ),
@@ -216,16 +219,7 @@ CHART_IMAGE_VALUES: Mapping[str, tuple[ImageValue, ...]] = {
     # in the resource itself (components/models.py, LLM_IMAGES), over KServe's LLMInferenceServiceConfig presets.
     "kserve-llmisvc-resources": _repositories(
         "kserve.",
-        {
-            "llmisvc.controller.image": "kserve/llmisvc-controller",
-            "storage.image": "kserve/storage-initializer",
-            "agent.image": "kserve/agent",
-            "router.image": "kserve/router",
-            "localmodel.controller.image": "kserve/kserve-localmodel-controller",
-            "localmodel.agent.image": "kserve/kserve-localmodelnode-agent",
-            "localmodel.defaultJobImage": "kserve/storage-initializer",
-            "servingruntime.art.image": "kserve/art-explainer",
-        },
+        {"llmisvc.controller.image": "kserve/llmisvc-controller", **KSERVE_SHARED_IMAGES},
     ),
     "lws": (ImageValue("image.manager.repository", "repository", "registry.k8s.io/lws/lws"),),
     # MinIO's operator chart is published as `operator`.
