@@ -54,6 +54,12 @@ KEPT_SERIES = r"vllm:.+|nv_inference_.+|nv_gpu_.+|ts_.+"
 SCRAPE_INTERVAL = "15s"
 
 
+def sanitized_label(kubernetes_label: str) -> str:
+    """A Kubernetes label key as Prometheus label names spell it (every character that is not a letter or digit
+    becomes `_`), as Prometheus' Kubernetes discovery and kube-state-metrics both write it."""
+    return "".join(c if c.isalnum() else "_" for c in kubernetes_label)
+
+
 def pod_scrape_annotations(metrics: Optional[tuple[int, str]]) -> dict[str, str]:
     """The `prometheus.io/*` annotations of a model pod whose server serves metrics at (port, path); none without."""
     if metrics is None:
@@ -69,7 +75,7 @@ def pod_scrape_labels(model: str) -> dict[str, str]:
 
 def model_server_monitor() -> dict[str, Any]:
     """The PodMonitor that scrapes the model servers of every model pod through Istio's merged metrics port."""
-    model_label = "__meta_kubernetes_pod_label_" + MODEL_LABEL.replace("/", "_").replace("-", "_").replace(".", "_")
+    model_label = "__meta_kubernetes_pod_label_" + sanitized_label(MODEL_LABEL)
     return {
         "apiVersion": POD_MONITOR_API_VERSION,
         "kind": "PodMonitor",

@@ -301,6 +301,7 @@ SHARED_MEMORY_SIZE = "8Gi"
 
 TORCHSERVE_RUNTIME = "kserve-torchserve"
 BATCHING_DIGEST_ANNOTATION = "gpu-platform/batching-config"
+REPOSITORY_VOLUME = "repository"  # the Triton Deployment's local copy of its model repository (with batching)
 # KServe's storage initializer at the KServe pin (kserve-resources values.yaml `storage.image`): Python with boto3,
 # the S3 client KServe itself downloads models with. Its entrypoint copies `<uri>` to `<directory>`.
 STORAGE_INITIALIZER_IMAGE = f"kserve/storage-initializer:{CHART_PINS['kserve-resources'].version}"
@@ -731,11 +732,9 @@ def batching_annotations(spec: ModelSpec) -> dict[str, str]:
     return {BATCHING_DIGEST_ANNOTATION: digest}
 
 
-def store_env(storage: ModelStorage) -> list[k8s.core.v1.EnvVarArgs]:
-    """S3 access for KServe's storage initializer, as KServe's own S3 credential builder sets it (credentials from
-    the store's Secret, the endpoint and scheme beside)."""
-    scheme = "https" if storage.use_https else "http"
-    credentials = [
+def store_credentials(storage: ModelStorage) -> list[k8s.core.v1.EnvVarArgs]:
+    """The store's S3 keys, from its Secret (never in plain text)."""
+    return [
         k8s.core.v1.EnvVarArgs(
             name=variable,
             value_from=k8s.core.v1.EnvVarSourceArgs(
@@ -744,8 +743,14 @@ def store_env(storage: ModelStorage) -> list[k8s.core.v1.EnvVarArgs]:
         )
         for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     ]
+
+
+def store_env(storage: ModelStorage) -> list[k8s.core.v1.EnvVarArgs]:
+    """S3 access for KServe's storage initializer, as KServe's own S3 credential builder sets it (credentials from
+    the store's Secret, the endpoint and scheme beside)."""
+    scheme = "https" if storage.use_https else "http"
     return [
-        *credentials,
+        *store_credentials(storage),
         k8s.core.v1.EnvVarArgs(name="AWS_DEFAULT_REGION", value=storage.region),
         k8s.core.v1.EnvVarArgs(name="AWS_ENDPOINT_URL", value=f"{scheme}://{storage.endpoint}"),
         k8s.core.v1.EnvVarArgs(name="S3_ENDPOINT", value=storage.endpoint),
@@ -813,13 +818,13 @@ class CanaryModel(pulumi.ComponentResource):
         # Triton's metrics (port 8002) through Istio's merged metrics port (components/model_metrics.py).
         pod_labels = {**labels, **pod_scrape_labels(spec.name)}
         pod_metadata_annotations = {**pod_annotations(args), **pod_scrape_annotations(TRITON_METRICS)}
-        credentials = store_env(storage)[:2]
+        credentials = store_credentials(storage)
         # With the catalog's batching, Triton reads a local copy of the repository with the catalog's config.pbtxt
         # laid over the store's (components/batching.py); without, straight from the store.
         config = batching_config_map(name, spec, storage.namespace, child)
         init_containers, volumes, mounts = None, None, None
         if config is not None and spec.batching is not None:
-            repository = k8s.core.v1.VolumeMountArgs(name="repository", mount_path=TRITON_LOCAL_REPOSITORY)
+            repository = k8s.core.v1.VolumeMountArgs(name=REPOSITORY_VOLUME, mount_path=TRITON_LOCAL_REPOSITORY)
             init_containers = [
                 k8s.core.v1.ContainerArgs(
                     name="fetch-repository",
@@ -831,7 +836,7 @@ class CanaryModel(pulumi.ComponentResource):
                 )
             ]
             volumes = [
-                k8s.core.v1.VolumeArgs(name="repository", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
+                k8s.core.v1.VolumeArgs(name=REPOSITORY_VOLUME, empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs()),
                 k8s.core.v1.VolumeArgs(
                     name=BATCHING_VOLUME, config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(name=config_map_name(spec.name))
                 ),

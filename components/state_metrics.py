@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.model_metrics import sanitized_label
 from components.node_pools import CAPACITY_LABEL, GPU_TYPE_LABEL, MIG_CONFIG_STATE_LABEL, POOL_LABEL, ROLE_LABEL
 from components.tenancy import TENANT_LABEL
 
@@ -39,7 +40,7 @@ NAMESPACE_LABELS = (TENANT_LABEL,)
 
 def prometheus_label(kubernetes_label: str) -> str:
     """The label kube-state-metrics writes for a Kubernetes label key: gpu-platform/pool -> label_gpu_platform_pool."""
-    return "label_" + "".join(c if c.isalnum() else "_" for c in kubernetes_label)
+    return "label_" + sanitized_label(kubernetes_label)
 
 
 def inference_service_state_metrics() -> dict[str, Any]:

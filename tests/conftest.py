@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 import pytest
+import yaml
 
 import infra.program.stack_config
 from components.charts import ChartPin
 from components.node_pools import system_labels
+from infra.program.model_catalog import CATALOG_DIR
 from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import InvalidStackConfig, stack_input, stack_names
 from infra.program.tenancy import tenant_plans
@@ -311,3 +313,17 @@ def rendered_pools(result: RenderResult) -> list[dict[str, Any]]:
             }
         )
     return pools
+
+
+def write_catalog(tmp_path: Path, **entries: Mapping[str, Any]) -> Path:
+    """A model catalog directory of our own under `tmp_path` holding `entries` (file name -> entry)."""
+    directory = tmp_path / "manifests" / "models"
+    directory.mkdir(parents=True)
+    for name, entry in entries.items():
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump(dict(entry)))
+    return directory
+
+
+def shipped_catalog_entry(name: str) -> dict[str, Any]:
+    """A shipped catalog entry as its file holds it."""
+    return yaml.safe_load((CATALOG_DIR / f"{name}.yaml").read_text())

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from components.batching import TORCHSERVE_CONFIG_PATH, TRITON_LOCAL_REPOSITORY, config_map_name
 from components.model_metrics import RUNTIME_METRICS
 from components.models import BATCHING_DIGEST_ANNOTATION, batching_annotations
-from infra.program.model_catalog import CATALOG_DIR, CatalogError, ModelOverride, load_catalog, resolve
-from tests.conftest import SHIPPED_STACKS, expanded, rendered, stack_settings
+from infra.program.model_catalog import CatalogError, ModelOverride, load_catalog, resolve
+from tests.conftest import SHIPPED_STACKS, expanded, rendered, shipped_catalog_entry, stack_settings, write_catalog
 from tests.upstream import requires_shared
 
 ISVC = "kubernetes:serving.kserve.io/v1beta1:InferenceService"
@@ -140,17 +139,6 @@ def test_a_changed_batch_size_changes_the_pods_digest() -> None:
         assert batching_annotations(spec) == batching_annotations(resolve(entry, ModelOverride()))
 
 
-def write_catalog(tmp_path: Path, name: str, entry: dict) -> Path:
-    directory = tmp_path / "manifests" / "models"
-    directory.mkdir(parents=True)
-    (directory / f"{name}.yaml").write_text(yaml.safe_dump(entry))
-    return directory
-
-
-def shipped(name: str) -> dict:
-    return yaml.safe_load((CATALOG_DIR / f"{name}.yaml").read_text())
-
-
 @pytest.mark.parametrize(
     ("model", "batching", "expected"),
     [
@@ -165,9 +153,9 @@ def shipped(name: str) -> dict:
     ],
 )
 def test_a_bad_batching_entry_names_the_key(tmp_path: Path, model: str, batching: dict, expected: str) -> None:
-    entry = {**shipped(model), "batching": batching}
+    entry = {**shipped_catalog_entry(model), "batching": batching}
     with pytest.raises(CatalogError) as error:
-        load_catalog(write_catalog(tmp_path, model, entry))
+        load_catalog(write_catalog(tmp_path, **{model: entry}))
     problems = error.value.problems
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"manifests/models/{model}.yaml: ") and expected in problems[0], problems

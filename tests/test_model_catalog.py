@@ -12,22 +12,13 @@ from infra.program.model_catalog import CATALOG_DIR, KSERVE_RUNTIMES, CatalogErr
 from infra.tooling.mock_engine import render_stack
 from infra.program.settings import ConfigError, load_settings
 from infra.program.stack_config import InvalidStackConfig, stack_input
-from tests.conftest import MANAGED_CLOUDS, SHIPPED_STACKS, promised_gpu_pools, stacks_where
+from tests.conftest import MANAGED_CLOUDS, SHIPPED_STACKS, promised_gpu_pools, shipped_catalog_entry, stacks_where, write_catalog
 from tests.upstream import chart_values, requires_shared
 
 REQUIRED_MODELS = {"mnist-classifier", "smollm-135m", "sentiment"}
 
 
-def write_catalog(tmp_path: Path, **entries: dict) -> Path:
-    directory = tmp_path / "manifests" / "models"
-    directory.mkdir(parents=True)
-    for name, entry in entries.items():
-        (directory / f"{name}.yaml").write_text(yaml.safe_dump(entry))
-    return directory
-
-
-def shipped(name: str) -> dict:
-    return yaml.safe_load((CATALOG_DIR / f"{name}.yaml").read_text())
+shipped = shipped_catalog_entry
 
 
 def test_the_catalog_ships_the_models_the_use_cases_need() -> None:

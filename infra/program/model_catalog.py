@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, TypeVar
+from typing import Annotated, Any, Literal, Mapping, Optional, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -832,3 +832,8 @@ def resolve(model: CatalogModel, override: ModelOverride) -> ModelSpec:
         ),
     )
 
+
+def resolve_all(models: Mapping[str, ModelOverride]) -> list[ModelSpec]:
+    """A stack's models (`gpu-platform:models`, name -> override), each resolved against the catalog, by name."""
+    catalog = load_catalog()
+    return [resolve(catalog[name], override) for name, override in sorted(models.items())]

@@ -23,7 +23,7 @@ from components.models import (
 )
 from components.model_store import MODEL_NAMESPACE
 from components.observability import PROMETHEUS_URL
-from infra.program.model_catalog import ModelSpec, load_catalog, resolve
+from infra.program.model_catalog import ModelSpec, resolve_all
 from infra.program.platform import Platform
 from infra.program.settings import AwsStack, ExistingStack, GcpStack
 from infra.program.tenancy import model_namespace, model_priority_class
@@ -48,11 +48,9 @@ class Models:
 def model_specs(settings: Settings) -> list[ModelSpec]:
     """The stack's models as it runs them: catalog entry, the stack's override, priority class, and the entry's
     limits the catalog and the stack leave open taken from the tier (components/entry_limits.py)."""
-    catalog = load_catalog()
-    resolved = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
     return [
         with_tier_limits(replace(spec, priority_class=model_priority_class(settings, spec)), settings.environment)
-        for spec in resolved
+        for spec in resolve_all(settings.models)
     ]
 
 

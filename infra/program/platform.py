@@ -56,7 +56,7 @@ from components.progressive_delivery import LOADTESTER_PIN, ProgressiveDelivery,
 from components.serving import KNATIVE_SERVING_NAMESPACE, Serving, ServingArgs
 from components.tenancy import TENANT_LABEL, NetworkIsolation, Tenant
 from infra.program.batch import batch_flavors, batch_queues
-from infra.program.model_catalog import ModelSpec, load_catalog, resolve
+from infra.program.model_catalog import ModelSpec, resolve_all
 from infra.program.settings import (
     AwsStack,
     ExistingStack,
@@ -104,8 +104,7 @@ def gateway_routed_models(settings: Settings) -> tuple[list[ModelSpec], list[Mod
     """The stack's models that the Gateway API gateway routes (as the stack resolves them), and of those the ones
     served as LLMInferenceServices (catalog `api`). The others are InferenceServices in KServe's Standard mode (the
     KEDA-scaled ones): with `enableGatewayApi` KServe attaches their HTTPRoutes to the same Gateway."""
-    catalog = load_catalog()
-    specs = [resolve(catalog[name], override) for name, override in sorted(settings.models.items())]
+    specs = resolve_all(settings.models)
     llms = [spec for spec in specs if spec.serving == "kserve" and spec.api == "LLMInferenceService"]
     standard = [spec for spec in specs if spec.serving == "kserve" and spec.api == "InferenceService" and spec.autoscaler == "keda"]
     return [*llms, *standard], llms
