@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping
 import pytest
 import yaml
 
-import infra.program.models
+import infra.program.model_catalog
 import infra.program.settings
 import infra.program.stack_config
 from components.model_import import (
@@ -68,7 +68,8 @@ def hf_catalog(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         catalog = dict(load_catalog())
         source = {"huggingface": {"repo": REPO, "revision": revision}}
         catalog[MODEL] = CatalogModel.model_validate(entry_with(source))
-        for module in (infra.program.settings, infra.program.models):
+        # Every reader of the catalog: the settings checks, and resolve_all, which the program layers share.
+        for module in (infra.program.settings, infra.program.model_catalog):
             monkeypatch.setattr(module, "load_catalog", lambda: catalog)
 
     use()
